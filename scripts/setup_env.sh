@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project's virtual environment and installs the project into it.
+# Usage: scripts/setup_env.sh EXTRAS   (e.g. "export,test" or "export")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=${1:-export,test}
+venv=${HRNET_VENV:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating virtual environment $venv" >&2
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --upgrade pip
+echo "[setup] installing .[${extras}] (torch comes from this machine's local wheel cache)" >&2
+"$venv/bin/python" -m pip install -q -e ".[${extras}]"
