@@ -1,0 +1,127 @@
+"""Prometheus metrics on a per-app registry (several apps can live in one process, e.g. in tests).
+
+Endpoints record per-stage wall times in a :class:`Timings` object (``request.state.timings``);
+the metrics middleware observes them, the request count and the latency once the response is
+ready, labelled with the model the endpoint stored in ``request.state.model``.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+
+STAGES = ("decode", "preprocess", "queue", "inference", "postprocess", "encode")
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Timings:
+    """Wall-clock seconds per stage of one request (stages may repeat; times add up)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` to ``stage``."""
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the body of a ``with`` block as stage ``name``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t0)
+
+    def as_ms(self) -> dict[str, float]:
+        """Stage times in milliseconds, rounded to 0.01 ms."""
+        return {k: round(v * 1000.0, 2) for k, v in self.stages.items()}
+
+
+class Metrics:
+    """The gateway's metric families on their own :class:`CollectorRegistry`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "hrnet_requests_total", "Requests by endpoint, model and HTTP status.",
+            ["endpoint", "model", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "hrnet_request_seconds", "End-to-end request latency.",
+            ["endpoint", "model", "status"], buckets=_BUCKETS, registry=self.registry,
+        )
+        self.stage = Histogram(
+            "hrnet_stage_seconds", "Time per request stage (decode, preprocess, queue, inference, "
+            "postprocess, encode).", ["endpoint", "model", "stage"], buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "hrnet_backend_batches_total", "Backend calls by model.", ["model"], registry=self.registry
+        )
+        self.passes = Counter(
+            "hrnet_backend_passes_total", "Network passes (batch items) by model.", ["model"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "hrnet_inference_in_flight", "Requests running inference now.", registry=self.registry
+        )
+        self.waiting = Gauge(
+            "hrnet_inference_waiting", "Requests waiting for an inference slot.", registry=self.registry
+        )
+
+    def observe_request(
+        self, endpoint: str, model: str, status: int, seconds: float, timings: Timings | None
+    ) -> None:
+        """Record one finished request."""
+        labels = (endpoint, model, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+        if timings is not None:
+            for stage, secs in timings.stages.items():
+                self.stage.labels(endpoint, model, stage).observe(secs)
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+
+# Paths whose traffic is not worth a time series.
+_UNMETERED = {"/metrics", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
+
+
+async def metrics_middleware(request: Request, call_next):  # type: ignore[no-untyped-def]
+    """Time every request and record it under its route template and model."""
+    if request.url.path in _UNMETERED:
+        return await call_next(request)
+    request.state.timings = Timings()
+    request.state.model = "-"
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.observe_request(
+                endpoint, str(request.state.model), status, time.perf_counter() - t0,
+                request.state.timings,
+            )
+
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", include_in_schema=True, summary="Prometheus metrics")
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text exposition of this app's registry."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""HTTP routers; ``service.app`` includes those whose modules exist."""

@@ -1,0 +1,69 @@
+"""Gateway configuration: one object, read from ``HRNET_*`` environment variables (or a ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All gateway settings. Every field maps to ``HRNET_<FIELD>`` (e.g. ``HRNET_MAX_BATCH=8``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HRNET_", env_file=".env", extra="ignore")
+
+    # Models and backend.
+    repository: Path = Field(Path("triton_repo"), description="Model repository (Triton layout).")
+    backend: Literal["embedded", "triton"] = Field(
+        "embedded", description="'embedded': ONNX Runtime in-process; 'triton': a Triton server."
+    )
+    triton_url: str = Field("localhost:8001", description="Triton address (host:port).")
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+
+    # Request limits.
+    max_body_bytes: int = Field(20 * 1024 * 1024, description="Largest request body (413 above).")
+    max_pixels: int = Field(40_000_000, description="Largest decoded image, width*height (413).")
+    max_image_side: int = Field(8192, description="Largest decoded image side (413).")
+    max_faces: int = Field(32, description="Most face boxes in one landmarks request.")
+    max_passes: int = Field(
+        256, ge=1, description="Most network passes (scales x windows x flips) one request may plan."
+    )
+
+    # Scheduling.
+    max_batch: int = Field(8, ge=1, description="Most network passes in one backend call.")
+    max_concurrency: int = Field(2, ge=1, description="Requests running inference at once.")
+    max_queue: int = Field(16, ge=0, description="Requests waiting for a slot before 429.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Per-request inference deadline (504).")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 429/503.")
+
+    # ONNX Runtime (embedded backend). 0 lets ORT choose.
+    ort_intra_threads: int = Field(0, ge=0)
+    ort_inter_threads: int = Field(0, ge=0)
+    ort_providers: list[str] | None = Field(
+        None, description="Execution providers in order; default: CUDA if available, then CPU."
+    )
+    executor_threads: int = Field(0, ge=0, description="Thread pool for ORT calls; 0 = max_concurrency.")
+
+    # Default model per task (None: the first model of that task, by name).
+    default_segmentation_model: str | None = None
+    default_landmarks_model: str | None = None
+    default_detection_model: str | None = None
+
+    # HTTP.
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    host: str = "0.0.0.0"
+    port: int = 8000
+    log_level: str = "info"
+
+    def default_model(self, task: str) -> str | None:
+        """The configured default model name for ``task`` (None when not configured)."""
+        return getattr(self, f"default_{task}_model", None)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings from the environment (cached)."""
+    return Settings()

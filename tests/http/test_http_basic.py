@@ -1,0 +1,69 @@
+"""Health, readiness, metrics, model descriptions and docs over real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.http.conftest import repo_settings
+
+
+def test_healthz_and_readyz(gateway_url):
+    assert httpx.get(f"{gateway_url}/healthz").json() == {"status": "ok"}
+    r = httpx.get(f"{gateway_url}/readyz")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ready" and body["backend"] == "embedded"
+    assert {"seg_cityscapes", "seg_pascal", "seg_lip"} <= set(body["models"])
+
+
+def test_readyz_503_without_models(live_server, tmp_path):
+    url = live_server(repo_settings(tmp_path))
+    r = httpx.get(f"{url}/readyz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "not_ready" and r.headers["retry-after"] == "1"
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    r = httpx.post(f"{url}/segment", files={"file": ("a.png", b"x", "image/png")})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_models_list_and_detail(gateway_url):
+    models = httpx.get(f"{gateway_url}/v1/models").json()["models"]
+    by_name = {m["name"]: m for m in models}
+    seg = by_name["seg_cityscapes"]
+    assert seg["task"] == "segmentation" and seg["dataset"] == "cityscapes"
+    assert seg["num_labels"] == 19 and seg["labels"][0] == "road"
+    assert seg["random_init"] is True and seg["weights"]["origin"] == "random-init"
+    assert seg["input"]["tensor"] == "image" and seg["input"]["channel_order"] == "RGB"
+    assert seg["default_options"]["scales"] == [1.0] and seg["default_options"]["window"] == "cityscapes"
+    assert seg["default_options"]["base_size"] == 256
+    assert sum(m["default_for_task"] for m in models if m["task"] == "segmentation") == 1
+    one = httpx.get(f"{gateway_url}/v1/models/seg_lip").json()
+    assert one["name"] == "seg_lip" and one["default_options"]["resize_to_square"] == 96
+    r = httpx.get(f"{gateway_url}/v1/models/nope")
+    assert r.status_code == 404
+    assert r.json() == {"error": {"code": "model_not_found", "message": "model 'nope' is not served"}}
+
+
+def test_docs_and_openapi(gateway_url):
+    assert httpx.get(f"{gateway_url}/docs").status_code == 200
+    spec = httpx.get(f"{gateway_url}/openapi.json").json()
+    content = spec["paths"]["/segment"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(content)
+
+
+def test_metrics_count_requests_and_stages(gateway_url):
+    from tests.http.test_http_segment import photo_png
+
+    r = httpx.post(f"{gateway_url}/segment", files={"file": ("a.png", photo_png(), "image/png")},
+                   data={"model": "seg_pascal"}, timeout=120)
+    assert r.status_code == 200, r.text
+    text = httpx.get(f"{gateway_url}/metrics").text
+    assert 'hrnet_requests_total{endpoint="/segment",model="seg_pascal",status="200"}' in text
+    for stage in ("decode", "preprocess", "inference", "postprocess", "encode"):
+        assert f'hrnet_stage_seconds_count{{endpoint="/segment",model="seg_pascal",stage="{stage}"}}' in text
+    assert 'hrnet_backend_passes_total{model="seg_pascal"}' in text
+
+
+def test_unknown_route_json_404(gateway_url):
+    r = httpx.get(f"{gateway_url}/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

@@ -1,0 +1,59 @@
+"""service.resize against OpenCV INTER_LINEAR (float32) and torch F.interpolate (both align_corners)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from service.resize import resize_bilinear
+
+SIZES = [((37, 53), (74, 106)), ((37, 53), (20, 31)), ((64, 48), (64, 97)), ((5, 7), (1, 1)),
+         ((100, 80), (50, 40)), ((9, 13), (29, 3))]
+
+
+@pytest.mark.parametrize("src,dst", SIZES)
+def test_matches_opencv_float(src, dst):
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(*src, 3)).astype(np.float32)
+    ref = cv2.resize(img, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
+    out = resize_bilinear(img, dst, layout="hwc")
+    assert out.shape == ref.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("src,dst", SIZES)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_matches_torch(src, dst, align_corners):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, *src)).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(x), size=dst, mode="bilinear", align_corners=align_corners).numpy()
+    np.testing.assert_allclose(resize_bilinear(x, dst, align_corners=align_corners, layout="nchw"), ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(resize_bilinear(x[0], dst, align_corners=align_corners), ref[0], atol=1e-5, rtol=0)
+
+
+def test_identity_is_copy():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    y = resize_bilinear(x, (3, 4), layout="hw")
+    assert np.array_equal(x, y) and y is not x
+
+
+def test_uint8_input_becomes_float():
+    img = (np.arange(6 * 8 * 3) % 256).astype(np.uint8).reshape(6, 8, 3)
+    ref = cv2.resize(img.astype(np.float32), (16, 12), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(resize_bilinear(img, (12, 16), layout="hwc"), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("dst", [(64, 64), (473, 473), (97, 131), (600, 800), (150, 200), (1, 1)])
+def test_uint8_matches_opencv_bit_exact(dst):
+    from skimage import data
+
+    from service.resize import resize_uint8_opencv
+
+    for img in (data.coffee(), data.chelsea()[:300, :400], data.astronaut()[:, :, 0]):
+        ref = cv2.resize(img, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
+        out = resize_uint8_opencv(img, dst)
+        assert out.shape == ref.shape and out.dtype == np.uint8
+        assert np.array_equal(out, ref), f"{img.shape}->{dst}: {(out != ref).mean():.5f} differ"

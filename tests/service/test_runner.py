@@ -1,0 +1,83 @@
+"""InferenceRunner: batching by shape and size limits, queue bound (429), deadline (504)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from service.errors import Overloaded, Timeout
+from service.metadata import ModelMetadata
+from service.runner import InferenceRunner
+from service.settings import Settings
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[tuple] = []
+        self.delay = delay
+
+    async def infer(self, model, inputs):
+        x = inputs["image"]
+        self.calls.append(x.shape)
+        await asyncio.sleep(self.delay)
+        return {"logits": x[:, :1] * 2.0}
+
+
+def _meta(max_batch: int) -> ModelMetadata:
+    return ModelMetadata.model_validate({
+        "name": "m", "task": "segmentation", "arch": "a", "dataset": "d", "labels": ["x"],
+        "align_corners": False, "max_batch_size": max_batch,
+        "inputs": [{"name": "image", "dtype": "FP32", "dims": [3, -1, -1]}],
+        "outputs": [{"name": "logits", "dtype": "FP32", "dims": [1, -1, -1]}],
+        "weights": {"random_init": True, "origin": "random-init", "format": "random-init"},
+        "export": {"model_export_version": "0", "torch": "0", "onnx": "0", "opset": 18,
+                   "exported_at": "now"},
+    })
+
+
+def test_batches_grouped_by_shape_and_limited():
+    be = FakeBackend()
+    runner = InferenceRunner(be, Settings(max_batch=3))
+    passes = [np.full((3, 4, 4), i, np.float32) for i in range(5)] + [np.full((3, 2, 6), 9, np.float32)] * 2
+    out = asyncio.run(runner.run(_meta(4), passes))
+    assert sorted(be.calls) == sorted([(3, 3, 4, 4), (2, 3, 4, 4), (2, 3, 2, 6)])
+    for i in range(5):  # results come back in pass order
+        assert out[i]["logits"].shape == (1, 4, 4) and out[i]["logits"][0, 0, 0] == 2 * i
+    assert out[5]["logits"][0, 0, 0] == 18
+
+
+def test_model_max_batch_one():
+    be = FakeBackend()
+    asyncio.run(InferenceRunner(be, Settings(max_batch=8)).run(_meta(1), [np.zeros((3, 2, 2), np.float32)] * 3))
+    assert be.calls == [(1, 3, 2, 2)] * 3
+
+
+def test_queue_full_raises_overloaded_and_queue_drains():
+    async def main():
+        runner = InferenceRunner(FakeBackend(delay=0.2), Settings(max_concurrency=1, max_queue=1))
+        p = [np.zeros((3, 2, 2), np.float32)]
+        t1 = asyncio.create_task(runner.run(_meta(1), p))
+        await asyncio.sleep(0.05)
+        t2 = asyncio.create_task(runner.run(_meta(1), p))  # waits in the queue
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as err:
+            await runner.run(_meta(1), p)
+        assert err.value.status_code == 429 and "Retry-After" in err.value.headers
+        await asyncio.gather(t1, t2)
+        assert runner.waiting == 0 and runner.running == 0
+
+    asyncio.run(main())
+
+
+def test_deadline_raises_timeout_and_frees_slot():
+    async def main():
+        runner = InferenceRunner(FakeBackend(delay=0.5), Settings(request_timeout_s=0.1, max_concurrency=1))
+        with pytest.raises(Timeout):
+            await runner.run(_meta(1), [np.zeros((3, 2, 2), np.float32)])
+        assert runner.waiting == 0 and runner.running == 0
+
+    asyncio.run(main())
