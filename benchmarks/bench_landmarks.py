@@ -1,0 +1,121 @@
+"""Landmarks gateway timings: image decode, official face crop, heatmap decode, and the whole task
+with the embedded ONNX Runtime backend (1 face vs a batch of faces).
+
+    .venv/bin/python benchmarks/bench_landmarks.py --repo triton_repo [--model face_300w]
+    .venv/bin/python benchmarks/bench_landmarks.py --export   # exports a random-init face model first
+
+Numbers are wall-clock medians on this machine; the model's weights do not change its speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.images import decode_image  # noqa: E402
+from service.landmarks import Face, crop_face, decode_heatmaps  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0
+
+
+def export_random_face(repo: Path) -> None:
+    import torch
+
+    from model_export.pipeline import ExportRequest, export_model
+
+    torch.set_num_threads(1)
+    export_model(
+        ExportRequest(name="face_300w", task="landmarks", arch="hrnetv2_w18", dataset="300w", repo=repo,
+                      random_init=True, seed=0, max_batch_size=8, instance_kind="cpu", warmup="none",
+                      parity_batches=(1,)),
+        log=lambda _m: None,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path, default=None)
+    ap.add_argument("--model", default="face_300w")
+    ap.add_argument("--export", action="store_true", help="export a random-init face model to a temp repo")
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    args = ap.parse_args()
+
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    big = np.asarray(Image.fromarray(photo).resize((4000, 3000), Image.BILINEAR))
+
+    print(f"decode 512x512 JPEG:              {median_ms(lambda: decode_image(jpeg), args.repeat):8.2f} ms")
+    face = Face((210.0, 115.0), 0.9375)
+    print(f"crop 188 px face (512 image):     {median_ms(lambda: crop_face(photo, face), args.repeat):8.2f} ms")
+    big_face = Face((2000.0, 1500.0), 8.0)  # 1600 px square: the official shrink step
+    print(f"crop 1600 px face (4000x3000):    {median_ms(lambda: crop_face(big, big_face), args.repeat):8.2f} ms")
+    hm = np.random.default_rng(0).normal(size=(8, 68, 64, 64)).astype(np.float32)
+    faces = [face] * 8
+    print(f"decode heatmaps, 8 faces x 68:    {median_ms(lambda: decode_heatmaps(hm, faces), args.repeat):8.2f} ms")
+
+    repo = args.repo
+    tmp = None
+    if args.export:
+        tmp = tempfile.TemporaryDirectory()
+        repo = Path(tmp.name)
+        export_random_face(repo)
+    if repo is None:
+        print("(no --repo/--export: skipping the end-to-end task timings)")
+        return
+
+    from service.backends.embedded import EmbeddedBackend
+    from service.runner import InferenceRunner
+    from service.tasks.landmarks import FaceSpec, LandmarkOptions, run_landmarks
+
+    settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1, max_batch=8)
+
+    async def bench() -> None:
+        backend = EmbeddedBackend(settings)
+        await backend.start()
+        meta = (await backend.models())[args.model]
+        runner = InferenceRunner(backend, settings)
+        img = decode_image(jpeg)
+        for n in (1, 4):
+            specs = [FaceSpec(box=[150, 40, 270, 190])] * n
+            for flip in (False, True):
+                times = []
+                for _ in range(max(3, args.repeat // 2)):
+                    t0 = time.perf_counter()
+                    await run_landmarks(img, meta, runner, specs, LandmarkOptions(flip=flip), max_faces=32)
+                    times.append(time.perf_counter() - t0)
+                ms = statistics.median(times[1:]) * 1000.0
+                print(f"task: {n} face(s), flip={flip!s:5}: {ms:8.1f} ms/request  {ms / n:7.1f} ms/face")
+        await backend.close()
+
+    asyncio.run(bench())
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
