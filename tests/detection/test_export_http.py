@@ -1,0 +1,148 @@
+"""Exported graph vs PyTorch, repository entry, and ``POST /detect`` over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.detection.conftest import MODEL_NAME
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    return np.asarray(getattr(data, name)())[..., :3]
+
+
+def _detect(url: str, rgb: np.ndarray, **options) -> httpx.Response:
+    files = {"file": ("img.png", _png(rgb), "image/png")}
+    return httpx.post(f"{url}/detect", files=files,
+                      data={"options": json.dumps(options)} if options else None, timeout=300)
+
+
+def test_entry_metadata_and_parity(det_repo: Path) -> None:
+    from service.metadata import ModelMetadata
+
+    entry = det_repo / MODEL_NAME
+    meta = ModelMetadata.from_json((entry / "hrnet.json").read_text())
+    assert meta.task == "detection" and meta.max_batch_size == 1
+    assert meta.labels[0] == "__background__" and meta.labels[1] == "person" and len(meta.labels) == 81
+    assert meta.label_ids[80] == 90 and meta.weights.random_init
+    assert [o.name for o in meta.outputs] == ["boxes", "scores", "labels"]
+    assert meta.outputs[2].dtype == "INT64" and meta.detection.box_convention == "legacy_plus_one"
+    parity = json.loads((entry / "parity.json").read_text())
+    assert parity["passed"] and all(c["reference"] > 0 and c["match_rate"] >= 0.95
+                                    for c in parity["cases"])
+    cfg = (entry / "config.pbtxt").read_text()
+    assert "max_batch_size: 1" in cfg and "TYPE_INT64" in cfg
+
+
+def test_graph_runs_at_another_size_and_pads_are_dynamic(det_repo: Path) -> None:
+    import onnxruntime as ort
+
+    from model_export.detection_export import photo_input
+
+    sess = ort.InferenceSession(str(det_repo / MODEL_NAME / "1" / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    x = photo_input("astronaut", (300, 300)).numpy()  # 300 x 300 padded to 320 x 320
+    assert x.shape == (1, 3, 320, 320)
+    boxes, scores, labels = sess.run(None, {"image": x})
+    assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and labels.dtype == np.int64
+    assert len(scores[0]) > 0 and (np.diff(scores[0]) <= 1e-6).all()
+    assert labels.min() >= 1 and labels.max() <= 80
+    # clipped to the valid 300 x 300 region (legacy: <= 299), found from the mean padding
+    assert boxes[0].max() <= 299 and (boxes[0] >= 0).all()
+
+
+def test_models_lists_the_detector(live_url: str) -> None:
+    body = httpx.get(f"{live_url}/v1/models").json()
+    (model,) = [m for m in body["models"] if m["name"] == MODEL_NAME]
+    assert model["task"] == "detection" and model["random_init"] is True
+
+
+def test_detect_boxes_in_original_pixels(live_url: str) -> None:
+    img = _photo("coffee")  # 400 x 600
+    r = _detect(live_url, img)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image_size"] == [600, 400] and body["random_init"] is True
+    assert body["options"]["network_inputs"] == [[320, 480]]
+    dets = body["detections"]
+    assert 0 < len(dets) <= 100
+    b = np.array([d["box"] for d in dets])
+    assert (b[:, 0] >= 0).all() and (b[:, 2] <= 600).all() and (b[:, 3] <= 400).all()
+    assert (b[:, 2] > b[:, 0]).all()
+    # boxes reach beyond the 480x320 network frame: they were mapped back to the original
+    assert b[:, 2].max() > 480 or b[:, 3].max() > 320
+    assert all(d["label"] != "__background__" and d["score"] > 0.05 for d in dets)
+    assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
+
+
+def test_flipped_image_gives_mirrored_boxes(live_url: str) -> None:
+    img = _photo("chelsea")[:, :450]
+    # With flip TTA both requests run the same two network inputs, so results must mirror.
+    a = _detect(live_url, img, flip=True).json()["detections"]
+    b = _detect(live_url, np.ascontiguousarray(img[:, ::-1]), flip=True).json()["detections"]
+    assert len(a) == len(b) > 0
+    w = img.shape[1]
+    ba = np.array([d["box"] for d in a])
+    bb = np.array([d["box"] for d in b])
+    mirrored = np.stack([w - bb[:, 2], bb[:, 1], w - bb[:, 0], bb[:, 3]], 1)
+    order_a = np.lexsort(ba.T[::-1])
+    order_b = np.lexsort(mirrored.T[::-1])
+    np.testing.assert_allclose(ba[order_a], mirrored[order_b], atol=0.02)
+
+
+def test_rescaled_copy_gives_scaled_boxes(live_url: str) -> None:
+    from service.resize import resize_uint8_opencv
+
+    small = resize_uint8_opencv(_photo("astronaut"), (320, 320))  # exactly the network size
+    big = np.repeat(np.repeat(small, 2, 0), 2, 1)  # 640 x 640: resized back bit-exactly
+    a = _detect(live_url, small).json()["detections"]
+    b = _detect(live_url, big).json()["detections"]
+    assert len(a) == len(b) > 0
+    ba = np.array([d["box"] for d in a])
+    bb = np.array([d["box"] for d in b])
+    # legacy inclusive corners: x2 maps as 2*x2_net + 1 vs 2*(x2_net + 1): within 1 px
+    assert np.abs(bb - 2 * ba).max() <= 1.01
+    assert [d["label"] for d in a] == [d["label"] for d in b]
+
+
+def test_options_filter_and_json_body(live_url: str) -> None:
+    import base64
+
+    img = _photo("rocket")
+    payload = {"image": base64.b64encode(_png(img)).decode(), "max_detections": 5,
+               "score_threshold": 0.1, "classes": ["cat", "tv", 1]}
+    r = httpx.post(f"{live_url}/detect", json=payload, timeout=300)
+    assert r.status_code == 200, r.text
+    dets = r.json()["detections"]
+    assert len(dets) <= 5
+    assert all(d["label"] in ("cat", "tv", "person") and d["score"] > 0.1 for d in dets)
+
+
+@pytest.mark.parametrize("options,status", [
+    ({"score_threshold": 2}, 422), ({"classes": ["unicorn"]}, 422), ({"scales": [0]}, 422),
+    ({"merge": "vote"}, 422), ({"bogus": 1}, 422), ({"model": "nope"}, 404),
+])
+def test_bad_options_are_4xx(live_url: str, options: dict, status: int) -> None:
+    r = _detect(live_url, np.zeros((64, 64, 3), np.uint8), **options)
+    assert r.status_code == status, r.text
+    assert "error" in r.json()
+
+
+def test_not_an_image_is_4xx(live_url: str) -> None:
+    r = httpx.post(f"{live_url}/detect", content=b"hello", headers={"content-type": "image/png"})
+    assert 400 <= r.status_code < 500
