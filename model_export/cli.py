@@ -1,0 +1,208 @@
+"""``python -m model_export``: export, inspect, list-archs, list-datasets, demo.
+
+Exit status: 0 success; 1 the request cannot be exported (bad options, wrong or unreadable
+checkpoint); 2 usage error; 3 ONNX Runtime / PyTorch parity failed.
+Progress lines go to stderr; the final summary of what was written goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from model_export.datasets import DATASETS
+
+if TYPE_CHECKING:
+    from model_export.pipeline import ExportRequest
+
+EXIT_FAILED = 1
+EXIT_PARITY = 3
+#: Tasks ``export`` offers; the detection exporter appends "detection" (kept static so that
+#: ``--help`` needs no torch import).
+EXPORT_TASKS: list[str] = ["segmentation", "landmarks"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'256x512' -> (256, 512); a single number means a square."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        nums = [int(p) for p in parts if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not HxW") from None
+    if len(nums) == 1:
+        nums *= 2
+    if len(nums) != 2 or min(nums) < 8:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not HxW with sides >= 8")
+    return nums[0], nums[1]
+
+
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, choices=EXPORT_TASKS, help="network head")
+    p.add_argument("--arch", help="backbone, e.g. hrnetv2_w48 (see list-archs); "
+                   "optional with --checkpoint when the file reveals it")
+    p.add_argument("--dataset", required=True, help="label set and protocol (see list-datasets)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="weights file; format auto-detected")
+    src.add_argument("--random-init", action="store_true",
+                     help="no weights: deterministic random init (tests/demos; recorded in metadata)")
+    p.add_argument("--seed", type=int, help="seed of --random-init")
+    p.add_argument("--name", required=True, help="repository entry name")
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="model repository folder")
+    p.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
+                   help="bilinear convention (default: by checkpoint origin; False for all "
+                   "official/MMSeg releases)")
+    p.add_argument("--base-size", type=int, help="segmentation: long side at scale 1.0")
+    p.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="segmentation: sliding-window size")
+    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--instance-kind", choices=["gpu", "cpu"], default="gpu")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--tensorrt-accelerator", choices=["fp16"],
+                   help="enable ONNX Runtime's TensorRT execution accelerator in Triton")
+    p.add_argument("--tensorrt-plan", action="store_true",
+                   help="also build a TensorRT plan entry <name>_trt (needs tensorrt + GPU)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument("--trace-size", type=_size, help="segmentation: HxW of the tracing input")
+    p.add_argument("--parity-sizes", type=_size, nargs="+", metavar="HxW",
+                   help="segmentation: sizes of the parity check (default 256x512 250x375)")
+    p.add_argument("--parity-batches", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--warmup", choices=["zero", "random", "none"], default="zero",
+                   help="Triton model_warmup sample at a representative size")
+    p.add_argument("--no-overwrite", action="store_true", help="fail if the entry exists")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model_export",
+        description="Export HRNetV2 segmentation / facial-landmark networks to ONNX and a Triton "
+        "model repository, with an ONNX Runtime parity check.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("export", help="export one model into the repository",
+                       description="Build, load, export to ONNX, check parity, write the entry.")
+    _add_export_args(p)
+    p = sub.add_parser("inspect", help="say what a checkpoint file is (no export)")
+    p.add_argument("checkpoint", type=Path)
+    p = sub.add_parser("list-archs", help="list backbone names per task")
+    p.add_argument("--task", help="only this task")
+    p = sub.add_parser("list-datasets", help="list datasets with their protocols")
+    p.add_argument("--task", help="only this task")
+    p = sub.add_parser("demo", help="write a demo repository of random-init models")
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
+    p.add_argument("--tasks", nargs="+", help="subset of demo tasks")
+    p.add_argument("--instance-kind", choices=["gpu", "cpu"], default="cpu")
+    return parser
+
+
+def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
+    from model_export.onnx_export import DEFAULT_OPSET
+    from model_export.pipeline import ExportRequest
+
+    return ExportRequest(
+        task=a.task,
+        arch=a.arch,
+        dataset=a.dataset,
+        name=a.name,
+        repo=a.repo,
+        checkpoint=a.checkpoint,
+        random_init=a.random_init,
+        seed=a.seed,
+        align_corners=a.align_corners,
+        base_size=a.base_size,
+        crop_size=tuple(a.crop_size) if a.crop_size else None,
+        max_batch_size=a.max_batch_size,
+        instance_kind=a.instance_kind,
+        instance_count=a.instance_count,
+        tensorrt_accelerator=a.tensorrt_accelerator,
+        tensorrt_plan=a.tensorrt_plan,
+        opset=a.opset or DEFAULT_OPSET,
+        trace_size=a.trace_size,
+        parity_sizes=a.parity_sizes,
+        parity_batches=tuple(a.parity_batches),
+        warmup=a.warmup,
+        overwrite=not a.no_overwrite,
+    )
+
+
+def _cmd_list_datasets(task: str | None) -> int:
+    for d in DATASETS.values():
+        if task and d.task != task:
+            continue
+        line = f"{d.name:<18} {d.task:<13} {d.num_outputs:>3} outputs  {d.title}"
+        if d.segmentation:
+            s = d.segmentation
+            line += (f"; base {s.base_size}, crop {s.crop_size[0]}x{s.crop_size[1]}, "
+                     f"windows '{s.window}', scales {s.multi_scales}")
+            if s.resize_to_square:
+                line += f", resize to {s.resize_to_square}^2"
+        if d.landmarks:
+            line += f"; NME by {d.landmarks.nme_normalization}"
+        print(line)
+    return 0
+
+
+def _cmd_list_archs(task: str | None) -> int:
+    from model_export.archs import list_archs, list_tasks
+
+    for t in list_tasks():
+        if task and t != task:
+            continue
+        print(f"{t}: {', '.join(list_archs(t))}")
+    return 0
+
+
+def _cmd_inspect(path: Path) -> int:
+    from model_export.checkpoints import inspect_checkpoint
+
+    print(inspect_checkpoint(path).summary())
+    return 0
+
+
+def _run_exports(requests: list["ExportRequest"]) -> int:
+    from model_export.pipeline import export_model
+
+    t0 = time.perf_counter()
+    results = [export_model(r) for r in requests]
+    print(f"Wrote {len(results)} model(s) in {time.perf_counter() - t0:.1f}s:")
+    for r in results:
+        print(r.summary())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from model_export.onnx_export import ParityError
+    from model_export.pipeline import ExportError
+
+    try:
+        if args.command == "list-datasets":
+            return _cmd_list_datasets(args.task)
+        if args.command == "list-archs":
+            return _cmd_list_archs(args.task)
+        if args.command == "inspect":
+            return _cmd_inspect(args.checkpoint)
+        if args.command == "export":
+            import torch
+
+            torch.set_grad_enabled(False)
+            return _run_exports([_request_from_args(args)])
+        if args.command == "demo":
+            from dataclasses import replace
+
+            from model_export.demo import demo_requests
+
+            reqs = [replace(r, instance_kind=args.instance_kind)
+                    for r in demo_requests(args.repo, args.tasks)]
+            return _run_exports(reqs)
+    except ParityError as exc:
+        print(f"error: parity check failed: {exc}", file=sys.stderr)
+        return EXIT_PARITY
+    except (ExportError, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    raise AssertionError(f"unhandled command {args.command}")

@@ -1,0 +1,171 @@
+"""TensorRT plans from the exported ONNX graph (GPU machines with the ``tensorrt`` package).
+
+A plan is written as a sibling repository entry ``<name>_trt`` (``platform: "tensorrt_plan"``,
+``1/model.plan``) carrying the same metadata under the new name. A plan is specific to the GPU
+model and TensorRT version that built it: build it on the serving machine.
+
+Optimisation profile (the shapes TensorRT tunes for), from the serving protocol:
+
+* landmarks: fixed 256x256, batch 1..max;
+* segmentation, 'base' windows (PASCAL-Context, LIP): every pass is exactly the crop size (small
+  images are padded to it), so min = opt = max = crop;
+* segmentation, 'cityscapes' windows: scale <= 1 runs the whole resized image (long side up to
+  ``base_size``), larger scales run crop-size windows; so max = base x base, opt = crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.metadata import ModelMetadata
+
+from model_export.triton_repo import PLAN_FILENAME, EntryPaths, TritonOptions, write_entry
+
+TRT_SUFFIX = "_trt"
+# The smallest side a whole-image pass may have (scale 0.5 of a small image); below, HRNet's four
+# stride-2 stages leave nothing to work with.
+MIN_SIDE = 32
+
+
+class TensorRTUnavailable(RuntimeError):
+    """The ``tensorrt`` package is not importable here."""
+
+
+@dataclass(frozen=True)
+class TrtProfile:
+    """One optimisation profile of the ``image`` input: NCHW shapes."""
+
+    input_name: str
+    min_shape: tuple[int, int, int, int]
+    opt_shape: tuple[int, int, int, int]
+    max_shape: tuple[int, int, int, int]
+
+    def __post_init__(self) -> None:
+        for lo, mid, hi in zip(self.min_shape, self.opt_shape, self.max_shape):
+            if not 0 < lo <= mid <= hi:
+                raise ValueError(f"profile shapes must satisfy 0 < min <= opt <= max: {self}")
+
+
+def tensorrt_available() -> bool:
+    """True when ``import tensorrt`` works."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def compute_profile(
+    metadata: ModelMetadata,
+    *,
+    opt_batch: int | None = None,
+    max_hw: tuple[int, int] | None = None,
+) -> TrtProfile:
+    """The optimisation profile implied by the model's serving protocol (see module doc)."""
+    max_b = max(1, metadata.max_batch_size)
+    opt_b = min(max_b, opt_batch or max(1, max_b // 2))
+    name = metadata.inputs[0].name
+    if metadata.task == "landmarks" and metadata.landmarks is not None:
+        h, w = metadata.landmarks.input_size
+        return TrtProfile(name, (1, 3, h, w), (opt_b, 3, h, w), (max_b, 3, h, w))
+    seg = metadata.segmentation
+    if seg is None:
+        raise ValueError(f"no TensorRT profile rule for task {metadata.task!r}")
+    ch, cw = seg.crop_size
+    if seg.window == "base":
+        lo = hi = (ch, cw)
+    else:
+        lo = (MIN_SIDE, MIN_SIDE)
+        side = max(seg.base_size, ch, cw)
+        hi = (side, side)
+    if max_hw is not None:
+        hi = (max(int(max_hw[0]), lo[0]), max(int(max_hw[1]), lo[1]))
+    opt = (min(max(ch, lo[0]), hi[0]), min(max(cw, lo[1]), hi[1]))
+    return TrtProfile(name, (1, 3, *lo), (opt_b, 3, *opt), (max_b, 3, *hi))
+
+
+def build_plan(
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    profile: TrtProfile,
+    *,
+    fp16: bool = True,
+    workspace_bytes: int = 4 << 30,
+) -> Path:
+    """Parse ``onnx_path`` with TensorRT and serialise an engine for ``profile`` to ``plan_path``."""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # ImportError, or a broken CUDA install
+        raise TensorRTUnavailable(
+            "TensorRT plans need the 'tensorrt' Python package and an NVIDIA GPU; "
+            f"import failed ({exc}). Serve the ONNX entry (optionally with "
+            "--tensorrt-accelerator fp16) or build the plan on the GPU machine."
+        ) from exc
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # TensorRT < 10 needs it
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if fp16:
+        if not builder.platform_has_fast_fp16:
+            raise RuntimeError("this GPU has no fast FP16; build with fp16=False")
+        config.set_flag(trt.BuilderFlag.FP16)
+    opt = builder.create_optimization_profile()
+    opt.set_shape(profile.input_name, profile.min_shape, profile.opt_shape, profile.max_shape)
+    config.add_optimization_profile(opt)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT failed to build the engine (see the log above)")
+    plan_path = Path(plan_path)
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_bytes(bytes(serialized))
+    return plan_path
+
+
+def trt_metadata(metadata: ModelMetadata, profile: TrtProfile, fp16: bool) -> ModelMetadata:
+    """The plan entry's metadata: same contract, new name, a note on the profile."""
+    note = (
+        f"TensorRT plan ({'FP16' if fp16 else 'FP32'}); input shapes limited to "
+        f"min {profile.min_shape}, max {profile.max_shape}."
+    )
+    return metadata.model_copy(update={"name": metadata.name + TRT_SUFFIX, "notes": [*metadata.notes, note]})
+
+
+def write_plan_entry(
+    repo: str | Path,
+    metadata: ModelMetadata,
+    onnx_path: str | Path,
+    *,
+    fp16: bool = True,
+    options: TritonOptions | None = None,
+    profile: TrtProfile | None = None,
+    parity: dict | None = None,
+    workspace_bytes: int = 4 << 30,
+) -> EntryPaths:
+    """Build a plan from ``onnx_path`` and write the ``<name>_trt`` entry next to the ONNX one."""
+    profile = profile or compute_profile(metadata)
+    plan_meta = trt_metadata(metadata, profile, fp16)
+    staging = Path(repo) / f".{plan_meta.name}.plan"
+    build_plan(onnx_path, staging, profile, fp16=fp16, workspace_bytes=workspace_bytes)
+    opts = options or TritonOptions()
+    # The TRT accelerator option belongs to the ONNX Runtime backend, not to plans.
+    opts = TritonOptions(**{**opts.__dict__, "tensorrt_fp16": False, "instance_kind": "gpu"})
+    return write_entry(
+        repo,
+        plan_meta,
+        staging,
+        parity=parity,
+        options=opts,
+        platform="tensorrt_plan",
+        backend="tensorrt",
+        model_filename=PLAN_FILENAME,
+        move=True,
+    )

@@ -1,0 +1,88 @@
+"""Session fixtures shared by all test folders: a small exported model repository.
+
+``model_repo`` exports four random-init models (``model_export.demo.randomize_for_demo``: seeded
+weights, BatchNorm statistics from sample photos, so label maps and heatmap peaks vary across the
+image) into one temporary Triton-layout repository, once per session:
+
+* ``seg_cityscapes``: hrnetv2_w18_small_v1, Cityscapes protocol with base size 256 and crop
+  128x256, so multi-scale runs both the whole-image (scale <= 1) and sliding-window paths;
+* ``seg_pascal``: hrnetv2_w18_small_v1, PASCAL-Context-59 ('base' windows), base 160, crop 128x128
+  (scale 1 slides windows, scale 0.5 pads the whole image);
+* ``seg_lip``: hrnetv2_w18_small_v1, LIP, resized to a 96x96 square, crop 96x96, flip pairs;
+* ``face_300w``: hrnetv2_w18 landmarks, 300W, fixed 256x256 input.
+
+``torch_models`` gives the very torch modules that were exported (eval mode, *normalised* input),
+so parity tests run the same weights in PyTorch. Nothing here imports torch until a fixture is
+used: gateway-only tests pay nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SEG_CITYSCAPES = "seg_cityscapes"
+SEG_PASCAL = "seg_pascal"
+SEG_LIP = "seg_lip"
+FACE_300W = "face_300w"
+TEST_SEED = 1234
+
+# Small parity sizes keep the session fixture quick; neither equals the trace size.
+_SEG_TRACE = (80, 112)
+_SEG_PARITY = [(64, 128), (50, 75)]
+
+
+def _requests(repo: Path) -> list[Any]:
+    from model_export.pipeline import ExportRequest
+
+    common: dict[str, Any] = dict(
+        repo=repo,
+        random_init=True,
+        seed=TEST_SEED,
+        max_batch_size=4,
+        instance_kind="cpu",
+        warmup="none",
+        parity_batches=(1, 2),
+    )
+    seg: dict[str, Any] = dict(common, task="segmentation", arch="hrnetv2_w18_small_v1",
+                               trace_size=_SEG_TRACE, parity_sizes=_SEG_PARITY)
+    return [
+        ExportRequest(name=SEG_CITYSCAPES, dataset="cityscapes", base_size=256, crop_size=(128, 256), **seg),
+        ExportRequest(name=SEG_PASCAL, dataset="pascal_context_59", base_size=160, crop_size=(128, 128), **seg),
+        ExportRequest(name=SEG_LIP, dataset="lip", base_size=96, crop_size=(96, 96), **seg),
+        ExportRequest(name=FACE_300W, task="landmarks", arch="hrnetv2_w18", dataset="300w", **common),
+    ]
+
+
+@pytest.fixture(scope="session")
+def exported_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``{name: model_export.pipeline.ExportResult}`` of the four test models (see module doc)."""
+    import torch
+
+    from model_export.pipeline import export_model
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    repo = tmp_path_factory.mktemp("model_repo")
+    quiet = lambda _msg: None  # noqa: E731 - progress lines would only clutter test output
+    with torch.no_grad():
+        return {r.name: export_model(r, log=quiet) for r in _requests(repo)}
+
+
+@pytest.fixture(scope="session")
+def model_repo(exported_models: dict[str, Any]) -> Path:
+    """Path of the exported repository (``<repo>/<name>/{config.pbtxt,hrnet.json,parity.json,1/model.onnx}``)."""
+    return next(iter(exported_models.values())).entry.entry_dir.parent
+
+
+@pytest.fixture(scope="session")
+def torch_models(exported_models: dict[str, Any]) -> dict[str, Any]:
+    """``{name: torch.nn.Module}``: the exported networks (eval mode, normalised NCHW input)."""
+    return {name: r.model for name, r in exported_models.items()}
+
+
+@pytest.fixture(scope="session")
+def model_metadata(exported_models: dict[str, Any]) -> dict[str, Any]:
+    """``{name: service.metadata.ModelMetadata}`` of the exported entries."""
+    return {name: r.metadata for name, r in exported_models.items()}
