@@ -1,0 +1,171 @@
+"""Triton python-backend ``model.py`` that serves an ONNX graph through ONNX Runtime on the CPU.
+
+This file is a *template*: :mod:`model_export.triton_cpu` copies it verbatim to
+``<repo>/<name>/1/model.py`` of a CPU test repository. It runs inside Triton's
+``triton_python_backend_stub``, which embeds the system ``libpython3.11`` and does not see any
+virtual environment: ``numpy`` and ``onnxruntime`` come from the directory named by the
+``pydeps`` config parameter, which this module puts on ``sys.path`` (see below).
+
+Config parameters (``parameters { key: ... value { string_value: ... } }``):
+
+* ``onnx_model``: path of the ONNX file (absolute, or relative to the model's directory);
+* ``pydeps``: directory with ``numpy<2`` and ``onnxruntime`` (``pip install --target``);
+* ``ort_intra_threads``: optional ONNX Runtime intra-op thread count (0: ORT's default).
+
+The python backend imports this file *before* its own ``triton_python_backend_utils`` (which
+imports numpy), so the ``pydeps`` directory is put on ``sys.path`` at import time, read from the
+sibling ``../config.pbtxt`` (or the ``HRNET_TRITON_PYDEPS`` environment variable); a
+``PYTHONPATH`` would not help because the stub's embedded interpreter runs isolated from the
+environment's Python variables.
+
+With dynamic batching Triton hands :meth:`TritonPythonModel.execute` several requests at once.
+Requests whose inputs have equal per-item shapes are concatenated along the batch axis and run in
+one ONNX Runtime call; the outputs are split back per request. One bad request gets an error
+response without failing its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any
+
+_PYDEPS_RE = re.compile(r'key:\s*"pydeps"\s*value\s*\{\s*string_value:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _pydeps_from_config() -> str | None:
+    """The ``pydeps`` parameter of this model's config.pbtxt (``<model>/1/model.py`` -> ``<model>/``)."""
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.pbtxt")
+    try:
+        with open(config, encoding="utf-8") as f:
+            match = _PYDEPS_RE.search(f.read())
+    except OSError:
+        return None
+    return match.group(1).encode().decode("unicode_escape") if match else None
+
+
+_PYDEPS = os.environ.get("HRNET_TRITON_PYDEPS") or _pydeps_from_config()
+if _PYDEPS and _PYDEPS not in sys.path:
+    sys.path.insert(0, _PYDEPS)
+
+# Filled by initialize(): the stub's utilities import numpy, which is only importable after
+# the pydeps directory is on sys.path.
+pb_utils: Any = None
+np: Any = None
+
+
+def _param(config: dict, key: str, default: str | None = None) -> str | None:
+    """A string parameter of the model configuration."""
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return default if value in (None, "") else value
+
+
+class TritonPythonModel:
+    """One ONNX Runtime session per model instance."""
+
+    def initialize(self, args: dict) -> None:
+        """Load the ONNX graph named by the config (called once per instance by Triton)."""
+        global pb_utils, np
+        config = json.loads(args["model_config"])
+        self.name = config.get("name", "?")
+        model_dir = args["model_repository"]  # the model's own directory
+        pydeps = _param(config, "pydeps")
+        if pydeps and pydeps not in sys.path:
+            sys.path.insert(0, pydeps)
+        try:
+            import numpy
+            import onnxruntime
+            import triton_python_backend_utils
+        except ImportError as exc:  # no pb_utils yet: a plain exception fails the load clearly
+            raise RuntimeError(
+                f"{self.name}: cannot import numpy/onnxruntime (pydeps={pydeps!r}): {exc}"
+            ) from exc
+        np, pb_utils = numpy, triton_python_backend_utils
+
+        onnx_path = _param(config, "onnx_model")
+        if onnx_path is None:
+            raise pb_utils.TritonModelException(f"{self.name}: config parameter 'onnx_model' missing")
+        if not os.path.isabs(onnx_path):
+            onnx_path = os.path.join(model_dir, onnx_path)
+        if not os.path.isfile(onnx_path):
+            raise pb_utils.TritonModelException(f"{self.name}: ONNX file not found: {onnx_path}")
+
+        options = onnxruntime.SessionOptions()
+        threads = int(_param(config, "ort_intra_threads", "0") or 0)
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(
+            onnx_path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i["name"] for i in config["input"]]
+        self.output_names = [o["name"] for o in config["output"]]
+        self.input_dtypes = {
+            i["name"]: pb_utils.triton_string_to_numpy(i["data_type"]) for i in config["input"]
+        }
+        graph_outputs = {o.name for o in self.session.get_outputs()}
+        missing = [n for n in self.output_names if n not in graph_outputs]
+        if missing:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: outputs {missing} of config.pbtxt are not outputs of {onnx_path}"
+            )
+
+    def _inputs(self, request: Any) -> dict:
+        """The request's input arrays by name, in the configured dtype."""
+        arrays = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise ValueError(f"input '{name}' missing")
+            arrays[name] = np.ascontiguousarray(tensor.as_numpy(), dtype=self.input_dtypes[name])
+        return arrays
+
+    def _run(self, feeds: dict) -> list:
+        """One ONNX Runtime call; returns outputs in config order."""
+        try:
+            return self.session.run(self.output_names, feeds)
+        except Exception as exc:  # ORT raises its own exception types; report them as Triton's
+            raise pb_utils.TritonModelException(f"{self.name}: onnxruntime failed: {exc}") from exc
+
+    def execute(self, requests: list) -> list:
+        """Run a list of requests, batching those with equal per-item input shapes."""
+        responses: list = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, dict]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                arrays = self._inputs(request)
+            except Exception as exc:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"{self.name}: bad request: {exc}")
+                )
+                continue
+            key = tuple((n, arrays[n].shape[1:]) for n in self.input_names)
+            groups.setdefault(key, []).append((index, arrays))
+
+        for members in groups.values():
+            sizes = [arrays[self.input_names[0]].shape[0] for _, arrays in members]
+            feeds = {
+                n: members[0][1][n] if len(members) == 1
+                else np.concatenate([arrays[n] for _, arrays in members], axis=0)
+                for n in self.input_names
+            }
+            try:
+                outputs = self._run(feeds)
+            except Exception as exc:
+                for index, _ in members:
+                    responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                continue
+            start = 0
+            for (index, _), size in zip(members, sizes, strict=True):
+                tensors = [
+                    pb_utils.Tensor(name, np.ascontiguousarray(out[start:start + size]))
+                    for name, out in zip(self.output_names, outputs, strict=True)
+                ]
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+                start += size
+        return responses
+
+    def finalize(self) -> None:
+        """Drop the session (called by Triton on unload)."""
+        self.session = None

@@ -1,0 +1,211 @@
+"""Test harness: install a real ``tritonserver``, run it, and serve the gateway over real HTTP.
+
+* :func:`install_triton`: runs ``scripts/install_triton.sh`` (a cached no-op after the first run);
+* :class:`TritonServer`: one ``tritonserver`` process on free ports; start, wait for readiness,
+  kill (SIGKILL of its process group, stubs included), restart on the same ports;
+* :func:`live_gateway`: ``create_app(settings)`` served by uvicorn on a free port in a thread.
+
+Everything has a timeout so nothing can hang CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL_SCRIPT = ROOT / "scripts" / "install_triton.sh"
+INSTALL_TIMEOUT_S = 900
+READY_TIMEOUT_S = 90
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Paths written by ``scripts/install_triton.sh`` (its ``env.sh``)."""
+
+    server: Path
+    backends: Path
+    pydeps: Path
+    env: dict[str, str]
+
+
+def _read_env_sh(path: Path) -> dict[str, str]:
+    """``export K="V"`` lines of env.sh (with ``${LD_LIBRARY_PATH...}`` resolved from os.environ)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("export "):
+            continue
+        key, _, raw = line[len("export "):].partition("=")
+        (value,) = shlex.split(raw) or [""]
+        if key == "LD_LIBRARY_PATH":
+            prefix = value.split("${", 1)[0]
+            old = os.environ.get("LD_LIBRARY_PATH")
+            value = prefix + (":" + old if old else "")
+        values[key] = value
+    return values
+
+
+def install_triton() -> TritonInstall:
+    """Install (or reuse) the CPU tritonserver under .cache/triton; returns its paths."""
+    proc = subprocess.run(
+        ["bash", str(INSTALL_SCRIPT)], cwd=ROOT, capture_output=True, text=True,
+        timeout=INSTALL_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, f"install_triton.sh failed:\n{proc.stdout}\n{proc.stderr}"
+    home = Path(os.environ.get("TRITON_HOME", ROOT / ".cache" / "triton"))
+    if not home.is_absolute():
+        home = ROOT / home
+    env = _read_env_sh(home / "env.sh")
+    install = TritonInstall(
+        server=Path(env["TRITON_SERVER"]), backends=Path(env["TRITON_BACKENDS"]),
+        pydeps=Path(env["TRITON_PYDEPS"]), env=env,
+    )
+    assert install.server.is_file() and (install.backends / "python" / "triton_python_backend_stub").is_file()
+    return install
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TritonServer:
+    """One ``tritonserver`` process: start, wait for readiness, kill, restart on the same ports."""
+
+    def __init__(self, install: TritonInstall, repository: Path, log_path: Path) -> None:
+        self.install = install
+        self.repository = repository
+        self.log_path = log_path
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def url(self, protocol: str) -> str:
+        """``host:port`` of ``protocol`` ('grpc' or 'http')."""
+        return self.grpc_url if protocol == "grpc" else self.http_url
+
+    def start(self) -> "TritonServer":
+        """Launch the server (returns at once; see :meth:`wait_ready`)."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        cmd = [
+            str(self.install.server),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={self.install.backends}",
+            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--exit-timeout-secs=5",
+            "--log-verbose=0",
+        ]
+        env = dict(os.environ)
+        if self.install.env.get("LD_LIBRARY_PATH"):
+            env["LD_LIBRARY_PATH"] = self.install.env["LD_LIBRARY_PATH"]
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        finally:
+            log.close()
+        return self
+
+    def is_ready(self) -> bool:
+        """Triton's own readiness (server + every model, strict readiness)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> "TritonServer":
+        """Block until ready; fail with the log's tail if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                pytest.fail(f"tritonserver exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.is_ready():
+                return self
+            time.sleep(0.2)
+        self.kill()
+        pytest.fail(f"tritonserver not ready after {timeout} s:\n{self.log_tail()}")
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the server and its stubs (a crash, as far as clients can tell)."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), then SIGKILL after 15 s."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        self._signal_group(signal.SIGKILL)  # stubs left behind, if any
+        self.proc.wait(timeout=30)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` of the server log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@contextmanager
+def live_gateway(settings, timeout: float = 60.0) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Serve ``create_app(settings)`` with uvicorn on a free port; yields ``http://127.0.0.1:PORT``."""
+    import uvicorn
+
+    from service.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"gateway on port {port} did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

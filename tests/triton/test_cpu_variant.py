@@ -1,0 +1,59 @@
+"""model_export.triton_cpu: the python-backend twin keeps everything a client can see."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from model_export.triton_cpu import main, write_cpu_variant
+from model_export.triton_repo import read_config
+
+
+def test_twin_keeps_the_interface(model_repo: Path, tmp_path: Path) -> None:
+    src = model_repo / "seg_cityscapes"
+    pydeps = tmp_path / "pydeps"
+    dst = write_cpu_variant(src, tmp_path / "repo", pydeps)
+    assert dst == tmp_path / "repo" / "seg_cityscapes"
+    original, twin = read_config(src), read_config(dst)
+
+    assert twin.backend == "python" and not twin.platform
+    assert [g.kind for g in twin.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    assert not twin.HasField("optimization") and not twin.model_warmup
+    for field in ("name", "max_batch_size", "input", "output", "dynamic_batching"):
+        assert getattr(twin, field) == getattr(original, field), field
+    assert twin.parameters["hrnet_metadata"] == original.parameters["hrnet_metadata"]
+    assert Path(twin.parameters["onnx_model"].string_value) == (src / "1" / "model.onnx").resolve()
+    assert twin.parameters["pydeps"].string_value == str(pydeps.resolve())
+    assert (dst / "1" / "model.py").is_file()
+    assert (dst / "hrnet.json").read_text() == (src / "hrnet.json").read_text()
+
+
+def test_model_py_finds_pydeps_from_its_config(
+    model_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template reads the pydeps parameter of ../config.pbtxt at import time (before numpy)."""
+    monkeypatch.delenv("HRNET_TRITON_PYDEPS", raising=False)
+    pydeps = tmp_path / "some dir" / "pydeps"
+    dst = write_cpu_variant(model_repo / "face_300w", tmp_path / "repo", pydeps)
+    spec = importlib.util.spec_from_file_location("twin_model", dst / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec.loader.exec_module(module)
+    assert module._PYDEPS == str(pydeps.resolve())
+    assert sys.path[0] == str(pydeps.resolve())
+
+
+def test_cli_mirrors_a_repository(
+    model_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(model_repo), str(tmp_path / "cpu"), "--pydeps", str(tmp_path / "deps")]) == 0
+    written = sorted(Path(line).name for line in capsys.readouterr().out.split())
+    assert written == sorted(p.name for p in model_repo.iterdir() if (p / "1" / "model.onnx").is_file())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty), str(tmp_path / "cpu2")]) == 1

@@ -1,0 +1,126 @@
+"""The gateway gives the same answers through Triton (gRPC and HTTP) as with embedded ONNX Runtime.
+
+Three gateways run over real HTTP: embedded (the exported repository), Triton over gRPC and
+Triton over HTTP (the session's tritonserver serving CPU twins of the same ONNX files).
+Segmentation label maps must be identical; landmarks must agree within 1e-3 px.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.triton.harness import TritonServer, live_gateway
+
+PROTOCOLS = ("grpc", "http")
+SEG_MODELS = ("seg_cityscapes", "seg_pascal", "seg_lip")
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    """Small real photographs as PNG bytes (lossless, so every gateway decodes the same pixels)."""
+    from skimage import data
+
+    astronaut = np.asarray(Image.fromarray(data.astronaut()).resize((192, 192), Image.BILINEAR))
+    coffee = np.asarray(Image.fromarray(data.coffee()).resize((200, 150), Image.BILINEAR))
+    return {"astronaut": _png(astronaut), "coffee": _png(coffee)}
+
+
+@pytest.fixture(scope="module")
+def gateways(model_repo: Path, triton_server: TritonServer) -> Iterator[dict[str, str]]:
+    """Base URLs: 'embedded', 'grpc', 'http'."""
+    from service.settings import Settings
+
+    settings = {
+        "embedded": Settings(backend="embedded", repository=model_repo, max_concurrency=2),
+        **{
+            p: Settings(backend="triton", triton_url=triton_server.url(p), triton_protocol=p,
+                        repository=model_repo, max_concurrency=2)
+            for p in PROTOCOLS
+        },
+    }
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(live_gateway(s)) for name, s in settings.items()}
+
+
+def _segment(base: str, photo: bytes, model: str, options: dict) -> np.ndarray:
+    r = httpx.post(
+        f"{base}/segment", files={"file": ("photo.png", photo, "image/png")},
+        data={"options": json.dumps({"model": model, **options})},
+        headers={"Accept": "image/png"}, timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    assert r.headers["x-model"] == model
+    return np.asarray(Image.open(io.BytesIO(r.content)))
+
+
+def _landmarks(base: str, photo: bytes, options: dict) -> list[list[list[float]]]:
+    options = dict(options)
+    form = {"faces": json.dumps(options.pop("faces"))} if "faces" in options else {}
+    r = httpx.post(
+        f"{base}/landmarks", files={"file": ("photo.png", photo, "image/png")},
+        data={"options": json.dumps(options), **form}, timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"]["name"] == options["model"]
+    return [face["landmarks"] for face in body["faces"]]
+
+
+def test_models_discovered_from_triton(gateways: dict[str, str]) -> None:
+    """/v1/models lists the same models with the same metadata through every backend."""
+    listings = {}
+    for name, base in gateways.items():
+        r = httpx.get(f"{base}/v1/models", timeout=30)
+        assert r.status_code == 200, r.text
+        listings[name] = {m["name"]: m for m in r.json()["models"]}
+    assert set(listings["embedded"]) >= {*SEG_MODELS, "face_300w"}
+    for protocol in PROTOCOLS:
+        assert listings[protocol] == listings["embedded"]
+        ready = httpx.get(f"{gateways[protocol]}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["backend"] == "triton"
+
+
+@pytest.mark.parametrize("model", SEG_MODELS)
+def test_segment_label_maps_identical(gateways: dict[str, str], photos: dict[str, bytes], model: str) -> None:
+    """Multi-scale + flip label maps (windows, padding, batching) are identical through Triton."""
+    options = {"scales": [0.5, 1.0], "flip": True}
+    for photo in photos.values():
+        expected = _segment(gateways["embedded"], photo, model, options)
+        assert len(np.unique(expected)) > 1, "degenerate test model: a single label"
+        for protocol in PROTOCOLS:
+            got = _segment(gateways[protocol], photo, model, options)
+            assert got.shape == expected.shape
+            assert np.array_equal(got, expected), f"{model} via {protocol}: label maps differ"
+
+
+def test_landmarks_match(gateways: dict[str, str], photos: dict[str, bytes]) -> None:
+    """Landmarks of a face box and of the whole image agree within 1e-3 px, with and without flip."""
+    cases = [
+        {"model": "face_300w", "faces": [[150, 20, 210, 100]]},  # astronaut's face, roughly
+        {"model": "face_300w", "flip": True},
+    ]
+    photo = photos["astronaut"]
+    for options in cases:
+        expected = np.asarray(_landmarks(gateways["embedded"], photo, options), dtype=np.float64)
+        assert expected.shape[-2:] == (68, 2)
+        for protocol in PROTOCOLS:
+            got = np.asarray(_landmarks(gateways[protocol], photo, options), dtype=np.float64)
+            assert got.shape == expected.shape
+            assert np.abs(got - expected).max() <= 1e-3, f"{protocol}: {np.abs(got - expected).max()}"
