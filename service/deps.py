@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 
-from service.backends.base import Backend
+from service.backends.base import Backend, BackendError
 from service.metrics import Metrics, Timings
 from service.registry import ModelRegistry
 from service.runner import InferenceRunner
@@ -21,9 +21,25 @@ def get_backend(request: Request) -> Backend:
     return request.app.state.backend
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def current_registry(app: FastAPI) -> ModelRegistry:
+    """The app's registry, rebuilt when the backend's model set changed.
+
+    A Triton backend that was down at start-up (or restarted with other models) reports its
+    models later; following it here means the gateway never needs a restart for that.
+    """
+    registry: ModelRegistry = app.state.registry
+    try:
+        models = await app.state.backend.models()
+    except BackendError:
+        return registry
+    if models.keys() != registry.models.keys():
+        registry = app.state.registry = ModelRegistry(models, app.state.settings)
+    return registry
+
+
+async def get_registry(request: Request) -> ModelRegistry:
     """Model lookup by name/task (``registry.resolve(name, task)``)."""
-    return request.app.state.registry
+    return await current_registry(request.app)
 
 
 def get_runner(request: Request) -> InferenceRunner:

@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     )
     triton_url: str = Field("localhost:8001", description="Triton address (host:port).")
     triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_timeout_s: float | None = Field(
+        None, gt=0, description="Deadline of one Triton call (default: request_timeout_s)."
+    )
+    triton_max_in_flight: int | None = Field(
+        None, ge=1, description="Most Triton calls in flight (default: 4 x max_concurrency); 429 above."
+    )
+    triton_startup_wait_s: float = Field(
+        10.0, ge=0, description="How long start-up waits for Triton before serving 503s."
+    )
 
     # Request limits.
     max_body_bytes: int = Field(20 * 1024 * 1024, description="Largest request body (413 above).")

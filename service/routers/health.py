@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.deps import current_registry
+
 router = APIRouter(tags=["health"])
 
 
@@ -18,7 +20,9 @@ async def healthz() -> dict:
 async def readyz(request: Request) -> JSONResponse:
     """200 when the backend is ready and serves at least one model, else 503."""
     backend = getattr(request.app.state, "backend", None)
-    registry = getattr(request.app.state, "registry", None)
+    registry = None
+    if backend is not None:
+        registry = await current_registry(request.app)
     ready = False
     detail = "backend not started"
     if backend is not None:
