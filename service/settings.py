@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     triton_max_in_flight: int | None = Field(
         None, ge=1, description="Most Triton calls in flight (default: 4 x max_concurrency); 429 above."
     )
+    triton_rediscover_s: float = Field(
+        30.0, gt=0, description="How often the model list is re-read from Triton (new exports)."
+    )
     triton_startup_wait_s: float = Field(
         10.0, ge=0, description="How long start-up waits for Triton before serving 503s."
     )

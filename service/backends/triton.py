@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -68,6 +69,7 @@ class TritonBackend:
         self._models: dict[str, ModelMetadata] = {}
         self._outputs: dict[str, list[str]] = {}
         self._stale = True  # models must be (re)discovered before being trusted
+        self._discovered_at = float("-inf")
         self._in_flight = 0
         self._lock: asyncio.Lock | None = None  # created inside the running loop
 
@@ -144,17 +146,23 @@ class TritonBackend:
             models[name] = meta
             outputs[name] = [o["name"] for o in config.get("output", [])] or [o.name for o in meta.outputs]
         self._models, self._outputs, self._stale = models, outputs, False
+        self._discovered_at = time.monotonic()
         log.info("Triton at %s (%s) serves %d HRNet models: %s", self.url, self.protocol,
                  len(models), ", ".join(models) or "-")
 
+    def _needs_discovery(self) -> bool:
+        age = time.monotonic() - self._discovered_at
+        return self._stale or age > self.settings.triton_rediscover_s
+
     async def _refresh(self, quiet: bool = False) -> bool:
-        """Re-discover when stale; False (models kept) when Triton cannot be reached."""
-        if not self._stale:
+        """Re-discover when stale or older than ``triton_rediscover_s`` (models added to or removed
+        from Triton's repository are followed); False (models kept) when Triton cannot be reached."""
+        if not self._needs_discovery():
             return True
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if not self._stale:
+            if not self._needs_discovery():
                 return True
             async with self._using() as handle:
                 try:
