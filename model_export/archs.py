@@ -37,6 +37,21 @@ class _TaskEntry:
 
 
 _TASKS: dict[str, _TaskEntry] = {}
+# Modules that register further tasks when imported; they import this module, so they are loaded
+# lazily (on the first lookup) rather than at the top.
+_PLUGINS: tuple[str, ...] = ("model_export.detection",)
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import importlib
+
+    for module in _PLUGINS:
+        importlib.import_module(module)
 
 
 def register_task(task: str, builder: TaskBuilder, archs: Iterable[str]) -> None:
@@ -58,6 +73,7 @@ def backbone_config(arch: str) -> HRNetConfig:
 
 def list_tasks() -> list[str]:
     """Registered task names."""
+    _load_plugins()
     return list(_TASKS)
 
 
@@ -67,6 +83,7 @@ def list_archs(task: str) -> list[str]:
 
 
 def _entry(task: str) -> _TaskEntry:
+    _load_plugins()
     try:
         return _TASKS[task]
     except KeyError:

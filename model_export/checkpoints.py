@@ -15,8 +15,9 @@ Recognised formats (``CheckpointInfo.format``):
 * ``mmpose``: MMPose HRNetV2 face models, 0.x ``keypoint_head.final_layer.{0,1,3}`` of
   ``TopdownHeatmapSimpleHead`` (``num_conv_layers=1``) or 1.x ``head.conv_layers.{0,1}`` +
   ``head.final_layer`` of ``HeatmapHead`` (``conv_out_channels=(270,)``).
-* ``mmdet``: recognised (task ``detection``, arch guessed) but not converted here; a detection
-  loader registers a key mapper in :data:`KEY_MAPPERS`.
+* detection (HRNetV2p Faster R-CNN): :func:`detect_format` hands such files to
+  :func:`model_export.detection_checkpoints.inspect_detection` (formats ``hrnet-det``, ``mmdet-v1``,
+  ``mmdet-v2``), which also converts them; a file that only looks like one stays ``mmdet``.
 
 Loading is strict: every model tensor must be filled with the right shape and every file tensor
 must be used or known to be irrelevant; otherwise :class:`CheckpointError` lists the missing,
@@ -136,7 +137,11 @@ class CheckpointInfo:
 
     def summary(self) -> str:
         """Human-readable, several lines (the CLI's ``inspect`` output)."""
-        outputs = {"segmentation": "classes", "landmarks": "landmarks"}.get(self.task, "outputs")
+        outputs = {"segmentation": "classes", "landmarks": "landmarks",
+                   "detection": "classes"}.get(self.task, "outputs")
+        count = str(self.num_outputs) if self.num_outputs is not None else "unknown"
+        if self.task == "detection" and self.num_outputs is not None:
+            count += f" ({self.num_outputs - 1} + background)"
         lines = []
         if self.path:
             lines.append(f"file:          {self.path}")
@@ -146,7 +151,7 @@ class CheckpointInfo:
             f"format:        {self.format} (origin {self.origin})",
             f"task:          {self.task}",
             f"arch:          {self.arch or 'unknown'}",
-            f"{outputs + ':':<15}{self.num_outputs if self.num_outputs is not None else 'unknown'}",
+            f"{outputs + ':':<15}{count}",
             f"tensors:       {self.num_tensors}",
             f"wrapping:      {', '.join(self.wrapping) or 'bare state dict'}",
             f"align_corners: {self.align_corners} (default for this origin)",
@@ -486,7 +491,16 @@ def _parse(obj: Any) -> _Parsed:
 
 def detect_format(obj: Any) -> CheckpointInfo:
     """Recognise a loaded checkpoint: format, task, arch (from tensor shapes) and output count."""
-    return _parse(obj).info
+    info = _parse(obj).info
+    if info.task == "detection":
+        # Lazy: detection_checkpoints imports this module.
+        from model_export.detection_checkpoints import inspect_detection
+
+        try:
+            return inspect_detection(obj)
+        except CheckpointError:
+            return info  # detection-like keys but no two-stage layout: say what we can
+    return info
 
 
 def convert_state_dict(obj: Any, model: nn.Module) -> tuple[dict[str, Tensor], LoadReport]:

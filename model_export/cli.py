@@ -20,9 +20,8 @@ if TYPE_CHECKING:
 
 EXIT_FAILED = 1
 EXIT_PARITY = 3
-#: Tasks ``export`` offers; the detection exporter appends "detection" (kept static so that
-#: ``--help`` needs no torch import).
-EXPORT_TASKS: list[str] = ["segmentation", "landmarks"]
+#: Tasks ``export`` offers (kept static so that ``--help`` needs no torch import).
+EXPORT_TASKS: list[str] = ["segmentation", "landmarks", "detection"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -41,8 +40,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=EXPORT_TASKS, help="network head")
-    p.add_argument("--arch", help="backbone, e.g. hrnetv2_w48 (see list-archs); "
-                   "optional with --checkpoint when the file reveals it")
+    p.add_argument("--arch", help="backbone, e.g. hrnetv2_w48 (see list-archs; detection also "
+                   "accepts hrnetv2p_w18 ...); optional with --checkpoint when the file reveals it")
     p.add_argument("--dataset", required=True, help="label set and protocol (see list-datasets)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="weights file; format auto-detected")
@@ -57,7 +56,13 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-size", type=int, help="segmentation: long side at scale 1.0")
     p.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"),
                    help="segmentation: sliding-window size")
-    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--max-size", type=int, nargs=2, metavar=("LONG", "SHORT"),
+                   help="detection: resize limits recorded for the gateway (default 1333 800)")
+    p.add_argument("--rpn-top-n", type=int, nargs=2, metavar=("PRE", "POST"),
+                   help="detection: RPN proposals kept per level before NMS and in total after "
+                   "(official 2000 2000; smaller is faster and recorded in the notes)")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="segmentation/landmarks (detection graphs take one image per call)")
     p.add_argument("--instance-kind", choices=["gpu", "cpu"], default="gpu")
     p.add_argument("--instance-count", type=int, default=1)
     p.add_argument("--tensorrt-accelerator", choices=["fp16"],
@@ -65,9 +70,11 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensorrt-plan", action="store_true",
                    help="also build a TensorRT plan entry <name>_trt (needs tensorrt + GPU)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    p.add_argument("--trace-size", type=_size, help="segmentation: HxW of the tracing input")
+    p.add_argument("--trace-size", type=_size, help="segmentation: HxW of the tracing input; "
+                   "detection: resize limit of the tracing photo (default 320x480)")
     p.add_argument("--parity-sizes", type=_size, nargs="+", metavar="HxW",
-                   help="segmentation: sizes of the parity check (default 256x512 250x375)")
+                   help="segmentation: sizes of the parity check (default 256x512 250x375); "
+                   "detection: resize limits of the parity photos (default 320x480 480x320)")
     p.add_argument("--parity-batches", type=int, nargs="+", default=[1, 2])
     p.add_argument("--warmup", choices=["zero", "random", "none"], default="zero",
                    help="Triton model_warmup sample at a representative size")
@@ -78,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(
         prog="python -m model_export",
-        description="Export HRNetV2 segmentation / facial-landmark networks to ONNX and a Triton "
-        "model repository, with an ONNX Runtime parity check.",
+        description="Export HRNetV2 segmentation / facial-landmark networks and HRNetV2p Faster "
+        "R-CNN detectors to ONNX and a Triton model repository, with an ONNX Runtime parity check.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("export", help="export one model into the repository",
@@ -125,6 +132,11 @@ def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
         parity_batches=tuple(a.parity_batches),
         warmup=a.warmup,
         overwrite=not a.no_overwrite,
+        max_size=tuple(a.max_size) if a.max_size else None,
+        detection_overrides=(
+            {"rpn_pre_nms_top_n": a.rpn_top_n[0], "rpn_post_nms_top_n": a.rpn_top_n[1]}
+            if a.rpn_top_n else {}
+        ),
     )
 
 
@@ -141,6 +153,11 @@ def _cmd_list_datasets(task: str | None) -> int:
                 line += f", resize to {s.resize_to_square}^2"
         if d.landmarks:
             line += f"; NME by {d.landmarks.nme_normalization}"
+        if d.detection:
+            p = d.detection
+            line += (f"; resize to fit {p.max_size[0]}x{p.max_size[1]}, pad to "
+                     f"{p.size_divisor}, score > {p.score_threshold}, NMS {p.nms_iou}, "
+                     f"{p.max_detections} boxes")
         print(line)
     return 0
 
@@ -151,7 +168,8 @@ def _cmd_list_archs(task: str | None) -> int:
     for t in list_tasks():
         if task and t != task:
             continue
-        print(f"{t}: {', '.join(list_archs(t))}")
+        extra = " (HRNetV2p Faster R-CNN; also as hrnetv2p_w*)" if t == "detection" else ""
+        print(f"{t}: {', '.join(list_archs(t))}{extra}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Facts come from the official repositories (HRNet-Semantic-Segmentation ``lib/datasets/*.py`` and
 experiment configs, HRNet-Facial-Landmark-Detection ``lib/utils/transforms.py`` and
-``lib/core/evaluation.py``); see docs and the reference README.
+``lib/core/evaluation.py``, HRNet-Object-Detection's ``faster_rcnn_hrnetv2p_*`` configs); see docs
+and the reference README.
 
 Palette choice: Cityscapes uses its own well-known colour table (cityscapesScripts' ``labels.py``
 colours, indexed by train id). PASCAL-Context and LIP use the PASCAL-VOC bit-interleaved palette
@@ -18,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
 from service.metadata import (
+    DetectionProtocol,
     ExportInfo,
     LandmarkProtocol,
     ModelMetadata,
@@ -36,6 +39,10 @@ SCALES_PASCAL: list[float] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
 
 LANDMARK_INPUT_SIZE: tuple[int, int] = (256, 256)
 LANDMARK_HEATMAP_SIZE: tuple[int, int] = (64, 64)
+
+#: mmdetection ``img_norm_cfg`` of the HRNet-Object-Detection configs: RGB, pixel units.
+DETECTION_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+DETECTION_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 
 def voc_palette(n: int) -> list[tuple[int, int, int]]:
@@ -179,6 +186,8 @@ class DatasetInfo:
     flip_pairs: list[tuple[int, int]] = field(default_factory=list)
     segmentation: SegmentationProtocol | None = None
     landmarks: LandmarkProtocol | None = None
+    detection: DetectionProtocol | None = None
+    normalization: Normalization = field(default_factory=Normalization)
     aliases: tuple[str, ...] = ()
     palette_note: str = ""
 
@@ -299,6 +308,18 @@ DATASETS: dict[str, DatasetInfo] = {
             # Official compute_nme: distance of points 8 and 9 (0-based), the pupils.
             landmarks=_lm_protocol((8, 9), "inter_ocular"),
         ),
+        DatasetInfo(
+            name="coco",
+            task="detection",
+            title="COCO 2017 detection (80 classes + background)",
+            labels=list(COCO_LABELS),
+            label_ids=list(COCO_LABEL_IDS),
+            # Official test: fit 1333x800 keeping aspect, pad to 32; score 0.05, NMS 0.5, 100 boxes.
+            detection=DetectionProtocol(max_size=(1333, 800), size_divisor=32),
+            normalization=Normalization(mean=DETECTION_PIXEL_MEAN, std=DETECTION_PIXEL_STD,
+                                        pixel_scale=1.0),
+            aliases=("coco2017", "coco_2017", "mscoco"),
+        ),
     ]
 }
 
@@ -393,7 +414,41 @@ def io_specs(task: str, num_outputs: int) -> tuple[list[TensorSpec], list[Tensor
             [TensorSpec(name="image", dtype="FP32", dims=[3, h, w])],
             [TensorSpec(name="heatmaps", dtype="FP32", dims=[num_outputs, hh, hw])],
         )
+    if task == "detection":
+        # One image per call; image_size = (valid_h, valid_w) of the resized image before padding.
+        return (
+            [TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1]),
+             TensorSpec(name="image_size", dtype="INT64", dims=[2])],
+            [TensorSpec(name="boxes", dtype="FP32", dims=[-1, 4]),
+             TensorSpec(name="scores", dtype="FP32", dims=[-1]),
+             TensorSpec(name="labels", dtype="INT64", dims=[-1])],
+        )
     raise NotImplementedError(f"no tensor specs for task {task!r} yet")
+
+
+def detection_arch_name(arch: str) -> str:
+    """The recorded name of a detection backbone: ``hrnetv2_w18`` -> ``hrnetv2p_w18`` (HRNetV2p)."""
+    return arch.replace("hrnetv2_", "hrnetv2p_", 1) if arch.startswith("hrnetv2_") else arch
+
+
+def detection_protocol(
+    dataset: DatasetInfo,
+    *,
+    max_size: tuple[int, int] | None = None,
+    **settings: object,
+) -> DetectionProtocol:
+    """The dataset's detection protocol with an optional ``(long, short)`` resize limit and the
+    model's own test settings (``score_threshold``, ``nms_iou``, ``box_convention``...)."""
+    proto = dataset.detection
+    if proto is None:
+        raise ValueError(f"dataset {dataset.name!r} is not a detection dataset")
+    update: dict[str, object] = dict(settings)
+    if max_size is not None:
+        long_side, short_side = max(max_size), min(max_size)
+        if short_side < 32:
+            raise ValueError(f"max size {max_size} is too small")
+        update["max_size"] = (int(long_side), int(short_side))
+    return proto.model_copy(update=update) if update else proto
 
 
 def build_metadata(
@@ -408,12 +463,15 @@ def build_metadata(
     align_corners: bool | None = None,
     base_size: int | None = None,
     crop_size: tuple[int, int] | None = None,
+    detection: DetectionProtocol | None = None,
     notes: list[str] | None = None,
 ) -> ModelMetadata:
     """Assemble the repository metadata of one exported model.
 
     ``align_corners`` defaults by ``weights.origin``. Segmentation protocol overrides
     (``base_size``/``crop_size``) that differ from the official values are recorded in ``notes``.
+    Detection: ``detection`` is the protocol the graph was built for (default: the dataset's),
+    ``arch`` is recorded as ``hrnetv2p_*`` and the graph serves one image per call.
     """
     ds = dataset if isinstance(dataset, DatasetInfo) else get_dataset(dataset)
     if ds.task != task:
@@ -424,7 +482,7 @@ def build_metadata(
     if weights.random_init:
         all_notes.insert(0, "RANDOM-INIT WEIGHTS: outputs are meaningless; for tests and demos only.")
     inputs, outputs = io_specs(task, ds.num_outputs)
-    seg = lm = None
+    seg = lm = det = None
     if task == "segmentation":
         seg = segmentation_protocol(ds, base_size=base_size, crop_size=crop_size)
         official = ds.segmentation
@@ -437,6 +495,26 @@ def build_metadata(
             )
     elif task == "landmarks":
         lm = ds.landmarks
+    elif task == "detection":
+        det = detection or detection_protocol(ds)
+        official = ds.detection
+        assert official is not None
+        if tuple(det.max_size) != tuple(official.max_size):
+            all_notes.append(
+                f"Protocol differs from the official {ds.name} test: images are resized to fit "
+                f"{det.max_size[0]}x{det.max_size[1]} (official "
+                f"{official.max_size[0]}x{official.max_size[1]})."
+            )
+        all_notes += [
+            "labels: index into `labels` (0 = background, never emitted); label_ids gives the "
+            "dataset category id.",
+            "inputs: `image` = RGB pixels of the image resized to fit max_size (mmcv imrescale), "
+            "padded bottom/right to a multiple of size_divisor (the official padding is the mean "
+            "pixel, i.e. 0 after normalisation); `image_size` = [valid_h, valid_w] before "
+            "padding, to which boxes are clipped.",
+        ]
+        arch = detection_arch_name(arch)
+        max_batch_size = 1
     else:
         raise NotImplementedError(f"build_metadata does not handle task {task!r} yet")
     return ModelMetadata(
@@ -448,13 +526,14 @@ def build_metadata(
         palette=list(ds.palette) if ds.palette is not None else None,
         label_ids=list(ds.label_ids) if ds.label_ids is not None else None,
         flip_pairs=list(ds.flip_pairs),
-        normalization=Normalization(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        normalization=ds.normalization,
         align_corners=bool(align_corners),
         inputs=inputs,
         outputs=outputs,
         max_batch_size=int(max_batch_size),
         segmentation=seg,
         landmarks=lm,
+        detection=det,
         weights=weights,
         export=export,
         notes=all_notes,

@@ -135,11 +135,37 @@ def _face_demo(repo: Path) -> "ExportRequest":
     )
 
 
-#: Demo entries by task. Another task (detection) adds its factory here:
-#: ``DEMO_FACTORIES["detection"] = lambda repo: ExportRequest(...)``.
+DEMO_DETECTION_MAX_SIZE = (800, 480)
+DEMO_DETECTION_RPN = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 300}
+DEMO_DETECTION_NOTE = (
+    "Demo protocol: images resized to fit 800x480 instead of 1333x800, and the RPN keeps 1000 "
+    "proposals per level / 300 in total instead of 2000 / 2000, so CPU demos run quickly."
+)
+
+
+def _det_demo(repo: Path) -> "ExportRequest":
+    from model_export.pipeline import ExportRequest
+
+    return ExportRequest(
+        task="detection",
+        arch="hrnetv2_w18",
+        dataset="coco",
+        name="hrnetv2p_w18_faster_rcnn_coco",
+        repo=repo,
+        random_init=True,
+        max_size=DEMO_DETECTION_MAX_SIZE,
+        detection_overrides=dict(DEMO_DETECTION_RPN),
+        max_batch_size=1,
+        notes=[DEMO_DETECTION_NOTE],
+        instance_kind="cpu",
+    )
+
+
+#: Demo entries by task (``python -m model_export demo --tasks ...``).
 DEMO_FACTORIES: dict[str, Callable[[Path], "ExportRequest"]] = {
     "segmentation": _seg_demo,
     "landmarks": _face_demo,
+    "detection": _det_demo,
 }
 
 

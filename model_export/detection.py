@@ -19,8 +19,10 @@ Two box arithmetics (:data:`Convention`), both reproduced exactly where torchvis
 * ``"continuous"`` (MMDetection 2.x/3.x): anchors centred at 0 and not rounded, ``w = x2 - x1``,
   clipping to ``[0, W]``, RoIAlign ``aligned=True`` with adaptive sampling, RPN keeps 1000.
 
-The graph finds the resized image's valid region (for clipping) from the mean-pixel padding, see
-:meth:`HRNetFasterRCNN.valid_size`. Known residual differences to the official code: the legacy
+Boxes are clipped to the resized image's valid region (``img_shape`` in mmdet), which the caller
+passes explicitly as ``image_size`` = (valid_h, valid_w) before the bottom/right padding; the graph
+never guesses it from pixel values, so clients may pad with any value. Known residual differences
+to the official code: the legacy
 ``+1`` of the final NMS is applied in network-input pixels (mmdet applies it after dividing by the
 scale factor), and RoIs narrower than one feature cell are widened to one cell by torchvision's
 RoIAlign (mmdet's legacy kernel lets them shrink).
@@ -348,9 +350,11 @@ class DetectionHeads(RoIHeads):
 class HRNetFasterRCNN(nn.Module):
     """HRNetV2p Faster R-CNN taking *pixel* images (RGB, 0..255) and normalising inside.
 
-    ``forward(image)`` with ``image`` ``[1, 3, H, W]`` (H, W multiples of 32; padding pixels set to
-    the mean) returns ``(boxes [K, 4], scores [K], labels [K] int64)``; boxes are in the input's
-    pixel frame, labels index ``background + classes`` (1..num_classes-1).
+    ``forward(image, image_size)`` with ``image`` ``[1, 3, H, W]`` (H, W multiples of 32, padded
+    bottom/right; the official padding is the mean pixel) and ``image_size`` ``[1, 2]`` int64 (the
+    valid height, width) returns ``(boxes [K, 4], scores [K], labels [K] int64)``; boxes are in the
+    input's pixel frame, clipped to ``image_size``; labels index ``background + classes``
+    (1..num_classes-1).
     """
 
     def __init__(self, backbone_cfg: HRNetConfig, cfg: DetectionConfig | None = None) -> None:
@@ -386,28 +390,29 @@ class HRNetFasterRCNN(nn.Module):
             detections_per_img=cfg.detections_per_img, box_offset=off)
         self.roi_heads.box_coder = DeltaCoder(cfg.box_stds, off)
 
-    def valid_size(self, image: Tensor) -> Tensor:
-        """``[h, w]`` of the image without its bottom/right padding.
+    @staticmethod
+    def valid_hw(image: Tensor, image_size: Tensor | None) -> Tensor:
+        """``[2]`` int64 (h, w) to clip boxes to: ``image_size[0]`` limited to ``[1, padded size]``.
 
-        Padding pixels hold exactly the mean pixel (123.675 in R), a value no resized uint8 pixel
-        can take, so the valid region is the extent of the other pixels. The official code clips
-        boxes to that region (``img_shape``), not to the padded input.
+        ``image_size`` (``[N, 2]`` or ``[2]``, int64) is the resized image's size before padding;
+        ``None`` means the whole input is valid (no padding). Limiting to the padded size keeps a
+        client's oversized value harmless.
         """
-        real = image[0, 0] != self.pixel_mean[0, 0, 0, 0]
-        size = torch._shape_as_tensor(image)[-2:]
-        rows = torch.arange(1, size[0] + 1, device=image.device) * real.any(dim=1).to(torch.int64)
-        cols = torch.arange(1, size[1] + 1, device=image.device) * real.any(dim=0).to(torch.int64)
-        return torch.stack([rows.max(), cols.max()]).clamp(min=1)
+        size = torch._shape_as_tensor(image)[-2:].to(torch.int64)
+        if image_size is None:
+            return size
+        hw = image_size.reshape(-1, 2)[0].to(torch.int64)
+        return torch.minimum(hw, size).clamp(min=1)
 
-    def forward(self, image: Tensor, valid_hw: Tensor | None = None
+    def forward(self, image: Tensor, image_size: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor]:
         """``image`` ``[1, 3, H, W]`` pixels -> ``boxes, scores, labels`` of that one image.
 
-        ``valid_hw`` (``[2]``: resized height, width before padding) defaults to
-        :meth:`valid_size`; boxes are clipped to it as in the official code.
+        ``image_size`` (``[1, 2]`` int64: resized height, width before padding) bounds the boxes
+        as in the official code; see :meth:`valid_hw`.
         """
         x = (image - self.pixel_mean) / self.pixel_std
-        hw = self.valid_size(image) if valid_hw is None else valid_hw
+        hw = self.valid_hw(image, image_size)
         images = ImageList(x, [hw])  # type: ignore[list-item]
         features = self.backbone(x)
         proposals, _ = self.rpn(images, features)

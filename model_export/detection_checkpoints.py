@@ -35,6 +35,7 @@ from model_export.checkpoints import (
     CheckpointError,
     CheckpointInfo,
     LoadReport,
+    _guess_backbone,
     file_sha256,
     read_checkpoint,
 )
@@ -44,6 +45,8 @@ from model_export.detection import Convention, HRNetFasterRCNN
 FORMAT_CONVENTION: dict[str, Convention] = {
     "hrnet-det": "legacy", "mmdet-v1": "legacy", "mmdet-v2": "continuous"}
 _ORIGIN = {"hrnet-det": "official", "mmdet-v1": "mmdet-legacy", "mmdet-v2": "mmdet"}
+_SOURCE = {"hrnet-det": "HRNet-Object-Detection (mmdetection v0.6)", "mmdet-v1": "MMDetection 1.x",
+           "mmdet-v2": "MMDetection 2.x/3.x"}
 _MAX_LISTED = 20
 
 # (file-key regex, model-key template) per format; first match wins.
@@ -103,9 +106,14 @@ def detect_detection_format(sd: Mapping[str, Any]) -> str:
     return "mmdet-v1" if has("neck.reduction_conv.conv.") else "hrnet-det"
 
 
-def _arch(sd: Mapping[str, Any]) -> str | None:
-    t = sd.get("backbone.transition1.0.0.weight")
-    return f"hrnetv2_w{int(t.shape[0])}" if isinstance(t, Tensor) else None
+def _arch(sd: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Backbone facts and registry name (``hrnetv2_w{C}``) from the ``backbone.*`` tensors."""
+    body = {k[len("backbone."):]: v for k, v in sd.items()
+            if isinstance(k, str) and k.startswith("backbone.") and isinstance(v, Tensor)}
+    facts, arch = _guess_backbone(body)
+    if arch is None and isinstance(body.get("transition1.0.0.weight"), Tensor):
+        arch = f"hrnetv2_w{int(body['transition1.0.0.weight'].shape[0])}"
+    return facts, arch
 
 
 def inspect_detection(obj: Any) -> CheckpointInfo:
@@ -113,12 +121,24 @@ def inspect_detection(obj: Any) -> CheckpointInfo:
     sd, wrapping, _, _ = _state_dict(obj)
     fmt = detect_detection_format(sd)
     cls = sd.get("roi_head.bbox_head.fc_cls.weight", sd.get("bbox_head.fc_cls.weight"))
+    facts, arch = _arch(sd)
+    notes = [f"HRNetV2p Faster R-CNN from {_SOURCE[fmt]}, box arithmetic "
+             f"{FORMAT_CONVENTION[fmt]!r}"]
+    if fmt == "mmdet-v2":
+        notes.append("classifier rows: background last in the file, moved first on loading")
+    rpn = sd.get("rpn_head.rpn_cls.weight")
+    if isinstance(rpn, Tensor):
+        notes.append(f"RPN: {int(rpn.shape[0])} sigmoid anchor(s) per location")
+    if any(isinstance(k, str) and "mask_head." in k for k in sd):
+        notes.append("Mask R-CNN file: the mask head is ignored, boxes are served")
+    if arch is not None:
+        notes.append(f"export with: --task detection --arch {arch} --dataset coco")
     return CheckpointInfo(
-        format=fmt, origin=_ORIGIN[fmt], task="detection", arch=_arch(sd),
+        format=fmt, origin=_ORIGIN[fmt], task="detection", arch=arch,
         num_outputs=int(cls.shape[0]) if isinstance(cls, Tensor) else None,
         num_tensors=sum(isinstance(v, Tensor) for v in sd.values()), align_corners=False,
-        fuse_upsample="nearest", wrapping=tuple(wrapping),
-        notes=(f"box arithmetic: {FORMAT_CONVENTION[fmt]}",))
+        fuse_upsample="nearest", wrapping=tuple(wrapping), backbone=facts,
+        notes=tuple(notes))
 
 
 def _map_key(key: str) -> str | tuple[None, str] | None:

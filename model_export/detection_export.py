@@ -1,21 +1,25 @@
-"""ONNX export of HRNetV2p Faster R-CNN with all post-processing inside the graph, its parity check,
-and the repository metadata.
+"""ONNX export of HRNetV2p Faster R-CNN with all post-processing inside the graph, and its parity
+check. ``model_export.pipeline.export_model`` drives it for ``task="detection"``.
 
-Graph I/O (one image per call; Triton ``max_batch_size: 1``):
+Graph I/O (one image per call; Triton ``max_batch_size: 1``, so Triton shapes carry a batch of 1):
 
-* ``image``  FP32 ``[1, 3, H, W]``: RGB pixels 0..255 of the resized image, padded bottom/right to
-  multiples of 32 with the *mean pixel* (mmdet pads the normalised image with 0);
+* ``image``      FP32 ``[1, 3, H, W]``: RGB pixels 0..255 of the resized image, padded bottom/right
+  to multiples of 32 (the official padding is the *mean pixel*, i.e. 0 after normalisation; any
+  value works for clipping, the padding only touches features near the border);
+* ``image_size`` INT64 ``[1, 2]``: ``(valid_h, valid_w)`` of the resized image before padding;
+  boxes are clipped to it (limited to ``[1, H] x [1, W]``);
 * ``boxes``  FP32 ``[1, K, 4]``: ``x1, y1, x2, y2`` in network-input pixels (legacy models:
   inclusive corners, ``w = x2 - x1 + 1``);
 * ``scores`` FP32 ``[1, K]``, sorted descending; ``labels`` INT64 ``[1, K]`` indexing
   ``metadata.labels`` (0 is the background and never emitted, COCO classes are 1..80).
 
 Inside: normalisation, backbone, HRFPN, RPN (per-level top-n, NMS 0.7, top-n), RoIAlign, box head,
-class-specific decoding, score threshold, per-class NMS and the top ``detections_per_img``.
+class-specific decoding, clipping, score threshold, per-class NMS and the top ``detections_per_img``.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,56 +29,52 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
-from model_export.detection import PIXEL_MEAN, PIXEL_STD, HRNetFasterRCNN
-from service.metadata import (
-    DetectionProtocol,
-    ExportInfo,
-    ModelMetadata,
-    Normalization,
-    TensorSpec,
-    WeightsInfo,
-)
+from model_export.detection import PIXEL_MEAN, HRNetFasterRCNN
 
 INPUT_NAME = "image"
+SIZE_INPUT_NAME = "image_size"
+INPUT_NAMES = (INPUT_NAME, SIZE_INPUT_NAME)
 OUTPUT_NAMES = ("boxes", "scores", "labels")
-DETECTION_OPSET = 17  # RoiAlign with half-pixel (aligned=True) needs opset >= 16
+MIN_DETECTION_OPSET = 16  # RoiAlign coordinate_transformation_mode
 TRACE_SIZE = (320, 480)
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((320, 480), (480, 320))
 
 
 class DetectionGraph(nn.Module):
-    """Batch-shaped wrapper: ``[1, 3, H, W]`` -> ``([1, K, 4], [1, K], [1, K])``."""
+    """Batch-shaped wrapper: ``[1, 3, H, W]``, ``[1, 2]`` -> ``([1, K, 4], [1, K], [1, K])``."""
 
     def __init__(self, model: HRNetFasterRCNN) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        boxes, scores, labels = self.model(image[:1])
+    def forward(self, image: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        boxes, scores, labels = self.model(image[:1], image_size[:1])
         return boxes[None], scores[None], labels[None]
 
 
 def export_detection_onnx(model: HRNetFasterRCNN, path: str | Path, *,
-                          opset: int = DETECTION_OPSET,
+                          opset: int = 18,
                           trace_size: tuple[int, int] = TRACE_SIZE) -> Path:
     """Trace ``model`` with the TorchScript exporter (``dynamo=False``) into ``path``.
 
-    Height and width are dynamic; parity must be checked at other sizes than ``trace_size``.
+    Height and width are dynamic; ``trace_size`` bounds the resize of the tracing photo, and
+    parity must be checked at other sizes. The tracing input's ``image_size`` is smaller than its
+    padded size, so clipping is traced as data, not as a constant.
     """
-    if opset < 16:
-        raise ValueError("detection export needs opset >= 16 (RoiAlign coordinate modes)")
+    if opset < MIN_DETECTION_OPSET:
+        raise ValueError(f"detection export needs opset >= {MIN_DETECTION_OPSET} "
+                         "(RoiAlign coordinate modes)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = trace_size
-    example = photo_input("coffee", (h, w))
+    example = photo_input("coffee", trace_size)
     graph = DetectionGraph(model.eval()).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            graph, example, str(path), dynamo=False, opset_version=opset,
+            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                          SIZE_INPUT_NAME: {0: "batch"},
                           "boxes": {0: "batch", 1: "detections"},
                           "scores": {0: "batch", 1: "detections"},
                           "labels": {0: "batch", 1: "detections"}},
@@ -99,25 +99,34 @@ def rescale_size(h: int, w: int, max_size: tuple[int, int] = (1333, 800)) -> tup
     return int(h * scale + 0.5), int(w * scale + 0.5), scale
 
 
-def letterbox(rgb: np.ndarray, size_divisor: int = 32) -> np.ndarray:
-    """``[H, W, 3]`` pixels -> ``[1, 3, H', W']`` FP32, padded bottom/right with the mean pixel."""
+def letterbox(rgb: np.ndarray, size_divisor: int = 32, pad_value: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``[H, W, 3]`` pixels -> (``image`` ``[1, 3, H', W']`` FP32 padded bottom/right to
+    multiples of ``size_divisor``, ``image_size`` ``[1, 2]`` int64 = ``(H, W)``).
+
+    ``pad_value`` None pads with the mean pixel (the official padding); a number pads with it.
+    """
     h, w = rgb.shape[:2]
     ph, pw = -(-h // size_divisor) * size_divisor, -(-w // size_divisor) * size_divisor
     out = np.empty((ph, pw, 3), np.float32)
-    out[...] = np.asarray(PIXEL_MEAN, np.float32)
+    out[...] = np.asarray(PIXEL_MEAN, np.float32) if pad_value is None else np.float32(pad_value)
     out[:h, :w] = rgb
-    return np.ascontiguousarray(out.transpose(2, 0, 1)[None])
+    return (np.ascontiguousarray(out.transpose(2, 0, 1)[None]),
+            np.array([[h, w]], dtype=np.int64))
 
 
-def photo_input(name: str, max_size: tuple[int, int]) -> Tensor:
-    """A scikit-image photo resized by the detection rule within ``max_size`` and letterboxed."""
+def photo_input(name: str, max_size: tuple[int, int], pad_value: float | None = None
+                ) -> tuple[Tensor, Tensor]:
+    """A scikit-image photo resized by the detection rule within ``max_size`` and letterboxed:
+    ``(image [1, 3, H', W'], image_size [1, 2])`` tensors."""
     from PIL import Image
     from skimage import data
 
     img = np.asarray(getattr(data, name)())[..., :3]
     nh, nw, _ = rescale_size(img.shape[0], img.shape[1], max_size)
     resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR), np.float32)
-    return torch.from_numpy(letterbox(resized))
+    image, size = letterbox(resized, pad_value=pad_value)
+    return torch.from_numpy(image), torch.from_numpy(size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,11 +148,14 @@ class DetectionParityCase:
 
     image: str
     size: tuple[int, int]
+    valid_size: tuple[int, int]
     reference: int
     onnx: int
     matched: int
     max_score_err: float
     max_box_err: float
+    torch_ms: float = 0.0
+    onnxruntime_ms: float = 0.0
 
     @property
     def match_rate(self) -> float:
@@ -156,25 +168,69 @@ class DetectionParityCase:
 class DetectionParityReport:
     """Parity of the exported detection graph against PyTorch on real photos."""
 
+    trace_size: tuple[int, int] = TRACE_SIZE
     cases: list[DetectionParityCase] = field(default_factory=list)
     min_match_rate: float = 0.95
     iou: float = 0.99
     score_tol: float = 1e-3
+    onnxruntime: str = ""
+    traced_input: tuple[int, int] | None = None  # padded (h, w) of the tracing photo
+
+    def case_passed(self, c: DetectionParityCase) -> bool:
+        """Detections exist and >= ``min_match_rate`` of them match within the tolerances."""
+        return (c.reference > 0 and c.match_rate >= self.min_match_rate
+                and c.max_score_err <= self.score_tol)
 
     @property
     def passed(self) -> bool:
-        """Every case reproduces >= ``min_match_rate`` of its detections within tolerance."""
-        return bool(self.cases) and all(
-            c.match_rate >= self.min_match_rate and c.max_score_err <= self.score_tol
-            and c.reference > 0 for c in self.cases)
+        """Every case passed."""
+        return bool(self.cases) and all(self.case_passed(c) for c in self.cases)
+
+    @property
+    def dynamic_size_checked(self) -> bool:
+        """True when some case ran at another padded input size than the traced one."""
+        return any(tuple(c.size) != self.traced_input for c in self.cases)
+
+    def headline(self) -> str:
+        """One line: matched detections and the worst score / box difference."""
+        ref = sum(c.reference for c in self.cases)
+        matched = sum(c.matched for c in self.cases)
+        serr = max((c.max_score_err for c in self.cases), default=0.0)
+        berr = max((c.max_box_err for c in self.cases), default=0.0)
+        return (f"{matched}/{ref} detections matched, max|score err| {serr:.1e}, "
+                f"max|box err| {berr:.1e} px")
+
+    def summary(self) -> str:
+        """One line per photo, for the console."""
+        return "\n".join(
+            f"  {c.image} {c.size[0]}x{c.size[1]} (valid {c.valid_size[0]}x{c.valid_size[1]}): "
+            f"{c.matched}/{c.reference} matched ({c.onnx} from ONNX), max|score err| "
+            f"{c.max_score_err:.1e} -> {'ok' if self.case_passed(c) else 'FAIL'}"
+            for c in self.cases)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the entry's ``parity.json``)."""
         return {"task": "detection", "passed": self.passed, "iou": self.iou,
                 "score_tol": self.score_tol, "min_match_rate": self.min_match_rate,
-                "dynamic_size_checked": True,
-                "cases": [{**c.__dict__, "size": list(c.size), "match_rate": c.match_rate}
+                "trace_size": list(self.trace_size), "onnxruntime": self.onnxruntime,
+                "traced_input": list(self.traced_input) if self.traced_input else None,
+                "dynamic_size_checked": self.dynamic_size_checked,
+                "reference": "PyTorch float32 on CPU, same pixel input",
+                "cases": [{**c.__dict__, "size": list(c.size), "valid_size": list(c.valid_size),
+                           "match_rate": c.match_rate, "passed": self.case_passed(c)}
                           for c in self.cases]}
+
+
+def require_detection_parity(report: DetectionParityReport) -> None:
+    """Raise :class:`model_export.onnx_export.ParityError` unless every case passed."""
+    if report.passed:
+        return
+    from model_export.onnx_export import ParityError
+
+    raise ParityError(
+        "ONNX Runtime detections differ from PyTorch (need >= "
+        f"{report.min_match_rate:.0%} matched at IoU >= {report.iou}, |score err| <= "
+        f"{report.score_tol}, and some detections per photo):\n{report.summary()}")
 
 
 def match_detections(ref: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -207,115 +263,36 @@ def match_detections(ref: tuple[np.ndarray, np.ndarray, np.ndarray],
 def check_detection_parity(model: HRNetFasterRCNN, onnx_path: str | Path, *,
                            sizes: Sequence[tuple[int, int]] = PARITY_SIZES,
                            images: Sequence[str] = ("coffee", "chelsea", "astronaut", "rocket"),
+                           trace_size: tuple[int, int] = TRACE_SIZE,
                            session: Any = None) -> DetectionParityReport:
-    """Run PyTorch and ONNX Runtime on real photos (resized within each max size, letterboxed)."""
-    if session is None:
-        import onnxruntime as ort
+    """Run PyTorch and ONNX Runtime on real photos (resized within each max size, letterboxed).
 
+    Photo ``k`` is resized within ``sizes[k % len(sizes)]``; the photos' different aspect ratios
+    give different padded sizes and valid sizes, so the dynamic axes are exercised.
+    """
+    import onnxruntime as ort
+
+    if session is None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, torch.get_num_threads())
         session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    report = DetectionParityReport()
+    traced = photo_input("coffee", trace_size)[0].shape[2:]  # what export_detection_onnx traced
+    report = DetectionParityReport(trace_size=tuple(trace_size),  # type: ignore[arg-type]
+                                   onnxruntime=ort.__version__,
+                                   traced_input=(int(traced[0]), int(traced[1])))
     for k, name in enumerate(images):
         size = sizes[k % len(sizes)]
-        x = photo_input(name, size)
+        x, hw = photo_input(name, size)
+        t0 = time.perf_counter()
         with torch.no_grad():
-            ref = tuple(t.numpy() for t in model(x))
-        got = tuple(o[0] for o in session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()}))
+            ref = tuple(t.numpy() for t in model(x, hw))
+        t1 = time.perf_counter()
+        got = tuple(o[0] for o in session.run(
+            list(OUTPUT_NAMES), {INPUT_NAME: x.numpy(), SIZE_INPUT_NAME: hw.numpy()}))
+        t2 = time.perf_counter()
         matched, serr, berr = match_detections(ref, got, report.iou)  # type: ignore[arg-type]
-        report.cases.append(DetectionParityCase(name, (int(x.shape[2]), int(x.shape[3])),
-                                                len(ref[0]), len(got[0]), matched, serr, berr))
+        report.cases.append(DetectionParityCase(
+            name, (int(x.shape[2]), int(x.shape[3])), (int(hw[0, 0]), int(hw[0, 1])),
+            len(ref[0]), len(got[0]), matched, serr, berr,
+            round((t1 - t0) * 1e3, 1), round((t2 - t1) * 1e3, 1)))
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# Metadata
-
-
-def detection_metadata(*, name: str, arch: str, model: HRNetFasterRCNN, weights: WeightsInfo,
-                       export: ExportInfo, max_size: tuple[int, int] = (1333, 800),
-                       notes: Sequence[str] = ()) -> ModelMetadata:
-    """The repository metadata of a COCO HRNetV2p Faster R-CNN entry."""
-    cfg = model.cfg
-    return ModelMetadata(
-        name=name, task="detection", arch=arch.replace("hrnetv2_", "hrnetv2p_"), dataset="coco",
-        labels=list(COCO_LABELS), label_ids=list(COCO_LABEL_IDS),
-        normalization=Normalization(mean=tuple(m / 255.0 for m in PIXEL_MEAN),  # type: ignore[arg-type]
-                                    std=tuple(s / 255.0 for s in PIXEL_STD),  # type: ignore[arg-type]
-                                    pixel_scale=255.0, in_graph=True),
-        align_corners=False,
-        inputs=[TensorSpec(name=INPUT_NAME, dtype="FP32", dims=[3, -1, -1])],
-        outputs=[TensorSpec(name="boxes", dtype="FP32", dims=[-1, 4]),
-                 TensorSpec(name="scores", dtype="FP32", dims=[-1]),
-                 TensorSpec(name="labels", dtype="INT64", dims=[-1])],
-        max_batch_size=1,
-        detection=DetectionProtocol(
-            max_size=max_size, size_divisor=32, score_threshold=cfg.score_thresh,
-            nms_iou=cfg.nms_thresh, max_detections=cfg.detections_per_img,
-            box_convention="legacy_plus_one" if cfg.convention == "legacy" else "continuous",
-            boxes_in="network_input"),
-        weights=weights, export=export,
-        notes=["labels: index into `labels` (0 = background, never emitted); label_ids gives the "
-               "COCO category id", "input: resize by mmcv imrescale to fit max_size, pad "
-               "bottom/right to size_divisor with the mean pixel", *notes])
-
-
-# --------------------------------------------------------------------------------------------
-# One call: build (+ load) -> export -> parity -> repository entry
-
-
-def export_detection_entry(repo: str | Path, *, name: str, arch: str = "hrnetv2_w18",
-                           checkpoint: str | Path | None = None, seed: int = 0,
-                           max_size: tuple[int, int] = (1333, 800),
-                           parity_sizes: Sequence[tuple[int, int]] = PARITY_SIZES,
-                           require_parity: bool = True, **overrides: Any) -> Path:
-    """Write ``<repo>/<name>/`` for an HRNetV2p Faster R-CNN; returns the entry folder.
-
-    Without ``checkpoint`` the network is random (``make_demo_detector``) and its metadata says
-    so. The checkpoint's format sets the box arithmetic (legacy for HRNet-Object-Detection and
-    MMDetection 1.x, continuous for 2.x/3.x). ``overrides`` go to ``detection_config`` (tests use
-    smaller RPN budgets).
-    """
-    import tempfile
-
-    from model_export.archs import backbone_config
-    from model_export.checkpoints import read_checkpoint
-    from model_export.detection import build_faster_rcnn, make_demo_detector
-    from model_export.detection_checkpoints import (
-        FORMAT_CONVENTION,
-        inspect_detection,
-        load_detection_checkpoint,
-    )
-    from model_export.pipeline import _versions
-    from model_export.triton_repo import write_entry
-
-    torch.manual_seed(seed)
-    notes: list[str] = []
-    if checkpoint is not None:
-        info = inspect_detection(read_checkpoint(checkpoint))
-        if info.arch is not None and info.arch != arch:
-            raise ValueError(f"checkpoint is {info.arch}, not {arch}")
-        model = build_faster_rcnn(backbone_config(arch), convention=FORMAT_CONVENTION[info.format],
-                                  num_classes=info.num_outputs or 81, **overrides)
-        report = load_detection_checkpoint(model, checkpoint)
-        weights = WeightsInfo(random_init=False, origin=report.info.origin,  # type: ignore[arg-type]
-                              format=report.info.format, file=Path(checkpoint).name,
-                              sha256=report.info.sha256)
-    else:
-        model = make_demo_detector(build_faster_rcnn(backbone_config(arch), **overrides), seed=seed)
-        weights = WeightsInfo(random_init=True, origin="random-init", format="random-init")
-        notes.append("RANDOM-INIT weights: boxes are meaningless (class logits widened so that "
-                     "some pass the score threshold)")
-    if overrides:
-        notes.append(f"test settings differ from the official ones: {overrides}")
-    model.eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_detection_onnx(model, Path(tmp) / "model.onnx")
-        parity = check_detection_parity(model, onnx_path, sizes=parity_sizes)
-        if require_parity and not parity.passed:
-            raise RuntimeError(f"detection parity failed: {parity.to_dict()}")
-        meta = detection_metadata(name=name, arch=arch, model=model, weights=weights,
-                                  export=_versions(DETECTION_OPSET, False), max_size=max_size,
-                                  notes=notes)
-        paths = write_entry(repo, meta, onnx_path, parity=parity.to_dict(), move=True)
-    return paths.entry_dir

@@ -174,6 +174,11 @@ class ParityReport:
         """True when some case ran at a size other than the trace size."""
         return any(tuple(c.size) != tuple(self.trace_size) for c in self.cases)
 
+    def headline(self) -> str:
+        """One line: the worst error over all cases."""
+        worst = max((c.max_abs_err for c in self.cases), default=float("nan"))
+        return f"max|err| {worst:.2e}"
+
     def summary(self) -> str:
         """One line per case, for the console."""
         lines = []

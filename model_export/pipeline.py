@@ -1,7 +1,13 @@
 """The export pipeline: checkpoint -> network -> ONNX -> parity -> repository entry (-> TensorRT plan).
 
 ``export_model(ExportRequest(...))`` is what the CLI's ``export`` and ``demo`` commands run; tests
-and other code call it directly. Progress goes to stderr as stage lines with timings.
+and other code call it directly, for every task (segmentation, landmarks, detection). Progress goes
+to stderr as stage lines with timings.
+
+Tasks differ only in how the network is built and loaded and in the ONNX export + parity step
+(:func:`_build_detection` / :func:`_export_detection` for HRNetV2p Faster R-CNN, whose graph takes
+``image`` + ``image_size`` and serves one image per call); checkpoint inspection, the random-init
+banner, metadata, versions, Triton options, the repository entry and the summary are shared.
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from service.metadata import ExportInfo, ModelMetadata, WeightsInfo
+from service.metadata import DetectionProtocol, ExportInfo, ModelMetadata, WeightsInfo
 
-from model_export.datasets import build_metadata, default_align_corners, get_dataset
+from model_export.datasets import (
+    DatasetInfo,
+    build_metadata,
+    default_align_corners,
+    detection_protocol,
+    get_dataset,
+)
+from model_export.demo import DEMO_SEED
 from model_export.onnx_export import (
     DEFAULT_OPSET,
     DEFAULT_PARITY_BATCHES,
@@ -55,7 +68,15 @@ def stage(log: Log, title: str) -> Iterator[None]:
 
 @dataclass
 class ExportRequest:
-    """One model to export. Exactly one of ``checkpoint`` / ``random_init`` must be given."""
+    """One model to export. Exactly one of ``checkpoint`` / ``random_init`` must be given.
+
+    Detection (``task="detection"``, dataset ``coco``): ``arch`` may be given as ``hrnetv2p_w18``
+    too; ``max_size`` is the (long, short) resize limit recorded in the metadata (default the
+    official 1333x800); ``detection_overrides`` go to ``detection_config`` (e.g. a smaller
+    ``rpn_post_nms_top_n`` for CPU demos; recorded in the notes); ``trace_size`` and
+    ``parity_sizes`` are resize limits of the tracing and parity photos; the graph serves one
+    image per call, so ``max_batch_size`` and ``parity_batches`` do not apply.
+    """
 
     task: str
     arch: str | None
@@ -82,6 +103,8 @@ class ExportRequest:
     max_queue_delay_microseconds: int = 2000
     notes: list[str] = field(default_factory=list)
     overwrite: bool = True
+    max_size: tuple[int, int] | None = None
+    detection_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,8 +114,10 @@ class ExportResult:
     request: ExportRequest
     metadata: ModelMetadata
     entry: EntryPaths
-    parity: ParityReport
-    model: object = field(repr=False)  # torch.nn.Module (eval mode), taking normalised input
+    parity: Any  # ParityReport, or DetectionParityReport for detection
+    # torch.nn.Module in eval mode: normalised input (segmentation, landmarks), or pixels and
+    # image_size (detection, HRNetFasterRCNN).
+    model: object = field(repr=False)
     plan_entry: EntryPaths | None = None
     plan_message: str | None = None
     seconds: float = 0.0
@@ -109,8 +134,7 @@ class ExportResult:
             f"  {self.entry.metadata}",
         ]
         if self.entry.parity:
-            worst = max(c.max_abs_err for c in self.parity.cases)
-            lines.append(f"  {self.entry.parity} (max|err| {worst:.2e}, passed)")
+            lines.append(f"  {self.entry.parity} ({self.parity.headline()}, passed)")
         if self.plan_entry:
             lines.append(f"  {self.plan_entry.model_file}")
         elif self.plan_message:
@@ -156,6 +180,16 @@ RANDOM_INIT_BANNER = (
 )
 
 
+DETECTION_ARCH_ALIAS = "hrnetv2p_"
+
+
+def canonical_arch(task: str, arch: str | None) -> str | None:
+    """Registry name of ``arch``: detection accepts ``hrnetv2p_w18`` for ``hrnetv2_w18``."""
+    if arch is not None and task == "detection" and arch.startswith(DETECTION_ARCH_ALIAS):
+        return "hrnetv2_" + arch[len(DETECTION_ARCH_ALIAS):]
+    return arch
+
+
 def _validate(req: ExportRequest) -> None:
     if not _NAME_RE.match(req.name):
         raise ExportError(f"model name {req.name!r} must match {_NAME_RE.pattern}")
@@ -172,22 +206,32 @@ def _validate(req: ExportRequest) -> None:
         raise ExportError("max batch size must be >= 1")
     if req.tensorrt_accelerator and req.instance_kind != "gpu":
         raise ExportError("--tensorrt-accelerator needs --instance-kind gpu")
+    if req.task == "detection":
+        from model_export.detection_export import MIN_DETECTION_OPSET
+
+        if req.opset < MIN_DETECTION_OPSET:
+            raise ExportError(f"detection export needs opset >= {MIN_DETECTION_OPSET}")
+        if req.base_size is not None or req.crop_size is not None:
+            raise ExportError("--base-size/--crop-size are segmentation options; detection "
+                              "takes --max-size LONG SHORT")
+        if req.tensorrt_plan:
+            raise ExportError("TensorRT plans are not built for detection (NMS and RoIAlign give "
+                              "data-dependent shapes); use --tensorrt-accelerator fp16 instead")
+    elif req.max_size is not None or req.detection_overrides:
+        raise ExportError("--max-size and RPN settings apply to detection only")
 
 
 def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     """Run the whole export of ``req``; raises ExportError, CheckpointError or ParityError."""
     import torch
 
-    from model_export.archs import build_model
-
     t_start = time.perf_counter()
     _validate(req)
     ds = get_dataset(req.dataset)
     repo = Path(req.repo)
-    arch = req.arch
-    fuse_upsample = "bilinear"
+    arch = canonical_arch(req.task, req.arch)
     if req.checkpoint is not None:
-        from model_export.checkpoints import inspect_checkpoint, load_checkpoint
+        from model_export.checkpoints import inspect_checkpoint
 
         with stage(log, f"inspecting {req.checkpoint}"):
             info = inspect_checkpoint(req.checkpoint)
@@ -204,7 +248,6 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
                 f"{ds.num_outputs}; pick the matching --dataset"
             )
         align_corners = info.align_corners if req.align_corners is None else req.align_corners
-        fuse_upsample = info.fuse_upsample
     else:
         info = None
         align_corners = default_align_corners("random-init") if req.align_corners is None else req.align_corners
@@ -212,35 +255,21 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
         print(RANDOM_INIT_BANNER.format(name=req.name), file=sys.stderr, flush=True)
     if arch is None:
         raise ExportError("--arch is required (the checkpoint does not reveal it)")
+    seed = DEMO_SEED if req.seed is None else req.seed
 
-    with stage(log, f"building {req.task} {arch} ({ds.num_outputs} outputs, align_corners={align_corners})"):
-        model = build_model(req.task, arch, ds.num_outputs, align_corners=align_corners,
-                            fuse_upsample=fuse_upsample)
-    if info is not None:
-        with stage(log, "loading weights"):
-            report = load_checkpoint(model, req.checkpoint)  # type: ignore[arg-type]
-        log(report.summary())
-        weights = WeightsInfo(
-            random_init=False,
-            origin=info.origin,  # type: ignore[arg-type]
-            format=info.format,
-            file=Path(req.checkpoint).name,  # type: ignore[arg-type]
-            sha256=report.info.sha256,
-        )
+    notes = list(req.notes)
+    detection: DetectionProtocol | None = None
+    if req.task == "detection":
+        model, weights, extra, detection = _build_detection(req, arch, ds, info, seed, log)
+        align_corners = False  # HRFPN upsamples with align_corners=False, as the official code
+        notes += extra
     else:
-        from model_export.demo import DEMO_SEED, randomize_for_demo
-
-        seed = DEMO_SEED if req.seed is None else req.seed
-        with stage(log, f"random init (seed {seed}, BN statistics from sample photos)"):
-            randomize_for_demo(model, seed)
-        weights = WeightsInfo(random_init=True, origin="random-init", format="random-init")
+        model, weights = _build_hrnet(req, arch, ds, info, align_corners, seed, log)
+        if req.random_init:
+            notes.append(f"Random-init seed {seed} (model_export.demo.randomize_for_demo).")
     model.eval()
 
     fp16 = req.tensorrt_accelerator == "fp16"
-    notes = list(req.notes)
-    if req.random_init:
-        notes.append(f"Random-init seed {DEMO_SEED if req.seed is None else req.seed} "
-                     "(model_export.demo.randomize_for_demo).")
     metadata = build_metadata(
         name=req.name,
         task=req.task,
@@ -252,22 +281,26 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
         align_corners=align_corners,
         base_size=req.base_size,
         crop_size=req.crop_size,
+        detection=detection,
         notes=notes,
     )
 
     staging = Path(tempfile.mkdtemp(prefix=f"model_export_{req.name}_"))
     onnx_path = staging / "model.onnx"
-    trace_size = req.trace_size or DEFAULT_TRACE_SIZE
-    with stage(log, f"exporting ONNX (opset {req.opset})"), torch.no_grad():
-        export_onnx(model, onnx_path, task=req.task, opset=req.opset, trace_size=trace_size)
-    sizes = req.parity_sizes or list(DEFAULT_SEG_PARITY_SIZES)
-    with stage(log, "parity: ONNX Runtime vs PyTorch on sample photos"):
-        parity = check_parity(model, onnx_path, task=req.task, sizes=sizes, batches=req.parity_batches,
-                              trace_size=trace_size, thresholds=req.thresholds)
+    with torch.no_grad():
+        if req.task == "detection":
+            parity: Any = _export_detection(req, model, onnx_path, log)
+        else:
+            parity = _export_hrnet(req, model, onnx_path, log)
     log(parity.summary())
     write_parity(staging, parity.to_dict())
     try:
-        require_parity(parity)
+        if req.task == "detection":
+            from model_export.detection_export import require_detection_parity
+
+            require_detection_parity(parity)
+        else:
+            require_parity(parity)
     except Exception as exc:
         raise type(exc)(f"{exc}\nThe failed export is kept in {staging} for inspection.") from None
 
@@ -287,6 +320,121 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     shutil.rmtree(staging, ignore_errors=True)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation and landmarks: HRNetV2 with a 1x1 head, wrapped to take pixels
+
+
+def _build_hrnet(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, align_corners: bool,
+                 seed: int, log: Log) -> tuple[Any, WeightsInfo]:
+    """The network (normalised input) with loaded or demo-random weights, and its WeightsInfo."""
+    from model_export.archs import build_model
+
+    fuse_upsample = info.fuse_upsample if info is not None else "bilinear"
+    with stage(log, f"building {req.task} {arch} ({ds.num_outputs} outputs, align_corners={align_corners})"):
+        model = build_model(req.task, arch, ds.num_outputs, align_corners=align_corners,
+                            fuse_upsample=fuse_upsample)
+    if info is not None:
+        from model_export.checkpoints import load_checkpoint
+
+        with stage(log, "loading weights"):
+            report = load_checkpoint(model, req.checkpoint)  # type: ignore[arg-type]
+        log(report.summary())
+        return model, WeightsInfo(
+            random_init=False,
+            origin=info.origin,
+            format=info.format,
+            file=Path(req.checkpoint).name,  # type: ignore[arg-type]
+            sha256=report.info.sha256,
+        )
+    from model_export.demo import randomize_for_demo
+
+    with stage(log, f"random init (seed {seed}, BN statistics from sample photos)"):
+        randomize_for_demo(model, seed)
+    return model, WeightsInfo(random_init=True, origin="random-init", format="random-init")
+
+
+def _export_hrnet(req: ExportRequest, model: Any, onnx_path: Path, log: Log) -> ParityReport:
+    trace_size = req.trace_size or DEFAULT_TRACE_SIZE
+    with stage(log, f"exporting ONNX (opset {req.opset})"):
+        export_onnx(model, onnx_path, task=req.task, opset=req.opset, trace_size=trace_size)
+    sizes = req.parity_sizes or list(DEFAULT_SEG_PARITY_SIZES)
+    with stage(log, "parity: ONNX Runtime vs PyTorch on sample photos"):
+        return check_parity(model, onnx_path, task=req.task, sizes=sizes, batches=req.parity_batches,
+                            trace_size=trace_size, thresholds=req.thresholds)
+
+
+# --------------------------------------------------------------------------------------------
+# Detection: HRNetV2p Faster R-CNN, pixels + image_size in, post-processed boxes out
+
+
+def _build_detection(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, seed: int,
+                     log: Log) -> tuple[Any, WeightsInfo, list[str], DetectionProtocol]:
+    """The detector with loaded or demo-random weights, its WeightsInfo, notes and protocol."""
+    import torch
+
+    from model_export.archs import build_model
+    from model_export.detection_checkpoints import FORMAT_CONVENTION, load_detection_checkpoint
+
+    overrides = dict(req.detection_overrides)
+    if info is not None:
+        if info.format not in FORMAT_CONVENTION:
+            raise ExportError(f"{req.checkpoint} looks like a detection checkpoint ({info.format}) "
+                              "but not an HRNetV2p Faster/Mask R-CNN that can be loaded")
+        convention = FORMAT_CONVENTION[info.format]
+    else:
+        convention = "legacy"
+    title = (f"building detection {arch} (HRNetV2p Faster R-CNN, {ds.num_outputs} classes with "
+             f"background, {convention} box arithmetic)")
+    with stage(log, title):
+        torch.manual_seed(seed)
+        try:
+            model = build_model("detection", arch, ds.num_outputs, convention=convention,
+                                **overrides)
+        except TypeError as exc:  # an unknown DetectionConfig field
+            raise ExportError(f"bad detection setting in {sorted(overrides)}: {exc}") from None
+    notes: list[str] = []
+    if info is not None:
+        with stage(log, "loading weights"):
+            report = load_detection_checkpoint(model, req.checkpoint)  # type: ignore[arg-type]
+        log(report.summary())
+        weights = WeightsInfo(random_init=False, origin=info.origin, format=info.format,
+                              file=Path(req.checkpoint).name,  # type: ignore[arg-type]
+                              sha256=report.info.sha256)
+    else:
+        from model_export.detection import make_demo_detector
+
+        with stage(log, f"random init (seed {seed}, class logits widened)"):
+            make_demo_detector(model, seed=seed)
+        weights = WeightsInfo(random_init=True, origin="random-init", format="random-init")
+        notes.append(f"Random-init seed {seed}; class logits widened so that some boxes pass the "
+                     "score threshold (model_export.detection.make_demo_detector).")
+    if overrides:
+        notes.append(f"Test settings differ from the official ones: {overrides}.")
+    cfg = model.cfg
+    protocol = detection_protocol(
+        ds, max_size=req.max_size, score_threshold=cfg.score_thresh, nms_iou=cfg.nms_thresh,
+        max_detections=cfg.detections_per_img,
+        box_convention="legacy_plus_one" if cfg.convention == "legacy" else "continuous",
+        boxes_in="network_input")
+    return model, weights, notes, protocol
+
+
+def _export_detection(req: ExportRequest, model: Any, onnx_path: Path, log: Log) -> Any:
+    from model_export.detection_export import (
+        PARITY_SIZES,
+        TRACE_SIZE,
+        check_detection_parity,
+        export_detection_onnx,
+    )
+
+    trace_size = req.trace_size or TRACE_SIZE
+    with stage(log, f"exporting ONNX (opset {req.opset}, image + image_size inputs)"):
+        export_detection_onnx(model, onnx_path, opset=req.opset, trace_size=trace_size)
+    sizes = req.parity_sizes or list(PARITY_SIZES)
+    with stage(log, "parity: ONNX Runtime vs PyTorch detections on sample photos"):
+        return check_detection_parity(model, onnx_path, sizes=sizes, trace_size=trace_size)
 
 
 def _write_plan(result: ExportResult, options: TritonOptions, log: Log) -> None:

@@ -7,6 +7,11 @@ of an entry (e.g. a CPU python-backend one) with ``read_config`` -> edit -> ``wr
 
 The repository metadata (:class:`service.metadata.ModelMetadata`) is stored twice: pretty-printed
 in ``hrnet.json`` and compact in the config's ``parameters { key: "hrnet_metadata" }``.
+
+Warm-up: one ``model_warmup`` sample feeds every input. The pixel input gets zero or random data at
+a representative size; a detection graph's ``image_size`` input (INT64 ``[2]``) must hold the real
+(h, w) of that sample, so it is read from ``warmup/image_size_<h>x<w>`` (raw little-endian int64,
+Triton's ``input_data_file``), which :func:`write_entry` writes next to ``config.pbtxt``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -27,6 +33,8 @@ PARITY_FILENAME = "parity.json"
 ONNX_FILENAME = "model.onnx"
 PLAN_FILENAME = "model.plan"
 VERSION = "1"
+WARMUP_DIRNAME = "warmup"
+SIZE_INPUT_NAME = "image_size"
 
 _DTYPES = {
     "FP32": mc.TYPE_FP32,
@@ -60,7 +68,12 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
 
 
 def representative_size(metadata: ModelMetadata) -> tuple[int, int]:
-    """A typical (h, w) network input: a segmentation window (crop size) or the landmark crop."""
+    """A typical (h, w) network input: a segmentation window (crop size), the landmark crop, or
+    the largest padded landscape detection input (e.g. 800x1344 for 1333x800)."""
+    if metadata.detection is not None:
+        long_side, short_side = max(metadata.detection.max_size), min(metadata.detection.max_size)
+        d = max(1, metadata.detection.size_divisor)
+        return -(-short_side // d) * d, -(-long_side // d) * d
     if metadata.segmentation is not None:
         h, w = metadata.segmentation.crop_size
         return int(h), int(w)
@@ -115,21 +128,37 @@ def build_model_config(
     return cfg
 
 
+def warmup_files(metadata: ModelMetadata, options: TritonOptions | None = None) -> dict[str, bytes]:
+    """Data files of the warm-up sample (``warmup/<name>``): the ``image_size`` value, if any."""
+    options = options or TritonOptions()
+    if options.warmup == "none" or not any(s.name == SIZE_INPUT_NAME for s in metadata.inputs):
+        return {}
+    h, w = options.warmup_size or representative_size(metadata)
+    return {f"{SIZE_INPUT_NAME}_{h}x{w}": np.array([h, w], "<i8").tobytes()}
+
+
 def _add_warmup(cfg: mc.ModelConfig, metadata: ModelMetadata, options: TritonOptions) -> None:
     h, w = options.warmup_size or representative_size(metadata)
-    spec = metadata.inputs[0]
-    dims = [int(d) for d in spec.dims]
-    if len(dims) == 3:
-        dims = [dims[0], h, w]
-    dims = [d if d > 0 else 1 for d in dims]
-    sample = mc.ModelWarmup(name=f"{options.warmup}_{'x'.join(map(str, dims))}", batch_size=1)
-    inp = sample.inputs[spec.name]
-    inp.data_type = _DTYPES[spec.dtype]
-    inp.dims.extend(dims)
-    if options.warmup == "zero":
-        inp.zero_data = True
-    else:
-        inp.random_data = True
+    image_dims: list[int] = []
+    sample = mc.ModelWarmup(batch_size=1)
+    for spec in metadata.inputs:
+        dims = [int(d) for d in spec.dims]
+        inp = sample.inputs[spec.name]
+        inp.data_type = _DTYPES[spec.dtype]
+        if spec.name == SIZE_INPUT_NAME:
+            inp.dims.extend(dims)
+            inp.input_data_file = f"{SIZE_INPUT_NAME}_{h}x{w}"  # written by write_entry
+            continue
+        if len(dims) == 3:
+            dims = [dims[0], h, w]
+        dims = [d if d > 0 else 1 for d in dims]
+        image_dims = image_dims or dims
+        inp.dims.extend(dims)
+        if options.warmup == "zero":
+            inp.zero_data = True
+        else:
+            inp.random_data = True
+    sample.name = f"{options.warmup}_{'x'.join(map(str, image_dims))}"
     cfg.model_warmup.append(sample)
 
 
@@ -226,6 +255,9 @@ def write_entry(
     else:
         shutil.copyfile(model_file, target)
     write_config(tmp, build_model_config(metadata, options, platform=platform, backend=backend))
+    for filename, data in warmup_files(metadata, options).items():
+        (tmp / WARMUP_DIRNAME).mkdir(exist_ok=True)
+        (tmp / WARMUP_DIRNAME / filename).write_bytes(data)
     write_metadata(tmp, metadata)
     if parity is not None:
         write_parity(tmp, parity)

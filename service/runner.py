@@ -3,8 +3,12 @@
 * at most ``max_concurrency`` requests run inference at once (a semaphore);
 * at most ``max_queue`` requests wait for a slot; beyond that a request gets 429 + Retry-After;
 * each request's inference (waiting included) has a deadline (504 past it);
-* a request's network passes are grouped by shape and sent in batches of at most
-  ``min(model.max_batch_size, settings.max_batch)``.
+* a request's network passes are grouped by the shapes (and dtypes) of all their inputs and sent
+  in batches of at most ``min(model.max_batch_size, settings.max_batch)``.
+
+A pass is either one array (fed to the model's first input, or ``input_name``) or a mapping of
+input names to arrays (e.g. detection's ``image`` + ``image_size``); arrays never carry the batch
+dimension.
 
 Backends must not block the event loop (the embedded backend runs ONNX Runtime in a thread pool).
 """
@@ -14,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Mapping
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -23,6 +28,15 @@ from service.errors import Overloaded, Timeout
 from service.metadata import ModelMetadata
 from service.metrics import Metrics, Timings
 from service.settings import Settings
+
+#: One network pass: a single array, or named arrays (all without the batch dimension).
+Pass = Union[np.ndarray, Mapping[str, np.ndarray]]
+
+
+def _named(p: Pass, default_name: str) -> dict[str, np.ndarray]:
+    if isinstance(p, Mapping):
+        return {str(k): np.asarray(v) for k, v in p.items()}
+    return {default_name: p}
 
 
 class InferenceRunner:
@@ -54,12 +68,14 @@ class InferenceRunner:
     async def run(
         self,
         meta: ModelMetadata,
-        passes: Sequence[np.ndarray],
+        passes: Sequence[Pass],
         *,
         timings: Timings | None = None,
         input_name: str | None = None,
     ) -> list[dict[str, np.ndarray]]:
-        """Run ``passes`` (each one input array *without* the batch dim) through model ``meta``.
+        """Run ``passes`` through model ``meta``. A pass is one input array or a mapping of input
+        names to arrays, *without* the batch dim; a single array feeds ``input_name`` (default:
+        the model's first input).
 
         Returns one dict of outputs per pass (batch dim removed), in the order of ``passes``.
         Raises :class:`Overloaded` when the queue is full and :class:`Timeout` past the deadline.
@@ -91,7 +107,7 @@ class InferenceRunner:
     async def _admitted(
         self,
         meta: ModelMetadata,
-        passes: Sequence[np.ndarray],
+        passes: Sequence[Pass],
         timings: Timings | None,
         input_name: str | None,
         t0: float,
@@ -116,19 +132,22 @@ class InferenceRunner:
             self._gauge()
 
     async def _run_batches(
-        self, meta: ModelMetadata, passes: Sequence[np.ndarray], input_name: str | None
+        self, meta: ModelMetadata, passes: Sequence[Pass], input_name: str | None
     ) -> list[dict[str, np.ndarray]]:
-        name = input_name or meta.inputs[0].name
+        default_name = input_name or meta.inputs[0].name
+        named = [_named(p, default_name) for p in passes]
         limit = self.batch_limit(meta)
+        # Only passes whose every input has the same name, shape and dtype can share a batch.
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, p in enumerate(passes):
-            groups[(p.shape, p.dtype.str)].append(i)
+        for i, p in enumerate(named):
+            groups[tuple(sorted((k, v.shape, v.dtype.str) for k, v in p.items()))].append(i)
         results: list[dict[str, np.ndarray] | None] = [None] * len(passes)
         for idx in groups.values():
             for start in range(0, len(idx), limit):
                 chunk = idx[start : start + limit]
-                batch = np.ascontiguousarray(np.stack([passes[i] for i in chunk]))
-                outputs = await self.backend.infer(meta.name, {name: batch})
+                batch = {k: np.ascontiguousarray(np.stack([named[i][k] for i in chunk]))
+                         for k in named[chunk[0]]}
+                outputs = await self.backend.infer(meta.name, batch)
                 if self.metrics is not None:
                     self.metrics.batches.labels(meta.name).inc()
                     self.metrics.passes.labels(meta.name).inc(len(chunk))

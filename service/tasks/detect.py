@@ -4,8 +4,10 @@ The official test (mmdetection ``ImageTransform``): ``mmcv.imrescale`` with scal
 ``min(1333 / long, 800 / short)`` and size ``int(w * s + 0.5) x int(h * s + 0.5)`` (OpenCV bilinear
 on the uint8 image, reproduced bit-exactly by :func:`service.resize.resize_uint8_opencv`), then the
 normalised image is padded bottom/right with 0 to a multiple of 32, i.e. the *mean pixel* here
-because the graph normalises. The graph returns boxes in network-input pixels; they are clipped
-to the resized image and divided by the scale factor (per axis for MMDetection 2.x+ models).
+because the graph normalises. Each pass sends ``image`` and ``image_size`` = (resized h, w) before
+padding (models exported before that input existed get ``image`` alone). The graph returns boxes
+in network-input pixels clipped to ``image_size``; they are divided by the scale factor (per axis
+for MMDetection 2.x+ models).
 
 Response boxes are ``[x1, y1, x2, y2]`` in original-image pixels in the continuous frame (the
 top-left pixel covers ``[0,1] x [0,1]``): legacy (inclusive-pixel) models' ``x2, y2`` get ``+1``,
@@ -111,6 +113,9 @@ class DetectResponse(BaseModel):
     overlay: OverlayImage | None = None
 
 
+SIZE_INPUT = "image_size"
+
+
 class DetPass:
     """One network pass: the letterboxed input and how to map its boxes back."""
 
@@ -120,6 +125,14 @@ class DetPass:
         self.resized = resized  # (h, w) before padding
         self.scale_xy = scale_xy
         self.flipped = flipped
+
+    def inputs(self, meta: ModelMetadata) -> dict[str, np.ndarray]:
+        """The graph inputs of this pass (no batch dim): ``image`` and, when the model takes it,
+        ``image_size`` = ``[valid_h, valid_w]`` int64."""
+        out = {meta.inputs[0].name: self.array}
+        if any(spec.name == SIZE_INPUT for spec in meta.inputs):
+            out[SIZE_INPUT] = np.asarray(self.resized, np.int64)
+        return out
 
 
 def rescale_size(h: int, w: int, max_size: tuple[int, int]) -> tuple[int, int, float]:
@@ -167,7 +180,8 @@ def to_original(p: DetPass, boxes: np.ndarray, width: int, height: int, legacy: 
     nh, nw = p.resized
     off = 1.0 if legacy else 0.0
     b = boxes.astype(np.float64).copy()
-    # The official code clips to the resized image (the graph could only clip to the padding).
+    # The official code clips to the resized image; the graph does so from image_size already,
+    # this also covers models exported without that input.
     b[:, 0::2] = np.clip(b[:, 0::2], 0, nw - off)
     b[:, 1::2] = np.clip(b[:, 1::2], 0, nh - off)
     b[:, 0::2] /= p.scale_xy[0]
@@ -246,7 +260,7 @@ async def run_detect(image: np.ndarray, meta: ModelMetadata, runner, options: De
     wanted = class_filter(meta, options.classes)
     with timings.stage("preprocess"):
         passes = await asyncio.to_thread(plan_passes, image, meta, options)
-    results = await runner.run(meta, [p.array for p in passes], timings=timings)
+    results = await runner.run(meta, [p.inputs(meta) for p in passes], timings=timings)
     with timings.stage("postprocess"):
         b, s, lab = merge_passes(passes, results, meta, options, width, height)
         thr = proto.score_threshold if options.score_threshold is None else options.score_threshold

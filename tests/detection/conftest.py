@@ -22,14 +22,23 @@ def _threads() -> None:
 
 
 @pytest.fixture(scope="session")
-def det_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository with one random-init detection entry (ONNX export + parity + metadata)."""
-    from model_export.detection_export import export_detection_entry
+def det_export(tmp_path_factory: pytest.TempPathFactory):
+    """``ExportResult`` of one random-init detection entry, exported by the one pipeline
+    (ONNX export + parity + metadata + Triton config)."""
+    from model_export.pipeline import ExportRequest, export_model
 
     repo = tmp_path_factory.mktemp("det_repo")
-    export_detection_entry(repo, name=MODEL_NAME, arch="hrnetv2_w18", max_size=(480, 320),
-                           parity_sizes=((256, 384),), **FAST)
-    return repo
+    req = ExportRequest(task="detection", arch="hrnetv2p_w18", dataset="coco", name=MODEL_NAME,
+                        repo=repo, random_init=True, seed=0, max_size=(480, 320),
+                        parity_sizes=[(256, 384)], detection_overrides=dict(FAST),
+                        instance_kind="cpu")
+    return export_model(req, log=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def det_repo(det_export) -> Path:
+    """The repository holding ``MODEL_NAME``."""
+    return det_export.entry.entry_dir.parent
 
 
 def _free_port() -> int:

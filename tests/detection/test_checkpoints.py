@@ -65,9 +65,9 @@ def test_converted_model_reproduces_outputs(source) -> None:
     model = build_faster_rcnn(backbone_config("hrnetv2_w18"), **FAST)
     sd, _ = convert_detection_state_dict(to_checkpoint(source, "mmdet-v2"), model)
     model.load_state_dict(sd)
-    x = photo_input("chelsea", (256, 384))
+    x, hw = photo_input("chelsea", (256, 384))
     with torch.no_grad():
-        ref, got = source(x), model(x)
+        ref, got = source(x, hw), model(x, hw)
     assert len(ref[0]) > 0
     for a, b in zip(ref, got):
         assert torch.equal(a, b)
@@ -89,6 +89,21 @@ def test_errors_list_missing_unexpected_and_misshaped(source) -> None:
     assert "roi_head.extra.weight" in exc.value.unexpected
     assert exc.value.mismatched[0][0] == "roi_heads.box_predictor.cls_score.weight"
     assert "missing keys (1)" in msg and "mis-shaped" in msg
+
+
+def test_generic_inspect_recognises_detection_files(source, tmp_path: Path) -> None:
+    from model_export.checkpoints import file_sha256, inspect_checkpoint
+
+    path = tmp_path / "FasterR-CNN-HR18-1x.pth"
+    torch.save(to_checkpoint(source, "hrnet-det"), path)
+    info = inspect_checkpoint(path)
+    assert (info.format, info.origin, info.task, info.arch, info.num_outputs) == (
+        "hrnet-det", "official", "detection", "hrnetv2_w18", 81)
+    assert info.sha256 == file_sha256(path) and info.backbone["width"] == 18
+    text = info.summary()
+    for part in ("hrnet-det", "detection", "hrnetv2_w18", "81 (80 + background)", "'legacy'",
+                 "--task detection --arch hrnetv2_w18 --dataset coco"):
+        assert part in text, part
 
 
 def test_not_a_detection_checkpoint() -> None:

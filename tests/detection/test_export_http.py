@@ -33,37 +33,106 @@ def _detect(url: str, rgb: np.ndarray, **options) -> httpx.Response:
 
 
 def test_entry_metadata_and_parity(det_repo: Path) -> None:
+    from model_export.triton_repo import metadata_from_config, read_config
     from service.metadata import ModelMetadata
 
     entry = det_repo / MODEL_NAME
     meta = ModelMetadata.from_json((entry / "hrnet.json").read_text())
-    assert meta.task == "detection" and meta.max_batch_size == 1
+    assert meta == metadata_from_config(read_config(entry))
+    assert meta.task == "detection" and meta.max_batch_size == 1 and meta.dataset == "coco"
+    assert meta.arch == "hrnetv2p_w18"  # given as the alias, recorded as HRNetV2p
     assert meta.labels[0] == "__background__" and meta.labels[1] == "person" and len(meta.labels) == 81
     assert meta.label_ids[80] == 90 and meta.weights.random_init
+    assert [(i.name, i.dtype, i.dims) for i in meta.inputs] == [
+        ("image", "FP32", [3, -1, -1]), ("image_size", "INT64", [2])]
     assert [o.name for o in meta.outputs] == ["boxes", "scores", "labels"]
     assert meta.outputs[2].dtype == "INT64" and meta.detection.box_convention == "legacy_plus_one"
+    assert tuple(meta.detection.max_size) == (480, 320)
+    assert meta.normalization.mean == (123.675, 116.28, 103.53)
+    assert meta.normalization.pixel_scale == 1.0
+    assert any("480x320" in n for n in meta.notes) and any("rpn_post_nms_top_n" in n
+                                                           for n in meta.notes)
     parity = json.loads((entry / "parity.json").read_text())
-    assert parity["passed"] and all(c["reference"] > 0 and c["match_rate"] >= 0.95
-                                    for c in parity["cases"])
-    cfg = (entry / "config.pbtxt").read_text()
-    assert "max_batch_size: 1" in cfg and "TYPE_INT64" in cfg
+    assert parity["passed"] and parity["dynamic_size_checked"]
+    assert all(c["reference"] > 0 and c["match_rate"] >= 0.95 for c in parity["cases"])
+    assert {tuple(c["valid_size"]) for c in parity["cases"]} != {tuple(c["size"])
+                                                                 for c in parity["cases"]}
 
 
-def test_graph_runs_at_another_size_and_pads_are_dynamic(det_repo: Path) -> None:
+def test_triton_config_has_both_inputs_and_warmup_data(det_repo: Path) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from model_export.triton_repo import read_config
+
+    entry = det_repo / MODEL_NAME
+    cfg = read_config(entry)
+    assert cfg.max_batch_size == 1
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [
+        ("image", mc.TYPE_FP32, [3, -1, -1]), ("image_size", mc.TYPE_INT64, [2])]
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    (warm,) = cfg.model_warmup
+    image, size = warm.inputs["image"], warm.inputs["image_size"]
+    assert list(image.dims) == [3, 320, 480] and image.zero_data  # largest padded demo input
+    assert size.data_type == mc.TYPE_INT64 and list(size.dims) == [2]
+    data = (entry / "warmup" / size.input_data_file).read_bytes()
+    assert np.frombuffer(data, "<i8").tolist() == [320, 480]
+
+
+def _session(det_repo: Path):
     import onnxruntime as ort
 
+    return ort.InferenceSession(str(det_repo / MODEL_NAME / "1" / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+
+
+def test_graph_runs_at_another_size_and_clips_to_image_size(det_repo: Path) -> None:
     from model_export.detection_export import photo_input
 
-    sess = ort.InferenceSession(str(det_repo / MODEL_NAME / "1" / "model.onnx"),
-                                providers=["CPUExecutionProvider"])
-    x = photo_input("astronaut", (300, 300)).numpy()  # 300 x 300 padded to 320 x 320
-    assert x.shape == (1, 3, 320, 320)
-    boxes, scores, labels = sess.run(None, {"image": x})
+    x, hw = photo_input("astronaut", (300, 300))  # 300 x 300 padded to 320 x 320
+    assert x.shape == (1, 3, 320, 320) and hw.tolist() == [[300, 300]]
+    boxes, scores, labels = _session(det_repo).run(
+        None, {"image": x.numpy(), "image_size": hw.numpy()})
     assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and labels.dtype == np.int64
     assert len(scores[0]) > 0 and (np.diff(scores[0]) <= 1e-6).all()
     assert labels.min() >= 1 and labels.max() <= 80
-    # clipped to the valid 300 x 300 region (legacy: <= 299), found from the mean padding
+    # clipped to the valid 300 x 300 region (legacy: <= 299)
     assert boxes[0].max() <= 299 and (boxes[0] >= 0).all()
+
+
+def test_zero_padding_client_gets_boxes_clipped_to_valid_size(det_repo: Path) -> None:
+    """A gRPC client padding with 0 (not the mean pixel): clipping follows ``image_size`` alone."""
+    from model_export.detection_export import photo_input
+
+    sess = _session(det_repo)
+    x, hw = photo_input("coffee", (300, 300), pad_value=0.0)  # 200 x 300 padded to 224 x 320
+    assert x.shape == (1, 3, 224, 320) and hw.tolist() == [[200, 300]]
+    assert float(x[0, :, 200:].abs().max()) == 0.0 and float(x[0, :, :, 300:].abs().max()) == 0.0
+    for valid in ([200, 300], [150, 260]):
+        boxes, scores, _ = sess.run(None, {"image": x.numpy(),
+                                           "image_size": np.array([valid], np.int64)})
+        b = boxes[0]
+        assert len(b) > 0 and (b >= 0).all()
+        # legacy inclusive corners: x2 <= w - 1, y2 <= h - 1
+        assert b[:, 0::2].max() <= valid[1] - 1 and b[:, 1::2].max() <= valid[0] - 1
+        # and boxes do reach the limit: the clipping, not the content, bounds them
+        assert b[:, 2].max() == valid[1] - 1 or b[:, 3].max() == valid[0] - 1
+    # an oversized image_size is limited to the padded input
+    boxes, _, _ = sess.run(None, {"image": x.numpy(), "image_size": np.array([[9999, 9999]])})
+    assert boxes[0][:, 0::2].max() <= 319 and boxes[0][:, 1::2].max() <= 223
+
+
+def test_graph_matches_torch_with_zero_padding(det_export) -> None:
+    import torch
+
+    from model_export.detection_export import match_detections, photo_input
+
+    x, hw = photo_input("rocket", (256, 384), pad_value=0.0)
+    with torch.no_grad():
+        ref = tuple(t.numpy() for t in det_export.model(x, hw))
+    got = tuple(o[0] for o in _session(det_export.entry.entry_dir.parent).run(
+        None, {"image": x.numpy(), "image_size": hw.numpy()}))
+    matched, score_err, _ = match_detections(ref, got)
+    assert len(ref[0]) > 0 and matched >= 0.95 * len(ref[0]) and score_err < 1e-3
 
 
 def test_models_lists_the_detector(live_url: str) -> None:

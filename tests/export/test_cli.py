@@ -55,9 +55,14 @@ def test_listings(capsys) -> None:
     assert main(["list-datasets"]) == 0
     out = capsys.readouterr().out
     assert "cityscapes" in out and "pascal_context_60" in out and "wflw" in out and "2048" in out
+    (coco,) = [line for line in out.splitlines() if line.startswith("coco ")]
+    assert "detection" in coco and "81 outputs" in coco and "1333x800" in coco and "pad to 32" in coco
     assert main(["list-archs", "--task", "segmentation"]) == 0
     out = capsys.readouterr().out
     assert "hrnetv2_w18_small_v1" in out and "hrnetv2_w48" in out
+    assert main(["list-archs"]) == 0
+    (det,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("detection:")]
+    assert "hrnetv2_w18, hrnetv2_w32, hrnetv2_w40, hrnetv2_w48" in det and "hrnetv2p" in det
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +120,86 @@ def test_random_init_is_loud_and_recorded(model_metadata, capsys) -> None:
 
 
 def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
-    from model_export.demo import DEMO_CITYSCAPES_NOTE, DEMO_FACTORIES, demo_requests
+    from model_export.demo import (
+        DEMO_CITYSCAPES_NOTE,
+        DEMO_DETECTION_NOTE,
+        DEMO_FACTORIES,
+        demo_requests,
+    )
 
     reqs = {r.name: r for r in demo_requests(tmp_path)}
     seg, face = reqs["hrnet_w18s1_cityscapes"], reqs["hrnet_w18_300w"]
+    det = reqs["hrnetv2p_w18_faster_rcnn_coco"]
     assert (seg.arch, seg.dataset, seg.base_size, seg.crop_size) == ("hrnetv2_w18_small_v1", "cityscapes", 1024, (512, 1024))
     assert DEMO_CITYSCAPES_NOTE in seg.notes and seg.random_init
     assert (face.arch, face.dataset, face.task) == ("hrnetv2_w18", "300w", "landmarks")
-    assert set(DEMO_FACTORIES) >= {"segmentation", "landmarks"}
+    assert (det.task, det.arch, det.dataset, det.max_size) == ("detection", "hrnetv2_w18", "coco", (800, 480))
+    assert det.random_init and DEMO_DETECTION_NOTE in det.notes
+    assert det.detection_overrides["rpn_post_nms_top_n"] < 2000
+    assert set(DEMO_FACTORIES) == {"segmentation", "landmarks", "detection"}
+
+
+# ------------------------------------------------------------------------------ detection
+
+
+@pytest.fixture(scope="module")
+def detection_checkpoint(tmp_path_factory) -> Path:
+    """A demo-random HRNetV2p-W18 Faster R-CNN saved as an HRNet-Object-Detection release."""
+    from model_export.archs import backbone_config
+    from model_export.detection import build_faster_rcnn, make_demo_detector
+    from model_export.detection_checkpoints import to_checkpoint
+
+    torch.manual_seed(3)
+    model = make_demo_detector(build_faster_rcnn(backbone_config("hrnetv2_w18")), seed=3)
+    path = tmp_path_factory.mktemp("det_ckpt") / "FasterR-CNN-HR18-1x.pth"
+    torch.save(to_checkpoint(model, "hrnet-det"), path)
+    return path
+
+
+def test_inspect_detection_checkpoint(detection_checkpoint, capsys) -> None:
+    assert main(["inspect", str(detection_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    for part in ("format:        hrnet-det (origin official)", "task:          detection",
+                 "arch:          hrnetv2_w18", "81 (80 + background)", "box arithmetic 'legacy'",
+                 "sha256:", "--task detection --arch hrnetv2_w18 --dataset coco"):
+        assert part in out, part
+
+
+def test_export_detection_checkpoint_via_cli(detection_checkpoint, tmp_path, capsys) -> None:
+    repo = tmp_path / "repo"
+    code = main(["export", "--task", "detection", "--arch", "hrnetv2p_w18", "--dataset", "coco",
+                 "--checkpoint", str(detection_checkpoint), "--name", "det", "--repo", str(repo),
+                 "--max-size", "640", "384", "--rpn-top-n", "500", "100", "--instance-kind", "cpu",
+                 "--trace-size", "192x288", "--parity-sizes", "160x240"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Wrote 1 model" in captured.out and "detections matched" in captured.out
+    assert "image + image_size inputs" in captured.err and "RANDOM-INIT" not in captured.err
+    meta = metadata_from_config(read_config(repo / "det"))
+    assert (meta.task, meta.arch, meta.dataset, meta.max_batch_size) == ("detection", "hrnetv2p_w18", "coco", 1)
+    assert meta.weights.format == "hrnet-det" and meta.weights.origin == "official"
+    assert meta.weights.sha256 == file_sha256(detection_checkpoint)
+    assert tuple(meta.detection.max_size) == (640, 384)
+    assert meta.detection.box_convention == "legacy_plus_one"
+    assert [i.name for i in meta.inputs] == ["image", "image_size"]
+    parity = json.loads((repo / "det" / "parity.json").read_text())
+    assert parity["passed"] is True and parity["task"] == "detection"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--base-size", "512"], "--max-size"),
+    (["--tensorrt-plan"], "tensorrt-accelerator"),
+    (["--opset", "15"], "opset >= 16"),
+])
+def test_export_detection_rejects_bad_options(extra, message, tmp_path, capsys) -> None:
+    code = main(["export", "--task", "detection", "--arch", "hrnetv2_w18", "--dataset", "coco",
+                 "--random-init", "--name", "det", "--repo", str(tmp_path), *extra])
+    assert code == EXIT_FAILED
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "det").exists()
+
+
+def test_detection_dataset_needs_detection_task(tmp_path, capsys) -> None:
+    code = main(["export", "--task", "segmentation", "--arch", "hrnetv2_w18", "--dataset", "coco",
+                 "--random-init", "--name", "x", "--repo", str(tmp_path)])
+    assert code == EXIT_FAILED and "detection dataset" in capsys.readouterr().err
