@@ -12,7 +12,11 @@ Tensor conventions shared by every exported graph (see README, "Exported graph")
 * segmentation output ``logits``: FP32, ``[N, classes, ceil(ceil(H/2)/2), ceil(ceil(W/2)/2)]``, raw
   logits at 1/4 of the input resolution, exactly what the official network returns.
 * landmark output ``heatmaps``: FP32, ``[N, landmarks, 64, 64]`` for a 256x256 input.
-* detection outputs: described by :class:`DetectionProtocol` and the ``outputs`` list.
+* detection: a second input ``image_size`` INT64 ``[N, 2]`` (valid h, w before the bottom/right
+  padding to a multiple of 32; boxes are clipped to it) and outputs ``boxes`` FP32 ``[N, K, 4]``
+  (network-input pixels), ``scores`` FP32 ``[N, K]``, ``labels`` INT64 ``[N, K]`` (indices into
+  ``labels``; 0 is the background and never emitted). Detection normalisation is in pixel units
+  (``pixel_scale`` 1.0), as in mmdetection.
 
 This module must stay free of torch: the gateway imports it.
 """
