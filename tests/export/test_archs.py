@@ -24,7 +24,8 @@ from model_export.hrnet import HighResolutionNet
 
 torch.set_num_threads(1)
 
-KEYS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "keys"
+# Copies of the reference manifests (tests/export/manifests/README.md).
+KEYS_DIR = Path(__file__).resolve().parent / "manifests"
 
 EXPECTED_ARCHS = [
     "hrnetv2_w18_small_v1", "hrnetv2_w18_small_v2", "hrnetv2_w18", "hrnetv2_w30", "hrnetv2_w32",
