@@ -8,12 +8,13 @@ import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from service.backends.base import Backend
-from service.errors import PayloadTooLarge, error_body, install_error_handlers
+from service.body_limit import BodyLimitMiddleware
+from service.errors import install_error_handlers
 from service.metrics import Metrics, metrics_middleware
 from service.metrics import router as metrics_router
 from service.registry import ModelRegistry
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BaseHTTPMiddleware, dispatch=metrics_middleware)
-    app.add_middleware(BaseHTTPMiddleware, dispatch=_body_limit(settings.max_body_bytes))
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
@@ -89,17 +90,3 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         if router is not None:
             app.include_router(router)
     return app
-
-
-def _body_limit(limit: int):  # type: ignore[no-untyped-def]
-    """Reject requests whose declared Content-Length exceeds ``limit`` (413) before reading them."""
-    from fastapi.responses import JSONResponse
-
-    async def dispatch(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            err = PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
-            return JSONResponse(error_body(err.code, err.message), err.status_code)
-        return await call_next(request)
-
-    return dispatch
