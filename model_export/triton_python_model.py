@@ -20,8 +20,14 @@ environment's Python variables.
 
 With dynamic batching Triton hands :meth:`TritonPythonModel.execute` several requests at once.
 Requests whose inputs have equal per-item shapes are concatenated along the batch axis and run in
-one ONNX Runtime call; the outputs are split back per request. One bad request gets an error
-response without failing its neighbours.
+one ONNX Runtime call; the outputs are split back per request. Models with ``max_batch_size <= 1``
+(detection: one image per call, outputs with a per-image number of boxes) run each request on its
+own. A model may have several inputs of different dtypes (detection: FP32 ``image`` and INT64
+``image_size``) and several outputs; every configured output is returned. One bad request gets an
+error response without failing its neighbours.
+
+Warm-up samples (``model_warmup`` in the config, data files under ``<model>/warmup/``) are run by
+Triton itself through :meth:`TritonPythonModel.execute`, like any request.
 """
 
 from __future__ import annotations
@@ -99,6 +105,9 @@ class TritonPythonModel:
         self.session = onnxruntime.InferenceSession(
             onnx_path, sess_options=options, providers=["CPUExecutionProvider"]
         )
+        # Triton only merges requests up to max_batch_size; at 1 (or 0: no batch axis) every
+        # request runs alone, which also suits outputs whose per-item size varies (detections).
+        self.batchable = int(config.get("max_batch_size", 0)) > 1
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         self.input_dtypes = {
@@ -129,9 +138,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{self.name}: onnxruntime failed: {exc}") from exc
 
     def execute(self, requests: list) -> list:
-        """Run a list of requests, batching those with equal per-item input shapes."""
+        """Run a list of requests, batching those with equal per-item input shapes (models with
+        ``max_batch_size > 1``; otherwise one ONNX Runtime call per request)."""
         responses: list = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, dict]]] = {}
+        groups: dict[Any, list[tuple[int, dict]]] = {}
         for index, request in enumerate(requests):
             try:
                 arrays = self._inputs(request)
@@ -140,7 +150,7 @@ class TritonPythonModel:
                     error=pb_utils.TritonError(f"{self.name}: bad request: {exc}")
                 )
                 continue
-            key = tuple((n, arrays[n].shape[1:]) for n in self.input_names)
+            key = tuple((n, arrays[n].shape[1:]) for n in self.input_names) if self.batchable else index
             groups.setdefault(key, []).append((index, arrays))
 
         for members in groups.values():

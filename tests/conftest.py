@@ -14,6 +14,10 @@ image) into one temporary Triton-layout repository, once per session:
 ``torch_models`` gives the very torch modules that were exported (eval mode, *normalised* input),
 so parity tests run the same weights in PyTorch. Nothing here imports torch until a fixture is
 used: gateway-only tests pay nothing.
+
+``det_export`` / ``det_repo``: one small random-init HRNetV2p-W18 Faster R-CNN (``DET_MODEL``) in
+its own repository, exported once per session for every folder that needs it (tests/detection,
+tests/triton).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ SEG_PASCAL = "seg_pascal"
 SEG_LIP = "seg_lip"
 FACE_300W = "face_300w"
 TEST_SEED = 1234
+
+DET_MODEL = "hrnetv2p_w18_faster_rcnn_coco_demo"
+# Smaller RPN budget than the official 2000 proposals: same code paths, a fraction of the time.
+DET_FAST = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 300}
 
 # Small parity sizes keep the session fixture quick; neither equals the trace size.
 _SEG_TRACE = (80, 112)
@@ -86,3 +94,27 @@ def torch_models(exported_models: dict[str, Any]) -> dict[str, Any]:
 def model_metadata(exported_models: dict[str, Any]) -> dict[str, Any]:
     """``{name: service.metadata.ModelMetadata}`` of the exported entries."""
     return {name: r.metadata for name, r in exported_models.items()}
+
+
+@pytest.fixture(scope="session")
+def det_export(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``ExportResult`` of one random-init detection entry ``DET_MODEL`` (max size 480x320, zero
+    warm-up with its ``image_size`` data file), exported by the one pipeline (ONNX export +
+    parity + metadata + Triton config)."""
+    import torch
+
+    from model_export.pipeline import ExportRequest, export_model
+
+    torch.set_num_threads(1)  # as tests/detection always ran it; fastest on a busy 2-core box
+    repo = tmp_path_factory.mktemp("det_repo")
+    req = ExportRequest(task="detection", arch="hrnetv2p_w18", dataset="coco", name=DET_MODEL,
+                        repo=repo, random_init=True, seed=0, max_size=(480, 320),
+                        parity_sizes=[(256, 384)], detection_overrides=dict(DET_FAST),
+                        instance_kind="cpu")
+    return export_model(req, log=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def det_repo(det_export: Any) -> Path:
+    """The repository holding ``DET_MODEL`` (and nothing else)."""
+    return det_export.entry.entry_dir.parent

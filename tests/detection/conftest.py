@@ -1,5 +1,6 @@
-"""Shared fixtures: one small HRNetV2-W18 Faster R-CNN, exported once per session, and a live
-gateway serving it over real HTTP (uvicorn in a thread, embedded ONNX Runtime backend)."""
+"""Detection fixtures: a live gateway serving the session's small HRNetV2p-W18 Faster R-CNN over
+real HTTP (uvicorn in a thread, embedded ONNX Runtime backend). The model itself (``det_export``,
+``det_repo``) is exported once per session by tests/conftest.py, shared with tests/triton."""
 
 from __future__ import annotations
 
@@ -11,34 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-# Smaller RPN budget than the official 2000 proposals: same code paths, a fraction of the time.
-FAST = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 300}
-MODEL_NAME = "hrnetv2p_w18_faster_rcnn_coco_demo"
+# Re-exported for the detection tests.
+from tests.conftest import DET_FAST as FAST  # noqa: F401
+from tests.conftest import DET_MODEL as MODEL_NAME  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads() -> None:
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def det_export(tmp_path_factory: pytest.TempPathFactory):
-    """``ExportResult`` of one random-init detection entry, exported by the one pipeline
-    (ONNX export + parity + metadata + Triton config)."""
-    from model_export.pipeline import ExportRequest, export_model
-
-    repo = tmp_path_factory.mktemp("det_repo")
-    req = ExportRequest(task="detection", arch="hrnetv2p_w18", dataset="coco", name=MODEL_NAME,
-                        repo=repo, random_init=True, seed=0, max_size=(480, 320),
-                        parity_sizes=[(256, 384)], detection_overrides=dict(FAST),
-                        instance_kind="cpu")
-    return export_model(req, log=lambda _msg: None)
-
-
-@pytest.fixture(scope="session")
-def det_repo(det_export) -> Path:
-    """The repository holding ``MODEL_NAME``."""
-    return det_export.entry.entry_dir.parent
 
 
 def _free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,8 +24,8 @@ def test_twin_keeps_the_interface(model_repo: Path, tmp_path: Path) -> None:
 
     assert twin.backend == "python" and not twin.platform
     assert [g.kind for g in twin.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
-    assert not twin.HasField("optimization") and not twin.model_warmup
-    for field in ("name", "max_batch_size", "input", "output", "dynamic_batching"):
+    assert not twin.HasField("optimization")
+    for field in ("name", "max_batch_size", "input", "output", "dynamic_batching", "model_warmup"):
         assert getattr(twin, field) == getattr(original, field), field
     assert twin.parameters["hrnet_metadata"] == original.parameters["hrnet_metadata"]
     assert Path(twin.parameters["onnx_model"].string_value) == (src / "1" / "model.onnx").resolve()
@@ -57,3 +58,34 @@ def test_cli_mirrors_a_repository(
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty), str(tmp_path / "cpu2")]) == 1
+
+
+def test_detection_twin_keeps_inputs_outputs_and_warmup(det_repo: Path, tmp_path: Path) -> None:
+    """Two inputs (FP32 + INT64), three outputs, max_batch_size 1, and the warm-up sample with its
+    ``image_size`` data file (Triton fails the load if that file is missing)."""
+    src = next(p for p in det_repo.iterdir() if (p / "config.pbtxt").is_file())
+    original = read_config(src)
+    assert original.model_warmup, "the detection export should carry a warm-up sample"
+    dst = write_cpu_variant(src, tmp_path / "repo", tmp_path / "pydeps")
+    twin = read_config(dst)
+    assert twin.backend == "python" and twin.max_batch_size == 1
+    assert [(i.name, i.data_type, list(i.dims)) for i in twin.input] == [
+        ("image", mc.TYPE_FP32, [3, -1, -1]), ("image_size", mc.TYPE_INT64, [2])]
+    assert [o.name for o in twin.output] == ["boxes", "scores", "labels"]
+    assert twin.output == original.output
+    assert twin.model_warmup == original.model_warmup
+    data_file = twin.model_warmup[0].inputs["image_size"].input_data_file
+    assert (dst / "warmup" / data_file).read_bytes() == (src / "warmup" / data_file).read_bytes()
+
+    lean = write_cpu_variant(src, tmp_path / "lean", tmp_path / "pydeps", warmup=False)
+    assert not read_config(lean).model_warmup and not (lean / "warmup").exists()
+    assert main([str(src), str(tmp_path / "cli"), "--no-warmup"]) == 0
+    assert not read_config(tmp_path / "cli" / src.name).model_warmup
+
+    # An entry whose warm-up data file is missing is refused (Triton would fail to load it).
+    broken = tmp_path / "broken" / src.name
+    (broken / "1").mkdir(parents=True)
+    (broken / "1" / "model.onnx").write_bytes(b"")
+    shutil.copyfile(src / "config.pbtxt", broken / "config.pbtxt")
+    with pytest.raises(FileNotFoundError, match="warm-up data"):
+        write_cpu_variant(broken, tmp_path / "out", tmp_path / "pydeps")

@@ -1,8 +1,10 @@
 """The gateway gives the same answers through Triton (gRPC and HTTP) as with embedded ONNX Runtime.
 
-Three gateways run over real HTTP: embedded (the exported repository), Triton over gRPC and
+Three gateways run over real HTTP: embedded (the session's repository), Triton over gRPC and
 Triton over HTTP (the session's tritonserver serving CPU twins of the same ONNX files).
-Segmentation label maps must be identical; landmarks must agree within 1e-3 px.
+Segmentation label maps must be identical; landmarks must agree within 1e-3 px; detections
+(two graph inputs, FP32 ``image`` + INT64 ``image_size``; three outputs) must have the same
+labels and boxes/scores within 1e-4.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import DET_MODEL
 from tests.triton.harness import TritonServer, live_gateway
 
 PROTOCOLS = ("grpc", "http")
@@ -41,15 +44,17 @@ def photos() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def gateways(model_repo: Path, triton_server: TritonServer) -> Iterator[dict[str, str]]:
+def gateways(serving_repo: Path, triton_server: TritonServer) -> Iterator[dict[str, str]]:
     """Base URLs: 'embedded', 'grpc', 'http'."""
     from service.settings import Settings
 
     settings = {
-        "embedded": Settings(backend="embedded", repository=model_repo, max_concurrency=2),
+        # One ORT thread, as the Triton twins run: the same kernels give the same floats.
+        "embedded": Settings(backend="embedded", repository=serving_repo, max_concurrency=2,
+                             ort_intra_threads=1),
         **{
             p: Settings(backend="triton", triton_url=triton_server.url(p), triton_protocol=p,
-                        repository=model_repo, max_concurrency=2)
+                        repository=serving_repo, max_concurrency=2)
             for p in PROTOCOLS
         },
     }
@@ -89,7 +94,7 @@ def test_models_discovered_from_triton(gateways: dict[str, str]) -> None:
         r = httpx.get(f"{base}/v1/models", timeout=30)
         assert r.status_code == 200, r.text
         listings[name] = {m["name"]: m for m in r.json()["models"]}
-    assert set(listings["embedded"]) >= {*SEG_MODELS, "face_300w"}
+    assert set(listings["embedded"]) >= {*SEG_MODELS, "face_300w", DET_MODEL}
     for protocol in PROTOCOLS:
         assert listings[protocol] == listings["embedded"]
         ready = httpx.get(f"{gateways[protocol]}/readyz", timeout=30)
@@ -124,3 +129,45 @@ def test_landmarks_match(gateways: dict[str, str], photos: dict[str, bytes]) -> 
             got = np.asarray(_landmarks(gateways[protocol], photo, options), dtype=np.float64)
             assert got.shape == expected.shape
             assert np.abs(got - expected).max() <= 1e-3, f"{protocol}: {np.abs(got - expected).max()}"
+
+
+def _detect(base: str, photo: bytes, options: dict) -> dict:
+    r = httpx.post(
+        f"{base}/detect", files={"file": ("photo.png", photo, "image/png")},
+        data={"options": json.dumps({"model": DET_MODEL, **options})}, timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"]["name"] == DET_MODEL
+    return body
+
+
+def _columns(body: dict) -> tuple[list[tuple[int, str, int | None]], np.ndarray, np.ndarray]:
+    """(label_index, label, category_id) per detection, boxes [K, 4] and scores [K]."""
+    dets = body["detections"]
+    labels = [(d["label_index"], d["label"], d["category_id"]) for d in dets]
+    boxes = np.asarray([d["box"] for d in dets], np.float64).reshape(-1, 4)
+    scores = np.asarray([d["score"] for d in dets], np.float64)
+    return labels, boxes, scores
+
+
+def test_detect_matches(gateways: dict[str, str], photos: dict[str, bytes]) -> None:
+    """/detect: one plain pass (the model's max size), and a flip pair at a reduced scale merged by
+    NMS (two Triton calls, each a batch of one with both inputs), give the same labels and
+    boxes/scores within 1e-4 through Triton."""
+    # Scale 0.6 of 480x320: coffee (200x150) runs at 256x192, a third of the full-size cost.
+    cases = [("astronaut", {}), ("coffee", {"flip": True, "scales": [0.6]})]
+    for photo, options in cases:
+        expected = _detect(gateways["embedded"], photos[photo], options)
+        assert len(expected["options"]["network_inputs"]) == (2 if options.get("flip") else 1)
+        labels, boxes, scores = _columns(expected)
+        assert len(labels) > 0, f"degenerate test model: no detections on {photo}"
+        assert all(1 <= i <= 80 and cid is not None for i, _, cid in labels)
+        for protocol in PROTOCOLS:
+            got = _detect(gateways[protocol], photos[photo], options)
+            assert got["options"] == expected["options"]
+            assert got["image_size"] == expected["image_size"]
+            got_labels, got_boxes, got_scores = _columns(got)
+            assert got_labels == labels, f"{photo} via {protocol}: labels differ"
+            assert np.abs(got_boxes - boxes).max() <= 1e-4, f"{photo} via {protocol}: boxes"
+            assert np.abs(got_scores - scores).max() <= 1e-4, f"{photo} via {protocol}: scores"

@@ -1,7 +1,8 @@
 """Triton dies under load: the gateway answers 503 + Retry-After (never hangs, never 500) and serves
 again once Triton is back, without being restarted itself.
 
-Each protocol gets its own tritonserver (the session's server is left alone).
+Each protocol gets its own tritonserver (the session's server is left alone), serving only the twin
+of ``MODEL`` (``triton_lean_repo``), so each start and restart is quick.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.triton.harness import LEAN_MODEL as MODEL
 from tests.triton.harness import TritonInstall, TritonServer, live_gateway
 
-MODEL = "seg_lip"  # the cheapest model: a single 96x96 pass
 CLIENT_TIMEOUT_S = 20.0
 
 
@@ -86,12 +87,12 @@ class Load:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_triton_killed_mid_load_then_restarted(
-    protocol: str, triton_install: TritonInstall, triton_cpu_repo: Path, model_repo: Path,
+    protocol: str, triton_install: TritonInstall, triton_lean_repo: Path, model_repo: Path,
     tmp_path: Path,
 ) -> None:
     from service.settings import Settings
 
-    server = TritonServer(triton_install, triton_cpu_repo, tmp_path / "tritonserver.log")
+    server = TritonServer(triton_install, triton_lean_repo, tmp_path / "tritonserver.log")
     server.start().wait_ready()
     try:
         settings = Settings(backend="triton", triton_url=server.url(protocol), triton_protocol=protocol,
@@ -121,12 +122,12 @@ def test_triton_killed_mid_load_then_restarted(
 
 
 def test_gateway_started_before_triton_serves_once_triton_is_up(
-    triton_install: TritonInstall, triton_cpu_repo: Path, model_repo: Path, tmp_path: Path,
+    triton_install: TritonInstall, triton_lean_repo: Path, model_repo: Path, tmp_path: Path,
 ) -> None:
     """A gateway that came up while Triton was down finds the models later, without a restart."""
     from service.settings import Settings
 
-    server = TritonServer(triton_install, triton_cpu_repo, tmp_path / "tritonserver.log")
+    server = TritonServer(triton_install, triton_lean_repo, tmp_path / "tritonserver.log")
     settings = Settings(backend="triton", triton_url=server.url("grpc"), triton_protocol="grpc",
                         repository=model_repo, triton_startup_wait_s=0.5, request_timeout_s=15,
                         retry_after_s=1)
