@@ -1,10 +1,17 @@
-"""FastAPI dependencies: settings, backend, model registry, inference runner, timings."""
+"""FastAPI dependencies: settings, backend, model registry, inference runner, timings, and the
+:class:`TaskContext` bundle the task endpoints take."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 from service.backends.base import Backend, BackendError
+from service.images import decode_image
+from service.metadata import ModelMetadata, Task
 from service.metrics import Metrics, Timings
 from service.registry import ModelRegistry
 from service.runner import InferenceRunner
@@ -63,3 +70,36 @@ def get_timings(request: Request) -> Timings:
 def set_model_label(request: Request, model: str) -> None:
     """Label this request's metrics with ``model``."""
     request.state.model = model
+
+
+@dataclass
+class TaskContext:
+    """Everything a task endpoint uses for one request."""
+
+    request: Request
+    settings: Settings
+    registry: ModelRegistry
+    runner: InferenceRunner
+    timings: Timings
+
+    def model(self, name: str | None, task: Task) -> ModelMetadata:
+        """The requested (or default) model of ``task``; labels this request's metrics with it."""
+        meta = self.registry.resolve(name, task)
+        set_model_label(self.request, meta.name)
+        return meta
+
+    async def decode(self, data: bytes) -> np.ndarray:
+        """The uploaded image as ``H x W x 3`` uint8 RGB (timed as stage ``decode``)."""
+        with self.timings.stage("decode"):
+            return await run_in_threadpool(decode_image, data, self.settings)
+
+
+async def task_context(
+    request: Request,
+    settings: Settings = Depends(get_settings),
+    registry: ModelRegistry = Depends(get_registry),
+    runner: InferenceRunner = Depends(get_runner),
+    timings: Timings = Depends(get_timings),
+) -> TaskContext:
+    """The :class:`TaskContext` of this request."""
+    return TaskContext(request, settings, registry, runner, timings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any, Iterable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,10 +17,21 @@ log = logging.getLogger("service.errors")
 
 
 class ApiError(Exception):
-    """An error with an HTTP status, a stable machine-readable code and a human message."""
+    """An error with an HTTP status, a stable machine-readable code and a human message.
+
+    Subclasses set their defaults in the class statement: ``class X(ApiError, status=404,
+    code="not_found")``; a raise site may override both.
+    """
 
     status_code: int = 400
     code: str = "bad_request"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if status is not None:
+            cls.status_code = status
+        if code is not None:
+            cls.code = code
 
     def __init__(
         self,
@@ -38,46 +50,55 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-class BadRequest(ApiError):
-    status_code = 400
-    code = "bad_request"
+class BadRequest(ApiError, status=400, code="bad_request"):
+    """The request cannot be read (malformed body, missing image part, wrong model task)."""
 
 
-class NotFound(ApiError):
-    status_code = 404
-    code = "not_found"
+class NotFound(ApiError, status=404, code="not_found"):
+    """The named thing (usually a model) does not exist."""
 
 
-class PayloadTooLarge(ApiError):
-    status_code = 413
-    code = "payload_too_large"
+class NotAcceptable(ApiError, status=406, code="not_acceptable"):
+    """No media type the endpoint answers is acceptable to the client (``Accept``)."""
 
 
-class UnsupportedMediaType(ApiError):
-    status_code = 415
-    code = "unsupported_media_type"
+class PayloadTooLarge(ApiError, status=413, code="payload_too_large"):
+    """Body or image over the configured limits."""
 
 
-class Unprocessable(ApiError):
-    status_code = 422
-    code = "unprocessable"
+class UnsupportedMediaType(ApiError, status=415, code="unsupported_media_type"):
+    """Content type or image format not supported."""
 
 
-class Overloaded(ApiError):
+class Unprocessable(ApiError, status=422, code="unprocessable"):
+    """A readable request whose values are invalid."""
+
+
+class Overloaded(ApiError, status=429, code="overloaded"):
     """Too many requests (429) or the service cannot take work now (503); sets Retry-After."""
 
-    status_code = 429
-    code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after: float = 1.0, status_code: int = 429, **kw) -> None:
-        headers = kw.pop("headers", None) or {}
-        headers.setdefault("Retry-After", str(max(0, math.ceil(retry_after))))
+    def __init__(self, message: str, *, retry_after: float = 1.0, status_code: int = 429, **kw: Any) -> None:
+        headers = {**retry_after_header(retry_after), **(kw.pop("headers", None) or {})}
         super().__init__(message, status_code=status_code, headers=headers, **kw)
 
 
-class Timeout(ApiError):
-    status_code = 504
-    code = "timeout"
+class Timeout(ApiError, status=504, code="timeout"):
+    """Inference ran past the request deadline."""
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """``Retry-After`` in whole seconds (rounded up, never negative)."""
+    return {"Retry-After": str(max(0, math.ceil(seconds)))}
+
+
+def describe_validation(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Pydantic/FastAPI error dicts as ``field.path: message; ...`` (request-part prefixes such as
+    ``body``/``query`` dropped: clients know where they put a field)."""
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
 
 
 def error_body(code: str, message: str) -> dict:
@@ -94,9 +115,7 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
 
 async def _backend_error(_: Request, exc: BackendError) -> JSONResponse:
     status = exc.status_code
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(0, math.ceil(exc.retry_after)))
+    headers = retry_after_header(exc.retry_after) if exc.retry_after is not None else {}
     if status >= 500 and status not in (503, 504):
         log.error("backend error: %s", exc.message)
     return JSONResponse(
@@ -105,11 +124,7 @@ async def _backend_error(_: Request, exc: BackendError) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return JSONResponse(error_body("invalid_request", "; ".join(parts) or "invalid request"), 422)
+    return JSONResponse(error_body("invalid_request", describe_validation(exc.errors())), 422)
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,12 +1,16 @@
-"""Pydantic models shared by several endpoints (errors, model descriptions, base64 image input)."""
+"""Pydantic models shared by several endpoints: errors, model descriptions, the base64 image
+input, and the pieces every task response is built from (model used, encoded images, timings)."""
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.metadata import ModelMetadata
+from service.encode import b64, png_bytes
+from service.metadata import ModelMetadata, TensorSpec
 
 
 class ErrorDetail(BaseModel):
@@ -24,6 +28,73 @@ class ImageInput(BaseModel):
     """JSON request carrying the image as base64 (standard or URL-safe alphabet; data URLs allowed)."""
 
     image: str = Field(description="Base64-encoded image file (JPEG, PNG, WebP, BMP, TIFF).")
+
+
+COORDINATE_FRAME = "pixels; the top-left pixel covers [0,1]x[0,1] (its centre is 0.5,0.5)"
+"""The frame of every coordinate a task answers (boxes, landmarks, crop squares)."""
+
+TimingsMs = Annotated[
+    dict[str, float],
+    Field(default_factory=dict, description="Wall-clock milliseconds per stage (decode, preprocess, "
+          "queue, inference, postprocess, encode) of this request."),
+]
+
+
+class ModelUsed(BaseModel):
+    """The model that answered a request."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    arch: str
+    dataset: str
+    random_init: bool
+    weights_origin: str
+
+    @classmethod
+    def of(cls, meta: ModelMetadata) -> "ModelUsed":
+        """The block describing ``meta``."""
+        return cls(name=meta.name, arch=meta.arch, dataset=meta.dataset,
+                   random_init=meta.weights.random_init, weights_origin=meta.weights.origin)
+
+
+class EncodedImage(BaseModel):
+    """An image file inside a JSON response."""
+
+    format: Literal["png", "jpeg"]
+    data: str = Field(description="Base64 of the file.")
+
+    @classmethod
+    def of(cls, fmt: Literal["png", "jpeg"], data: bytes) -> "EncodedImage":
+        """Wrap already encoded file bytes."""
+        return cls(format=fmt, data=b64(data))
+
+    @classmethod
+    def from_pil(cls, image: Image.Image, fmt: Literal["png", "jpeg"], *, quality: int = 90
+                 ) -> "EncodedImage":
+        """Encode a Pillow image as PNG (fast compression) or JPEG."""
+        if fmt == "png":
+            return cls.of(fmt, png_bytes(image))
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=quality)
+        return cls.of(fmt, buf.getvalue())
+
+
+class ImageResult(BaseModel):
+    """The head of every answer with coordinates in the image (landmarks, detection)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: ModelUsed
+    random_init: bool = Field(description="True: random weights; the results are meaningless.")
+    image_size: list[int] = Field(description="[width, height] after EXIF orientation.")
+    coordinate_frame: str = COORDINATE_FRAME
+
+    @staticmethod
+    def head(meta: ModelMetadata, width: int, height: int) -> dict[str, Any]:
+        """The head fields' values for ``meta`` and an image of ``width`` x ``height``."""
+        return {"model": ModelUsed.of(meta), "random_init": meta.weights.random_init,
+                "image_size": [width, height]}
 
 
 class WeightsSummary(BaseModel):
@@ -58,7 +129,11 @@ class ModelInfo(BaseModel):
     dataset: str
     labels: list[str]
     num_labels: int
-    input: InputConventions
+    input: InputConventions = Field(description="Conventions of the image input (the first input).")
+    inputs: list[TensorSpec] = Field(
+        description="Every graph input in order (per-item dims: the batch dimension is excluded)."
+    )
+    outputs: list[TensorSpec] = Field(description="Every graph output in order (per-item dims).")
     max_batch_size: int
     default_options: dict[str, Any] = Field(description="Test-time options used when a request omits them.")
     protocol: dict[str, Any] | None = Field(None, description="The task's full protocol parameters.")
@@ -92,6 +167,7 @@ class ModelInfo(BaseModel):
                 tensor=spec.name, dtype=spec.dtype, mean=meta.normalization.mean,
                 std=meta.normalization.std, align_corners=meta.align_corners,
             ),
+            inputs=list(meta.inputs), outputs=list(meta.outputs),
             max_batch_size=meta.max_batch_size, default_options=defaults,
             protocol=proto.model_dump(mode="json") if proto is not None else None,
             weights=WeightsSummary(**meta.weights.model_dump(include={"origin", "format", "random_init", "file", "sha256"})),

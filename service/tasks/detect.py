@@ -20,17 +20,16 @@ their detections are merged by per-class NMS (the model's IoU) or weighted box f
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service import boxes as bx
-from service.encode import b64
 from service.errors import Unprocessable
 from service.metadata import DetectionProtocol, ModelMetadata
 from service.metrics import Timings
+from service.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
 from service.resize import resize_uint8_opencv
 
 
@@ -76,6 +75,10 @@ class DetectOptions(BaseModel):
         return v
 
 
+class DetectRequest(ImageInput, DetectOptions):
+    """JSON body of ``POST /detect``: a base64 image plus options."""
+
+
 class Detection(BaseModel):
     label: str
     label_index: int = Field(description="Index into the model's labels (0 = background).")
@@ -84,33 +87,13 @@ class Detection(BaseModel):
     box: list[float] = Field(description="[x1, y1, x2, y2], original image pixels.")
 
 
-class OverlayImage(BaseModel):
-    format: Literal["jpeg", "png"]
-    data: str = Field(description="Base64 encoded image.")
-
-
-class ModelUsed(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    name: str
-    arch: str
-    dataset: str
-    random_init: bool
-    weights_origin: str
-
-
-class DetectResponse(BaseModel):
+class DetectResponse(ImageResult):
     """``POST /detect`` answer."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: ModelUsed
-    random_init: bool = Field(description="True: random weights; the boxes are meaningless.")
-    image_size: list[int] = Field(description="[width, height] after EXIF orientation.")
-    coordinate_frame: str = "pixels; the top-left pixel covers [0,1]x[0,1]"
     options: dict
     detections: list[Detection]
-    overlay: OverlayImage | None = None
+    overlay: EncodedImage | None = None
+    timings_ms: TimingsMs
 
 
 SIZE_INPUT = "image_size"
@@ -236,7 +219,7 @@ def merge_passes(passes: list[DetPass], results: list[dict[str, np.ndarray]], me
     return b[order], s[order], lab[order]
 
 
-def draw_overlay(image: np.ndarray, dets: list[Detection], fmt: str) -> OverlayImage:
+def draw_overlay(image: np.ndarray, dets: list[Detection], fmt: str) -> EncodedImage:
     """The image with boxes and labels drawn (PIL)."""
     from PIL import Image, ImageDraw
 
@@ -246,9 +229,7 @@ def draw_overlay(image: np.ndarray, dets: list[Detection], fmt: str) -> OverlayI
         x1, y1, x2, y2 = d.box
         draw.rectangle([x1, y1, x2, y2], outline=(255, 0, 0), width=2)
         draw.text((x1 + 2, y1 + 2), f"{d.label} {d.score:.2f}", fill=(255, 255, 0))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG" if fmt == "jpeg" else "PNG", quality=90)
-    return OverlayImage(format=fmt, data=b64(buf.getvalue()))  # type: ignore[arg-type]
+    return EncodedImage.from_pil(im, fmt)  # type: ignore[arg-type]
 
 
 async def run_detect(image: np.ndarray, meta: ModelMetadata, runner, options: DetectOptions, *,
@@ -282,14 +263,11 @@ async def run_detect(image: np.ndarray, meta: ModelMetadata, runner, options: De
         with timings.stage("encode"):
             overlay = await asyncio.to_thread(draw_overlay, image, dets, options.overlay_format)
     return DetectResponse(
-        model=ModelUsed(name=meta.name, arch=meta.arch, dataset=meta.dataset,
-                        random_init=meta.weights.random_init,
-                        weights_origin=meta.weights.origin),
-        random_init=meta.weights.random_init, image_size=[width, height],
+        **DetectResponse.head(meta, width, height),
         options={"score_threshold": thr, "max_detections": limit,
                  "classes": sorted(wanted) if wanted is not None else None,
                  "scales": options.scales, "flip": options.flip, "merge": options.merge,
                  "max_size": list(options.max_size or proto.max_size),
                  "network_inputs": [list(p.array.shape[1:]) for p in passes],
                  "box_convention": proto.box_convention},
-        detections=dets, overlay=overlay)
+        detections=dets, overlay=overlay, timings_ms=timings.as_ms())

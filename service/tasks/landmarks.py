@@ -17,16 +17,14 @@ passes, so they are batched together.
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 from typing import Literal, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.encode import b64, png_bytes
-from service.errors import Unprocessable
+from service.errors import Unprocessable, describe_validation
 from service.landmarks import (
     Face,
     box_to_face,
@@ -37,6 +35,7 @@ from service.landmarks import (
 )
 from service.metadata import LandmarkProtocol, ModelMetadata
 from service.metrics import Timings
+from service.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
 
 # Largest crop square accepted, as a multiple of the image's long side (guards against absurd
 # scales; the official crop of such a square is almost all zeros anyway).
@@ -87,10 +86,9 @@ class LandmarkOptions(BaseModel):
     overlay_format: Literal["jpeg", "png"] = "jpeg"
 
 
-class LandmarksJsonRequest(LandmarkOptions):
+class LandmarksJsonRequest(ImageInput, LandmarkOptions):
     """JSON body: a base64 image, optional faces and options."""
 
-    image: str = Field(description="Base64 image (data URL prefix allowed).")
     faces: list[FaceInput] | None = Field(
         None, description="Boxes [x1,y1,x2,y2] or {box} / {center, scale}; none: the whole image."
     )
@@ -109,36 +107,15 @@ class FaceResult(BaseModel):
     mean_confidence: float
 
 
-class OverlayImage(BaseModel):
-    format: Literal["jpeg", "png"]
-    data: str = Field(description="Base64 encoded image.")
-
-
-class ModelUsed(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    name: str
-    arch: str
-    dataset: str
-    random_init: bool
-    weights_origin: str
-
-
-class LandmarksResponse(BaseModel):
+class LandmarksResponse(ImageResult):
     """``POST /landmarks`` answer."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: ModelUsed
-    random_init: bool = Field(description="True: random weights; the points are meaningless.")
-    image_size: list[int] = Field(description="[width, height] after EXIF orientation.")
-    coordinate_frame: str = "pixels; the top-left pixel covers [0,1]x[0,1] (its centre is 0.5,0.5)"
     labels: list[str] = Field(description="Landmark names, in the order of each face's points.")
     faces_source: Literal["request", "whole_image"]
     options: dict = Field(description="Options actually used.")
     faces: list[FaceResult]
-    overlay: OverlayImage | None = None
-    timings_ms: dict[str, float] = Field(default_factory=dict)
+    overlay: EncodedImage | None = None
+    timings_ms: TimingsMs
 
 
 def parse_face(item: FaceInput | dict) -> FaceSpec:
@@ -156,6 +133,33 @@ def parse_face(item: FaceInput | dict) -> FaceSpec:
     raise Unprocessable("a face must be a box [x1,y1,x2,y2] or {center, scale}", code="invalid_face")
 
 
+def parse_faces(raw: object) -> list[FaceSpec] | None:
+    """The request's ``faces`` field (None: not given); 422 ``invalid_face`` naming the face."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise Unprocessable("'faces' must be a JSON list of boxes or {center, scale}", code="invalid_face")
+    out = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(parse_face(item))
+        except Unprocessable as exc:
+            raise Unprocessable(f"face {i}: {exc.message}", code="invalid_face") from None
+        except ValidationError as exc:
+            raise Unprocessable(f"face {i}: {describe_validation(exc.errors())}", code="invalid_face") from None
+        except (TypeError, ValueError) as exc:
+            raise Unprocessable(f"face {i}: {exc}", code="invalid_face") from None
+    return out
+
+
+def check_face_count(n: int, max_faces: int) -> None:
+    """422 ``too_many_faces`` when a request names more than ``max_faces`` faces."""
+    if n > max_faces:
+        raise Unprocessable(
+            f"too many faces: {n} given, at most {max_faces} per request", code="too_many_faces"
+        )
+
+
 def resolve_faces(
     specs: list[FaceSpec] | None,
     width: int,
@@ -170,10 +174,7 @@ def resolve_faces(
     """
     if not specs:
         return [whole_image_face(width, height)]
-    if len(specs) > max_faces:
-        raise Unprocessable(
-            f"too many faces: {len(specs)} given, at most {max_faces} per request", code="too_many_faces"
-        )
+    check_face_count(len(specs), max_faces)
     faces = []
     long_side = max(width, height)
     for i, spec in enumerate(specs):
@@ -250,7 +251,7 @@ def merge_heatmaps(
     return (hm[:, 0] + flip_back(hm[:, 1], flip_pairs)) * np.float32(0.5)
 
 
-def draw_overlay(image: np.ndarray, faces: list[Face], points: np.ndarray, fmt: str) -> OverlayImage:
+def draw_overlay(image: np.ndarray, faces: list[Face], points: np.ndarray, fmt: str) -> EncodedImage:
     """The image with each crop square (outline) and its landmarks (dots) drawn."""
     im = Image.fromarray(image)
     draw = ImageDraw.Draw(im)
@@ -259,13 +260,7 @@ def draw_overlay(image: np.ndarray, faces: list[Face], points: np.ndarray, fmt: 
         draw.rectangle(_square(face), outline=(0, 255, 0), width=max(1, int(r)))
         for x, y in pts:
             draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
-    if fmt == "png":
-        data = png_bytes(im)
-    else:
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=90)
-        data = buf.getvalue()
-    return OverlayImage(format=fmt, data=b64(data))  # type: ignore[arg-type]
+    return EncodedImage.from_pil(im, fmt)  # type: ignore[arg-type]
 
 
 async def run_landmarks(
@@ -320,12 +315,7 @@ async def run_landmarks(
             )
         )
     return LandmarksResponse(
-        model=ModelUsed(
-            name=meta.name, arch=meta.arch, dataset=meta.dataset,
-            random_init=meta.weights.random_init, weights_origin=meta.weights.origin,
-        ),
-        random_init=meta.weights.random_init,
-        image_size=[width, height],
+        **LandmarksResponse.head(meta, width, height),
         labels=list(meta.labels),
         faces_source="request" if faces else "whole_image",
         options={

@@ -1,4 +1,5 @@
-"""Real-HTTP fixtures: the gateway served by uvicorn on a free local port, in a thread.
+"""Real-HTTP fixtures: the gateway served by uvicorn on a free local port, in a thread
+(:func:`tests.live_server.serve`, re-exported here).
 
 ``live_server(settings_or_app)`` starts a server and returns its base URL; servers stop at the
 end of the test. ``gateway_url`` is one module-shared server over the session's ``model_repo``.
@@ -6,65 +7,30 @@ end of the test. ``gateway_url`` is one module-shared server over the session's 
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from contextlib import contextmanager
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.metadata import (
+    DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
+)
 from service.settings import Settings
+from tests.live_server import free_port, serve
 
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(app_or_settings: FastAPI | Settings, *, startup_timeout: float = 60.0) -> Iterator[str]:
-    """Run uvicorn in a thread; yield ``http://127.0.0.1:PORT``; stop it on exit."""
-    app = app_or_settings if isinstance(app_or_settings, FastAPI) else create_app(app_or_settings)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn exited during startup")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise TimeoutError("uvicorn did not start in time")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+__all__ = ["FakeDetector", "detector_metadata", "fake_detector_url", "free_port", "gateway_url",
+           "live_server", "repo_settings", "serve"]
 
 
 @pytest.fixture
 def live_server() -> Iterator[Callable[[FastAPI | Settings], str]]:
     """Factory: ``url = live_server(settings_or_app)``; every server stops after the test."""
-    stack = []
-
-    def start(app_or_settings: FastAPI | Settings) -> str:
-        cm = serve(app_or_settings)
-        url = cm.__enter__()
-        stack.append(cm)
-        return url
-
-    yield start
-    for cm in reversed(stack):
-        cm.__exit__(None, None, None)
+    with ExitStack() as stack:
+        yield lambda app_or_settings: stack.enter_context(serve(app_or_settings))
 
 
 def repo_settings(model_repo, **overrides) -> Settings:
@@ -78,4 +44,56 @@ def repo_settings(model_repo, **overrides) -> Settings:
 def gateway_url(model_repo) -> Iterator[str]:
     """A gateway over the session's test repository, shared by the tests of one module."""
     with serve(repo_settings(model_repo)) as url:
+        yield url
+
+
+def detector_metadata(name: str = "fake_det") -> ModelMetadata:
+    """A detection entry as the export writes it (two graph inputs, three outputs), with a small
+    resize limit so requests stay cheap."""
+    return ModelMetadata(
+        name=name, task="detection", arch="hrnetv2p_w18", dataset="coco",
+        labels=["__background__", "person", "cat"], align_corners=False,
+        inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1]),
+                TensorSpec(name="image_size", dtype="INT64", dims=[2])],
+        outputs=[TensorSpec(name="boxes", dtype="FP32", dims=[-1, 4]),
+                 TensorSpec(name="scores", dtype="FP32", dims=[-1]),
+                 TensorSpec(name="labels", dtype="INT64", dims=[-1])],
+        max_batch_size=1, detection=DetectionProtocol(max_size=(128, 96)),
+        weights=WeightsInfo(random_init=True, origin="random-init", format="none"),
+        export=ExportInfo(model_export_version="0", torch="0", onnx="0", opset=17, exported_at="now"),
+    )
+
+
+class FakeDetector:
+    """A backend serving :func:`detector_metadata` whose 'network' returns two fixed detections
+    (scores 0.9 and 0.3) per pass: exercises the /detect request and response path without a model."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.meta = detector_metadata()
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def models(self) -> dict[str, ModelMetadata]:
+        return {self.meta.name: self.meta}
+
+    async def ready(self) -> bool:
+        return True
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(inputs["image"])
+        boxes = np.array([[4, 4, 30, 20], [10, 8, 40, 30]], np.float32)
+        return {"boxes": np.repeat(boxes[None], n, 0),
+                "scores": np.tile(np.array([0.9, 0.3], np.float32), (n, 1)),
+                "labels": np.tile(np.array([1, 2], np.int64), (n, 1))}
+
+
+@pytest.fixture(scope="module")
+def fake_detector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway whose only model is :class:`FakeDetector`'s."""
+    settings = Settings(repository=Path(tmp_path_factory.mktemp("no_repo")))
+    with serve(create_app(settings, backend=FakeDetector())) as url:
         yield url

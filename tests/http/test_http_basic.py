@@ -37,6 +37,11 @@ def test_models_list_and_detail(gateway_url):
     assert seg["default_options"]["scales"] == [1.0] and seg["default_options"]["window"] == "cityscapes"
     assert seg["default_options"]["base_size"] == 256
     assert sum(m["default_for_task"] for m in models if m["task"] == "segmentation") == 1
+    assert seg["inputs"] == [{"name": "image", "dtype": "FP32", "dims": [3, -1, -1]}]
+    assert seg["outputs"] == [{"name": "logits", "dtype": "FP32", "dims": [19, -1, -1]}]
+    face = by_name["face_300w"]
+    assert face["inputs"] == [{"name": "image", "dtype": "FP32", "dims": [3, 256, 256]}]
+    assert face["outputs"] == [{"name": "heatmaps", "dtype": "FP32", "dims": [68, 64, 64]}]
     one = httpx.get(f"{gateway_url}/v1/models/seg_lip").json()
     assert one["name"] == "seg_lip" and one["default_options"]["resize_to_square"] == 96
     r = httpx.get(f"{gateway_url}/v1/models/nope")
@@ -67,3 +72,16 @@ def test_metrics_count_requests_and_stages(gateway_url):
 def test_unknown_route_json_404(gateway_url):
     r = httpx.get(f"{gateway_url}/nope")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_models_describe_every_input_and_output(fake_detector_url):
+    url = fake_detector_url
+    listed = httpx.get(f"{url}/v1/models").json()["models"]
+    one = httpx.get(f"{url}/v1/models/fake_det").json()
+    assert listed == [one]
+    assert one["inputs"] == [{"name": "image", "dtype": "FP32", "dims": [3, -1, -1]},
+                             {"name": "image_size", "dtype": "INT64", "dims": [2]}]
+    assert [(o["name"], o["dtype"], o["dims"]) for o in one["outputs"]] == [
+        ("boxes", "FP32", [-1, 4]), ("scores", "FP32", [-1]), ("labels", "INT64", [-1])]
+    assert one["input"]["tensor"] == "image" and one["input"]["dtype"] == "FP32"
+    assert one["default_options"]["max_detections"] == 100 and one["default_for_task"] is True

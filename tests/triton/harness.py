@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -25,10 +23,13 @@ from typing import Iterator
 
 import pytest
 
+from tests.live_server import free_port, serve
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = ROOT / "scripts" / "install_triton.sh"
 INSTALL_TIMEOUT_S = 900
 READY_TIMEOUT_S = 90
+LEAN_MODEL = "seg_lip"  # the cheapest session model (one 96x96 pass): servers that are restarted
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,6 @@ def install_triton() -> TritonInstall:
     )
     assert install.server.is_file() and (install.backends / "python" / "triton_python_backend_stub").is_file()
     return install
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TritonServer:
@@ -188,24 +182,5 @@ class TritonServer:
 @contextmanager
 def live_gateway(settings, timeout: float = 60.0) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Serve ``create_app(settings)`` with uvicorn on a free port; yields ``http://127.0.0.1:PORT``."""
-    import uvicorn
-
-    from service.app import create_app
-
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"gateway on port {port} did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve(settings, startup_timeout=timeout) as url:
+        yield url
