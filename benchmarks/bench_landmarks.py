@@ -1,5 +1,7 @@
 """Landmarks gateway timings: image decode, official face crop, heatmap decode, and the whole task
-with the embedded ONNX Runtime backend (1 face vs a batch of faces).
+with the embedded ONNX Runtime backend (1 face vs a batch of faces), each task time next to bare
+``session.run`` on the same number of crops (batched like the runner) and their ratio, the
+gateway's overhead (crop, batching, decode; no HTTP).
 
     .venv/bin/python benchmarks/bench_landmarks.py --repo triton_repo [--model face_300w]
     .venv/bin/python benchmarks/bench_landmarks.py --export   # exports a random-init face model first
@@ -52,6 +54,23 @@ def export_random_face(repo: Path) -> None:
     )
 
 
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _bare(session, n_crops: int, size: tuple[int, int], max_batch: int):
+    """A callable running ``session.run`` over ``n_crops`` crops in batches of ``max_batch``."""
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(0, 255, (min(max_batch, n_crops - i), 3, *size)).astype(np.float32)
+               for i in range(0, n_crops, max_batch)]
+    name = session.get_inputs()[0].name
+    return lambda: [session.run(None, {name: b}) for b in batches]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, default=None)
@@ -100,16 +119,27 @@ def main() -> None:
         meta = (await backend.models())[args.model]
         runner = InferenceRunner(backend, settings)
         img = decode_image(jpeg)
+        session = _session(repo / args.model / "1" / "model.onnx", args.threads)
+        in_h, in_w = meta.landmarks.input_size if meta.landmarks else (256, 256)
+        max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
+        repeat = max(3, args.repeat // 2)
         for n in (1, 4):
             specs = [FaceSpec(box=[150, 40, 270, 190])] * n
             for flip in (False, True):
-                times = []
-                for _ in range(max(3, args.repeat // 2)):
+                bare_run = _bare(session, n * (2 if flip else 1), (in_h, in_w), max_batch)
+                times, bare_times = [], []
+                for i in range(repeat + 1):  # task and bare interleaved: load changes hit both
                     t0 = time.perf_counter()
                     await run_landmarks(img, meta, runner, specs, LandmarkOptions(flip=flip), max_faces=32)
-                    times.append(time.perf_counter() - t0)
-                ms = statistics.median(times[1:]) * 1000.0
-                print(f"task: {n} face(s), flip={flip!s:5}: {ms:8.1f} ms/request  {ms / n:7.1f} ms/face")
+                    t1 = time.perf_counter()
+                    bare_run()
+                    if i:  # the first round warms up
+                        times.append(t1 - t0)
+                        bare_times.append(time.perf_counter() - t1)
+                ms = statistics.median(times) * 1000.0
+                bare = statistics.median(bare_times) * 1000.0
+                print(f"task: {n} face(s), flip={flip!s:5}: {ms:8.1f} ms/request  {ms / n:7.1f} ms/face; "
+                      f"bare ORT {bare:8.1f} ms; ratio task/bare {ms / bare:5.2f}")
         await backend.close()
 
     asyncio.run(bench())

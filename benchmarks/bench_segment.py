@@ -1,27 +1,37 @@
-"""End-to-end /segment latency over HTTP vs bare ONNX Runtime time of the same network passes.
+"""/segment: HTTP end-to-end vs bare ONNX Runtime on the same passes, and the merge, new vs old.
 
-    .venv/bin/python benchmarks/bench_segment.py [--repo DIR --model NAME] [--size 1024x512]
-        [--multi-scales 0.5,0.75,1,1.25,1.5,1.75] [--repeat 3] [--threads 2]
+    .venv/bin/python benchmarks/bench_segment.py [--repo DIR [--model NAME]] [--size 1024x512]
+        [--multi-scales 0.5,0.75,1,1.25,1.5,1.75] [--repeat 3] [--threads 2] [--no-http]
 
 Without --repo it exports a random-init hrnetv2_w18_small_v1 Cityscapes model (base size 1024,
-crop 512x1024, so a 1024x512 image is scale 1 and larger scales use sliding windows) into a temp
-directory. For each configuration (scales [1]; multi-scale + flip) it reports the median HTTP
-latency, the median time of ``session.run`` over the very passes/batches the gateway runs, and
-their ratio (the gateway's overhead: decode, resize, merge, encode, HTTP).
+crop 512x1024, like ``python -m model_export demo --tasks segmentation``) into a temp directory;
+with --repo and no --model it takes the repository's first segmentation model.
+
+For each case (scales [1] without flip; the multi-scale set with flip), measured side by side in
+one run, medians of --repeat:
+
+* bare ORT: ``session.run`` over the very passes the gateway runs, batched like its runner;
+* merge new / old: ``service.tta.merge_segmentation`` and the frozen pre-rewrite merge
+  (``_legacy_merge.py``) on the logits of those passes, with their label agreement;
+* HTTP: a multipart ``POST /segment`` to an in-process uvicorn gateway, with its stage timings.
+
+Ratios printed: HTTP/bare (the gateway's whole overhead: decode, resize, merge, encode, HTTP) and
+merge new/old. Timings are wall-clock; run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import sys
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -29,6 +39,7 @@ from PIL import Image
 
 # Run as a script from anywhere: the repository root holds ``service`` and ``model_export``.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _export(repo: Path, threads: int) -> str:
@@ -47,6 +58,15 @@ def _export(repo: Path, threads: int) -> str:
     return name
 
 
+def _first_segmentation_model(repo: Path) -> str | None:
+    from service.metadata import ModelMetadata
+
+    for f in sorted(repo.glob("*/hrnet.json")):
+        if ModelMetadata.from_json(f.read_text()).task == "segmentation":
+            return f.parent.name
+    return None
+
+
 def _photo(w: int, h: int) -> tuple[np.ndarray, bytes]:
     from skimage import data
 
@@ -56,23 +76,72 @@ def _photo(w: int, h: int) -> tuple[np.ndarray, bytes]:
     return np.asarray(im), buf.getvalue()
 
 
-def _bare_ort(session, rgb: np.ndarray, meta, scales, flip: bool, max_batch: int, repeat: int) -> tuple[float, int]:
-    """(median seconds, number of passes) of session.run over the gateway's passes, batched like the runner."""
-    from service.tta import make_passes, plan_segmentation
+def _run_passes(session, passes: list[np.ndarray], max_batch: int) -> list[np.ndarray]:
+    """Logits of every pass, in plan order, batched by shape like service/runner.py."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(passes):
+        groups[p.shape].append(i)
+    out: list[np.ndarray | None] = [None] * len(passes)
+    for idx in groups.values():
+        for s in range(0, len(idx), max_batch):
+            chunk = idx[s : s + max_batch]
+            (logits,) = session.run(None, {"image": np.stack([passes[i] for i in chunk])})[:1]
+            for j, i in enumerate(chunk):
+                out[i] = logits[j]
+    return out  # type: ignore[return-value]
+
+
+def _bench_case(rgb: np.ndarray, meta, scales: list[float], flip: bool, session, max_batch: int,
+                repeat: int, post: Callable[[], dict] | None) -> dict:
+    """Rounds of: HTTP request (``post``), bare ORT over the same passes, old merge, new merge.
+
+    Interleaved, so load changes on a shared machine hit all alike; round 0 is a warm-up.
+    """
+    from _legacy_merge import legacy_merge_segmentation
+
+    from service.tta import make_passes, merge_segmentation, plan_segmentation
 
     plan = plan_segmentation(rgb.shape[:2], meta, scales=scales, flip=flip)
     passes = make_passes(rgb, plan)
-    groups = defaultdict(list)
-    for p in passes:
-        groups[p.shape].append(p)
-    batches = [np.stack(g[i : i + max_batch]) for g in groups.values() for i in range(0, len(g), max_batch)]
-    times = []
-    for _ in range(repeat):
+    t = defaultdict(list)
+    stages: list[dict] = []
+    logits: list[np.ndarray] = []
+    for i in range(repeat + 1):
+        if post is not None:
+            t0 = time.perf_counter()
+            timings = post()
+            t["e2e"].append(time.perf_counter() - t0)
+            stages.append(timings)
         t0 = time.perf_counter()
-        for b in batches:
-            session.run(None, {"image": b})
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(passes)
+        logits = _run_passes(session, passes, max_batch)
+        t["bare"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        old = legacy_merge_segmentation(plan, logits)
+        t["merge_old"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        new = merge_segmentation(plan, logits)
+        t["merge_new"].append(time.perf_counter() - t0)
+    out = {k: statistics.median(v[1:]) for k, v in t.items()}
+    out["passes"] = len(passes)
+    out["agree"] = float((new.labels == old.labels).mean())
+    if stages:
+        out["stages"] = {k: round(statistics.median(float(s.get(k, 0.0)) for s in stages[1:]), 1)
+                         for k in stages[0]}
+    return out
+
+
+def _serve(settings):
+    import uvicorn
+
+    from service.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, thread, server.servers[0].sockets[0].getsockname()[1]
 
 
 def main() -> None:
@@ -83,33 +152,23 @@ def main() -> None:
     ap.add_argument("--multi-scales", default="0.5,0.75,1,1.25,1.5,1.75")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (server and bare)")
+    ap.add_argument("--no-http", action="store_true", help="only bare ORT and the merges")
     args = ap.parse_args()
 
     import onnxruntime as ort
-    import uvicorn
 
-    from service.app import create_app
     from service.metadata import ModelMetadata
     from service.settings import Settings
 
     repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_repo"
     repo.mkdir(parents=True, exist_ok=True)
-    name = args.model or _export(repo, args.threads)
+    name = args.model or (args.repo and _first_segmentation_model(repo)) or _export(repo, args.threads)
     meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
     w, h = (int(v) for v in args.size.lower().split("x"))
     rgb, png = _photo(w, h)
     settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
                         max_passes=1024, request_timeout_s=3600)
     max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
-
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}/segment"
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
@@ -118,32 +177,40 @@ def main() -> None:
     multi = [float(s) for s in args.multi_scales.split(",")]
     configs = [("scales [1]", [1.0], False), (f"scales {multi} + flip", multi, True)]
     rows = []
+    server = thread = None
+    if not args.no_http:
+        server, thread, port = _serve(settings)
     try:
         with httpx.Client(timeout=3600) as client:
             for label, scales, flip in configs:
-                form = {"options": json.dumps({"model": name, "scales": scales, "flip": flip})}
-                files = {"file": ("img.png", png, "image/png")}
-                client.post(url, files=files, data=form).raise_for_status()  # warm-up
-                lat, server_ms = [], []
-                for _ in range(args.repeat):
-                    t0 = time.perf_counter()
-                    r = client.post(url, files=files, data=form)
-                    lat.append(time.perf_counter() - t0)
-                    r.raise_for_status()
-                    server_ms.append(r.json()["timings_ms"])
-                bare, n_passes = _bare_ort(session, rgb, meta, scales, flip, max_batch, args.repeat)
-                e2e = statistics.median(lat)
-                stages = {k: statistics.median(t.get(k, 0.0) for t in server_ms) for k in server_ms[0]}
-                rows.append((label, n_passes, e2e, bare, stages))
+                post = None
+                if server is not None:
+                    url = f"http://127.0.0.1:{port}/segment"
+                    form = {"options": json.dumps({"model": name, "scales": scales, "flip": flip})}
+                    files = {"file": ("img.png", png, "image/png")}
+
+                    def post(url=url, form=form, files=files) -> dict:
+                        resp = client.post(url, files=files, data=form)
+                        resp.raise_for_status()
+                        return resp.json()["timings_ms"]
+
+                rows.append((label, _bench_case(rgb, meta, scales, flip, session, max_batch,
+                                                args.repeat, post)))
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        if server is not None:
+            server.should_exit = True
+            thread.join(timeout=30)
 
     print(f"image {w}x{h}, model {name} ({meta.arch}, base {meta.segmentation.base_size}, crop "
-          f"{meta.segmentation.crop_size}), ORT threads {args.threads}, median of {args.repeat}")
-    for label, n, e2e, bare, stages in rows:
-        print(f"{label}: {n} passes; HTTP end-to-end {e2e * 1000:.0f} ms; bare ORT {bare * 1000:.0f} ms; "
-              f"ratio {e2e / bare:.2f}; server stages (ms) {stages}")
+          f"{tuple(meta.segmentation.crop_size)}), ORT threads {args.threads}, median of {args.repeat}")
+    for label, r in rows:
+        line = (f"{label}: {r['passes']} passes; bare ORT {r['bare'] * 1000:.0f} ms; merge new "
+                f"{r['merge_new'] * 1000:.0f} ms vs old {r['merge_old'] * 1000:.0f} ms, ratio new/old "
+                f"{r['merge_new'] / r['merge_old']:.2f} (labels agree {r['agree'] * 100:.4f}%)")
+        if "e2e" in r:
+            line += (f"; HTTP end-to-end {r['e2e'] * 1000:.0f} ms, ratio HTTP/bare "
+                     f"{r['e2e'] / r['bare']:.2f}; server stages (ms) {r['stages']}")
+        print(line)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,15 @@
 * ``align_corners=True`` is PyTorch's corner-aligned mapping ``src = dst * (in - 1) / (out - 1)``.
 
 Resampling is separable: each axis is a 2-tap gather (``np.take``) and a weighted sum in float32.
+For finite inputs the same filter is also available as banded interpolation-matrix products
+(small single-threaded GEMMs), 2-10x faster than the gathers except when shrinking a lot; results
+agree up to float rounding. Coefficient tables and matrix blocks are cached per
+(in, out, align_corners) and read-only.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +35,15 @@ class AxisCoeffs(NamedTuple):
 
 
 def axis_coeffs(in_size: int, out_size: int, align_corners: bool = False) -> AxisCoeffs:
-    """Bilinear coefficients mapping an axis of ``in_size`` samples to ``out_size`` samples."""
+    """Bilinear coefficients mapping an axis of ``in_size`` samples to ``out_size`` samples.
+
+    Cached: the returned arrays are shared and read-only.
+    """
+    return _axis_coeffs(int(in_size), int(out_size), bool(align_corners))
+
+
+@lru_cache(maxsize=256)
+def _axis_coeffs(in_size: int, out_size: int, align_corners: bool) -> AxisCoeffs:
     if in_size < 1 or out_size < 1:
         raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
     dst = np.arange(out_size, dtype=np.float64)
@@ -46,7 +59,156 @@ def axis_coeffs(in_size: int, out_size: int, align_corners: bool = False) -> Axi
     frac = (src - i0).astype(np.float32)
     frac = np.clip(frac, 0.0, 1.0)
     i1 = np.minimum(i0 + 1, in_size - 1)
-    return AxisCoeffs(i0, i1, (1.0 - frac).astype(np.float32), frac)
+    out = AxisCoeffs(i0, i1, (1.0 - frac).astype(np.float32), frac)
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def band(c: AxisCoeffs, start: int, stop: int) -> tuple[int, int]:
+    """Input range ``[lo, hi)`` read by output positions ``[start, stop)`` (indices are monotonic)."""
+    return int(c.i0[start]), int(c.i1[stop - 1]) + 1
+
+
+def band_matrix(c: AxisCoeffs, start: int, stop: int) -> tuple[int, int, np.ndarray]:
+    """``(lo, hi, m)``: outputs ``[start, stop)`` are ``m @ x[lo:hi]`` with ``m`` dense float32."""
+    lo, hi = band(c, start, stop)
+    m = np.zeros((stop - start, hi - lo), np.float32)
+    rows = np.arange(stop - start)
+    m[rows, c.i0[start:stop] - lo] = c.w0[start:stop]
+    m[rows, c.i1[start:stop] - lo] += c.w1[start:stop]  # an edge-clamped tap gets both weights
+    return lo, hi, m
+
+
+# OpenBLAS runs a GEMM single-threaded below m*n*k = 65536 * 4. Staying under it keeps the merge
+# on its own thread (the gateway runs it beside ONNX Runtime's threads); threaded small GEMMs on
+# 2 shared cores measured 2-10x slower and erratic.
+_GEMM_SINGLE_THREAD_MNK = 1 << 18
+_COL_BLOCK = 32
+
+
+@lru_cache(maxsize=64)  # at most ~0.5 MB each
+def _col_blocks(in_size: int, out_size: int, align_corners: bool) -> tuple:
+    """Per block of output columns: ``(j0, j1, lo, hi, m.T)`` with ``m.T`` contiguous (in, out)."""
+    c = _axis_coeffs(in_size, out_size, align_corners)
+    out = []
+    for j0 in range(0, out_size, _COL_BLOCK):
+        j1 = min(out_size, j0 + _COL_BLOCK)
+        lo, hi, m = band_matrix(c, j0, j1)
+        mt = np.ascontiguousarray(m.T)
+        mt.setflags(write=False)
+        out.append((j0, j1, lo, hi, mt))
+    return tuple(out)
+
+
+def matmul_last(x: np.ndarray, out_size: int, align_corners: bool, keep: int | None = None) -> np.ndarray:
+    """Bilinear resampling of the last axis of *finite* float32 ``x`` to ``out_size`` samples.
+
+    Only the first ``keep`` outputs are computed (a crop). A banded product: each block of output
+    columns multiplies just the input columns it reads. Not for non-finite data (a zero weight
+    times ``inf`` is ``nan``): use :func:`gather_last` there.
+    """
+    keep = out_size if keep is None else keep
+    flat = x.reshape(-1, x.shape[-1])
+    out = np.empty((flat.shape[0], keep), np.float32)
+    for j0, j1, lo, hi, mt in _col_blocks(x.shape[-1], out_size, bool(align_corners)):
+        if j0 >= keep:
+            break
+        j1 = min(j1, keep)
+        w = mt[:, : j1 - j0]
+        step = max(1, _GEMM_SINGLE_THREAD_MNK // ((hi - lo) * (j1 - j0)))
+        for i0 in range(0, flat.shape[0], step):
+            i1 = min(flat.shape[0], i0 + step)
+            np.matmul(flat[i0:i1, lo:hi], w, out=out[i0:i1, j0:j1])
+    return out.reshape(*x.shape[:-1], keep)
+
+
+def matmul_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: int = 0) -> np.ndarray:
+    """Output rows ``[start, stop)`` of resampling axis 1 of *finite* float32 ``x`` (C, n, W).
+
+    ``x`` holds input rows ``[offset, offset + n)``. One small GEMM per channel.
+    """
+    lo, hi, m = band_matrix(c, start, stop)
+    src = x[:, lo - offset : hi - offset]
+    if (stop - start) * (hi - lo) * x.shape[2] <= _GEMM_SINGLE_THREAD_MNK:
+        return np.matmul(m, src)
+    out = np.empty((x.shape[0], stop - start, x.shape[2]), np.float32)
+    step = max(1, _GEMM_SINGLE_THREAD_MNK // ((stop - start) * (hi - lo)))
+    for j0 in range(0, x.shape[2], step):
+        j1 = min(x.shape[2], j0 + step)
+        np.matmul(m, src[:, :, j0:j1], out=out[:, :, j0:j1])
+    return out
+
+
+def gather_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: int = 0) -> np.ndarray:
+    """Output rows ``[start, stop)`` of resampling axis 1 of ``x`` (C, n, W) with ``c``.
+
+    ``x`` holds input rows ``[offset, offset + n)``. Exact 2-tap gathers: safe for ``inf``.
+    """
+    out = x[:, c.i0[start:stop] - offset]
+    out *= c.w0[start:stop, None]
+    tmp = x[:, c.i1[start:stop] - offset]
+    tmp *= c.w1[start:stop, None]
+    out += tmp
+    return out
+
+
+def gather_last(x: np.ndarray, c: AxisCoeffs) -> np.ndarray:
+    """Resample the last axis of ``x`` with ``c`` (exact 2-tap gathers; safe for ``inf``)."""
+    out = np.take(x, c.i0, axis=-1)
+    out *= c.w0
+    tmp = np.take(x, c.i1, axis=-1)
+    tmp *= c.w1
+    out += tmp
+    return out
+
+
+# Measured on the merge's shapes (benchmarks/bench_resize.py): a banded GEMM beats the gathers
+# when each output reads few inputs; it costs ~(inputs per output) multiply-adds, so for strong
+# shrinking the 2-tap gathers win. Limits on inputs per output at which the GEMM is still used:
+GEMM_MAX_SHRINK_COLS = 1.5
+GEMM_MAX_SHRINK_ROWS = 2.0
+
+
+def resample_last(x: np.ndarray, c: AxisCoeffs, out_size: int, align_corners: bool,
+                  finite: bool = True) -> np.ndarray:
+    """Resample the last axis of ``x`` with ``c = axis_coeffs(x.shape[-1], out_size, ...)``
+    (or its :meth:`~AxisCoeffs.head`), by banded GEMM when ``finite`` and cheaper, else gathers."""
+    if finite and x.shape[-1] <= GEMM_MAX_SHRINK_COLS * out_size:
+        return matmul_last(x, out_size, align_corners, keep=len(c.i0))
+    return gather_last(x, c)
+
+
+def resample_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: int = 0,
+                  finite: bool = True) -> np.ndarray:
+    """Output rows ``[start, stop)`` of resampling axis 1 of ``x`` (input rows from ``offset``),
+    by banded GEMM when ``finite`` and cheaper, else gathers."""
+    lo, hi = band(c, start, stop)
+    if finite and hi - lo <= GEMM_MAX_SHRINK_ROWS * (stop - start) + 2:
+        return matmul_rows(x, c, start, stop, offset)
+    return gather_rows(x, c, start, stop, offset)
+
+
+def resize_finite(x: np.ndarray, size: tuple[int, int], align_corners: bool = False) -> np.ndarray:
+    """:func:`resize_bilinear` of a *finite* float32 (C, h, w) array, mostly by banded GEMMs.
+
+    Equal to the gathers up to float rounding, and faster unless it shrinks a lot (pixels, logits).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    (h, w), (out_h, out_w) = x.shape[1:], (int(size[0]), int(size[1]))
+    if (h, w) == (out_h, out_w):
+        return x.copy()
+    ch = axis_coeffs(h, out_h, align_corners)
+    cw = axis_coeffs(w, out_w, align_corners)
+    cols_first = out_h * w > h * out_w  # the smaller intermediate
+    src = resample_last(x, cw, out_w, align_corners) if cols_first else x
+    out = np.empty((x.shape[0], out_h, out_w), np.float32)
+    step = 32
+    for r0 in range(0, out_h, step):
+        r1 = min(out_h, r0 + step)
+        rows = resample_rows(src, ch, r0, r1)
+        out[:, r0:r1] = rows if cols_first else resample_last(rows, cw, out_w, align_corners)
+    return out
 
 
 def _along(x: np.ndarray, c: AxisCoeffs, axis: int) -> np.ndarray:

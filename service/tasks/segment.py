@@ -14,7 +14,7 @@ from service.errors import Unprocessable
 from service.metadata import ModelMetadata
 from service.metrics import Timings
 from service.runner import InferenceRunner
-from service.schemas import ImageInput
+from service.schemas import EncodedImage, ImageInput, TimingsMs
 from service.settings import Settings
 from service.tta import SegPlan, make_passes, merge_segmentation, plan_segmentation
 
@@ -59,11 +59,6 @@ class SegmentRequest(ImageInput, SegmentOptions):
     """JSON body of ``POST /segment``: a base64 image plus options."""
 
 
-class EncodedImage(BaseModel):
-    format: str
-    data: str = Field(description="Base64 of the file.")
-
-
 class ClassStat(BaseModel):
     id: int
     name: str
@@ -102,7 +97,7 @@ class SegmentResponse(BaseModel):
     confidence: EncodedImage | None = None
     overlay: EncodedImage | None = None
     label_ids: EncodedImage | None = None
-    timings_ms: dict[str, float]
+    timings_ms: TimingsMs
 
 
 class SegmentOutcome:
@@ -172,7 +167,7 @@ def build_response(
         rles = encode.rle_per_class(labels, [s["id"] for s in stats])
         for s in stats:
             s["rle"] = rles[s["id"]]
-    enc = lambda fmt, data: EncodedImage(format=fmt, data=encode.b64(data))  # noqa: E731
+    enc = EncodedImage.of
     resp = SegmentResponse(
         model=meta.name, dataset=meta.dataset, random_init=meta.weights.random_init,
         width=int(rgb.shape[1]), height=int(rgb.shape[0]),
@@ -191,7 +186,6 @@ def build_response(
                                                  fmt=opts.overlay)) if opts.overlay else None,
         label_ids=enc("png", encode.gray_png(encode.map_label_ids(labels, meta.label_ids).astype(np.uint8)))
         if opts.label_ids and meta.label_ids else None,
-        timings_ms={},
     )
     timings.add("encode", time.perf_counter() - t0)
     resp.timings_ms = timings.as_ms()

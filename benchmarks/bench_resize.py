@@ -1,0 +1,77 @@
+"""The merge's resampling primitives: banded GEMM vs exact 2-tap gathers, on the merge's shapes.
+
+    .venv/bin/python benchmarks/bench_resize.py [--repeat 15] [--channels 19] [--rows 8]
+
+Each line times one block of the merge (``--rows`` output rows of ``--channels`` channels, as
+``service.tta.merge_segmentation`` processes them) both ways and prints gemm/gather; below 1 the
+GEMM is faster. The merge uses GEMMs for pre-exp logits and for upsampling, gathers for
+downsampling columns and whenever scores may be non-finite. CPU time of this process (BLAS stays
+single-threaded at these sizes), median of --repeat. Takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.resize import (  # noqa: E402
+    axis_coeffs, gather_last, gather_rows, matmul_last, matmul_rows, resize_bilinear, resize_finite,
+)
+
+
+def cpu_us(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return statistics.median(times) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--channels", type=int, default=19)
+    ap.add_argument("--rows", type=int, default=8)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    c, r, n = args.channels, args.rows, args.repeat
+
+    print(f"columns: ({c}, {r}, in) -> ({c}, {r}, out)          gemm us  gather us  gemm/gather")
+    for w_in, w_out in [(256, 1024), (512, 2048), (1024, 2048), (1792, 2048), (768, 1024),
+                        (1280, 1024), (1792, 1024)]:
+        x = rng.normal(size=(c, r, w_in)).astype(np.float32)
+        cw = axis_coeffs(w_in, w_out)
+        g = cpu_us(lambda: matmul_last(x, w_out, False), n)
+        t = cpu_us(lambda: gather_last(x, cw), n)
+        print(f"  {w_in:5d} -> {w_out:5d}                               {g:8.0f}  {t:9.0f}  {g / t:11.2f}")
+
+    print(f"rows: {r} output rows of ({c}, in, W)                 gemm us  gather us  gemm/gather")
+    for h_in, h_out, w in [(128, 512, 1024), (224, 896, 1792), (256, 1024, 2048), (512, 1024, 2048),
+                           (896, 512, 1792), (640, 512, 1280)]:
+        x = rng.normal(size=(c, h_in, w)).astype(np.float32)
+        ch = axis_coeffs(h_in, h_out)
+        s0 = h_out // 2
+        g = cpu_us(lambda: matmul_rows(x, ch, s0, s0 + r), n)
+        t = cpu_us(lambda: gather_rows(x, ch, s0, s0 + r), n)
+        print(f"  {h_in:5d} -> {h_out:5d}, W {w:5d}                      {g:8.0f}  {t:9.0f}  {g / t:11.2f}")
+
+    print("whole image (3, h, w) -> (3, H, W), make_passes      gemm us  gather us  gemm/gather")
+    for src, dst in [((512, 1024), (896, 1792)), ((1024, 2048), (256, 512)), ((512, 1024), (384, 768))]:
+        x = (rng.uniform(0, 255, size=(3, *src))).astype(np.float32)
+        g = cpu_us(lambda: resize_finite(x, dst), max(3, n // 3))
+        t = cpu_us(lambda: resize_bilinear(x, dst), max(3, n // 3))
+        print(f"  {src} -> {dst}              {g:8.0f}  {t:9.0f}  {g / t:11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""service.tta.merge_segmentation on synthetic logits against a direct torch transcription of the
+official merge (full-resolution upsample of every pass, flip average, exp, window count average,
+crop, resize to the source, sum over scales, LIP resize, argmax). No network: fast, and it covers
+the gateway's block/GEMM/gather code paths and both ``align_corners`` conventions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from service import tta
+from service.metadata import (
+    ExportInfo, ModelMetadata, SegmentationProtocol, TensorSpec, WeightsInfo,
+)
+
+
+def _meta(*, base: int, crop: tuple[int, int], window: str, ac: bool, n_cls: int,
+          square: int | None = None, pairs: list[tuple[int, int]] | None = None) -> ModelMetadata:
+    return ModelMetadata(
+        name="m", task="segmentation", arch="hrnetv2_w18_small_v1", dataset="x",
+        labels=[f"c{i}" for i in range(n_cls)], align_corners=ac, flip_pairs=pairs or [],
+        inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1])],
+        outputs=[TensorSpec(name="logits", dtype="FP32", dims=[n_cls, -1, -1])],
+        max_batch_size=1,
+        segmentation=SegmentationProtocol(base_size=base, crop_size=crop, window=window,
+                                          multi_scales=[1.0], resize_to_square=square),
+        weights=WeightsInfo(random_init=True, origin="random-init", format="none"),
+        export=ExportInfo(model_export_version="0", torch="0", onnx="0", opset=17, exported_at="now"),
+    )
+
+
+def _logits(plan: tta.SegPlan, n_cls: int, seed: int, gain: float = 3.0) -> list[np.ndarray]:
+    """Random 1/4-resolution logits of every pass, shaped like the network's outputs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sp in plan.scales:
+        h, w = -(-sp.pass_size[0] // 4), -(-sp.pass_size[1] // 4)
+        for _ in range(sp.n_regions * plan.passes_per_region):
+            out.append((rng.normal(size=(n_cls, h, w)) * gain).astype(np.float32))
+    return out
+
+
+def _reference(plan: tta.SegPlan, logits: list[np.ndarray]) -> torch.Tensor:
+    """Summed scores (C, H, W) in float32, the official way (lib/datasets/base_dataset.py)."""
+    ac = plan.align_corners
+
+    def up(x: torch.Tensor, size) -> torch.Tensor:
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=ac)
+
+    def run(sp: tta.ScalePlan, i: int) -> torch.Tensor:
+        pred = up(torch.from_numpy(logits[i])[None], sp.pass_size)
+        if plan.flip:
+            f = up(torch.from_numpy(logits[i + 1])[None], sp.pass_size)
+            fp = f.clone()
+            for a, b in plan.flip_pairs:
+                fp[:, a], fp[:, b] = f[:, b], f[:, a]
+            pred = (pred + torch.flip(fp, [3])) * 0.5
+        return pred.exp()
+
+    n_cls = logits[0].shape[0]
+    final = torch.zeros(1, n_cls, *plan.source_size)
+    for sp in plan.scales:
+        h, w = sp.size
+        if sp.windows is None:
+            preds = run(sp, sp.first_pass)[:, :, :h, :w]
+        else:
+            preds = torch.zeros(1, n_cls, *sp.canvas)
+            count = torch.zeros(1, 1, *sp.canvas)
+            for k, win in enumerate(sp.windows):
+                p = run(sp, sp.first_pass + k * plan.passes_per_region)
+                vh, vw = win.y1 - win.y0, win.x1 - win.x0
+                preds[:, :, win.y0 : win.y1, win.x0 : win.x1] += p[:, :, :vh, :vw]
+                count[:, :, win.y0 : win.y1, win.x0 : win.x1] += 1
+            preds = (preds / count)[:, :, :h, :w]
+        final += up(preds, plan.source_size)
+    if plan.source_size != plan.original_size:
+        final = up(final, plan.original_size)
+    return final[0]
+
+
+CASES = [
+    # id, metadata kwargs, image (h, w), scales, flip
+    ("cityscapes_multiscale_flip_windows", dict(base=64, crop=(32, 64), window="cityscapes", ac=False,
+                                                n_cls=7), (40, 72), [0.5, 1.0, 1.5], True),
+    ("cityscapes_align_corners", dict(base=64, crop=(32, 64), window="cityscapes", ac=True, n_cls=6),
+     (50, 37), [0.75, 1.75], False),
+    ("base_padded_and_windows", dict(base=64, crop=(48, 48), window="base", ac=False, n_cls=5),
+     (45, 70), [0.5, 1.0, 1.75], True),
+    ("lip_square_flip_pairs", dict(base=40, crop=(40, 40), window="base", ac=True, n_cls=8, square=40,
+                                   pairs=[(2, 3), (4, 5)]), (61, 45), [0.75, 1.25], True),
+    ("single_whole_pass", dict(base=72, crop=(64, 128), window="cityscapes", ac=False, n_cls=9),
+     (40, 72), [1.0], False),
+]
+
+
+def _plan(case) -> tuple[tta.SegPlan, int]:
+    _, kw, size, scales, flip = case
+    return tta.plan_segmentation(size, _meta(**kw), scales=scales, flip=flip), kw["n_cls"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_merge_matches_official_order(case):
+    plan, n_cls = _plan(case)
+    logits = _logits(plan, n_cls, seed=len(case[0]))
+    got = tta.merge_segmentation(plan, logits, with_confidence=True)
+    ref = _reference(plan, logits)
+    ref_labels = ref.argmax(0).numpy()
+    assert got.labels.shape == ref_labels.shape == plan.original_size
+    assert len(np.unique(ref_labels)) >= 3
+    agree = float((got.labels == ref_labels).mean())
+    assert agree >= 0.9995, f"{case[0]}: {agree:.5f}"
+    if case[0] == "single_whole_pass":  # logits path: confidence is the softmax maximum
+        ref_conf = torch.softmax(ref.log(), 0).max(0).values.numpy()
+    else:
+        ref_conf = (ref.max(0).values / ref.sum(0)).numpy()
+    np.testing.assert_allclose(got.confidence, ref_conf, atol=2e-4)
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=[c[0] for c in CASES[:4]])
+def test_blocks_chunks_and_gather_path_agree(case, monkeypatch):
+    plan, n_cls = _plan(case)
+    logits = _logits(plan, n_cls, seed=7)
+    base = tta.merge_segmentation(plan, logits, with_confidence=True)
+    # One row per block and one channel per chunk: same arithmetic, so identical labels.
+    tiny = tta.merge_segmentation(plan, logits, with_confidence=True, block_bytes=1, memory_budget=1)
+    assert np.array_equal(base.labels, tiny.labels)
+    np.testing.assert_allclose(base.confidence, tiny.confidence, atol=1e-6)
+    # Exact gathers instead of GEMMs (the path for non-finite scores): equal up to rounding.
+    monkeypatch.setattr(tta, "EXP_SAFE", float("-inf"))
+    gathered = tta.merge_segmentation(plan, logits, with_confidence=True)
+    assert float((gathered.labels == base.labels).mean()) >= 0.9995
+    np.testing.assert_allclose(gathered.confidence, base.confidence, atol=1e-5)
+
+
+def test_overflowing_scores_stay_local():
+    """Logits near float32's exp limit: the gather path keeps inf/nan where the official one has it."""
+    plan, n_cls = _plan(CASES[0])
+    logits = _logits(plan, n_cls, seed=3)
+    logits[0][2, 3, 4] = 400.0  # flip-averaged 200: exp overflows to inf around this spot
+    got = tta.merge_segmentation(plan, logits)
+    ref = _reference(plan, logits)
+    ok = torch.isfinite(ref).all(0).numpy()
+    assert 0.5 < ok.mean() < 1.0  # some pixels overflow, most do not
+    agree = float((got.labels[ok] == ref.argmax(0).numpy()[ok]).mean())
+    assert agree >= 0.9995
