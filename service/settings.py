@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # ONNX Runtime (embedded backend). 0 lets ORT choose.
     ort_intra_threads: int = Field(0, ge=0)
     ort_inter_threads: int = Field(0, ge=0)
+    ort_allow_spinning: bool = Field(
+        False, description="Let ORT worker threads spin after a run (faster back-to-back runs on "
+        "dedicated cores; slower pre/post-processing when cores are shared)."
+    )
     ort_providers: list[str] | None = Field(
         None, description="Execution providers in order; default: CUDA if available, then CPU."
     )
