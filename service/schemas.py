@@ -80,21 +80,28 @@ class EncodedImage(BaseModel):
         return cls.of(fmt, buf.getvalue())
 
 
-class ImageResult(BaseModel):
-    """The head of every answer with coordinates in the image (landmarks, detection)."""
+class TaskResult(BaseModel):
+    """The head of every task answer (segmentation, landmarks, detection): the model used, the
+    loud random-weights flag and the decoded image's size."""
 
     model_config = ConfigDict(protected_namespaces=())
 
     model: ModelUsed
     random_init: bool = Field(description="True: random weights; the results are meaningless.")
     image_size: list[int] = Field(description="[width, height] after EXIF orientation.")
-    coordinate_frame: str = COORDINATE_FRAME
 
     @staticmethod
     def head(meta: ModelMetadata, width: int, height: int) -> dict[str, Any]:
         """The head fields' values for ``meta`` and an image of ``width`` x ``height``."""
         return {"model": ModelUsed.of(meta), "random_init": meta.weights.random_init,
                 "image_size": [width, height]}
+
+
+class ImageResult(TaskResult):
+    """The head of every answer with coordinates in the image (landmarks, detection); maps
+    (segmentation) are pixel grids of ``image_size`` and carry no frame."""
+
+    coordinate_frame: str = COORDINATE_FRAME
 
 
 class WeightsSummary(BaseModel):

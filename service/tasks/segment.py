@@ -14,7 +14,7 @@ from service.errors import Unprocessable
 from service.metadata import ModelMetadata
 from service.metrics import Timings
 from service.runner import InferenceRunner
-from service.schemas import EncodedImage, ImageInput, TimingsMs
+from service.schemas import EncodedImage, ImageInput, TaskResult, TimingsMs
 from service.settings import Settings
 from service.tta import SegPlan, make_passes, merge_segmentation, plan_segmentation
 
@@ -60,14 +60,18 @@ class SegmentRequest(ImageInput, SegmentOptions):
 
 
 class ClassStat(BaseModel):
+    """One class present in the label map."""
+
     id: int
     name: str
     pixels: int
-    fraction: float
+    fraction: float = Field(description="pixels / (width * height).")
     rle: dict | None = Field(None, description="COCO RLE {size: [h, w], counts} of this class.")
 
 
 class UsedOptions(BaseModel):
+    """The test-time options a request ran with (request values, else the model's defaults)."""
+
     scales: list[float]
     flip: bool
     window: str
@@ -78,25 +82,23 @@ class UsedOptions(BaseModel):
     passes: int
 
 
-class SegmentResponse(BaseModel):
-    """Result of ``POST /segment``."""
+class SegmentResponse(TaskResult):
+    """``POST /segment`` answer: the shared head (model, random_init, image_size), then the
+    options used, the classes present and the requested maps (each ``image_size``)."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str
-    dataset: str
-    random_init: bool = Field(description="True: random weights; the segmentation is meaningless.")
-    width: int
-    height: int
-    options: UsedOptions
-    labels: list[str]
+    options: UsedOptions = Field(description="Options actually used.")
+    labels: list[str] = Field(description="Class names; a label map pixel indexes this list.")
     classes: list[ClassStat]
     label_map: EncodedImage | None = Field(
         None, description="Indexed PNG: pixel value = class index, palette = dataset colours."
     )
-    confidence: EncodedImage | None = None
-    overlay: EncodedImage | None = None
-    label_ids: EncodedImage | None = None
+    confidence: EncodedImage | None = Field(
+        None, description="8-bit PNG of max score / sum of scores (255 = 1), if requested."
+    )
+    overlay: EncodedImage | None = Field(None, description="The image blended with the class "
+                                         "colours, if requested.")
+    label_ids: EncodedImage | None = Field(None, description="8-bit PNG of dataset label ids "
+                                           "(Cityscapes), if requested.")
     timings_ms: TimingsMs
 
 
@@ -169,8 +171,7 @@ def build_response(
             s["rle"] = rles[s["id"]]
     enc = EncodedImage.of
     resp = SegmentResponse(
-        model=meta.name, dataset=meta.dataset, random_init=meta.weights.random_init,
-        width=int(rgb.shape[1]), height=int(rgb.shape[0]),
+        **SegmentResponse.head(meta, int(rgb.shape[1]), int(rgb.shape[0])),
         options=UsedOptions(
             scales=out.scales, flip=out.plan.flip, window=out.plan.variant,
             base_size=proto.base_size, crop_size=tuple(proto.crop_size),

@@ -54,6 +54,14 @@ def test_docs_and_openapi(gateway_url):
     spec = httpx.get(f"{gateway_url}/openapi.json").json()
     content = spec["paths"]["/segment"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(content)
+    # All three task answers document the same head and encoded-image pieces.
+    schemas = spec["components"]["schemas"]
+    for path in ("/segment", "/landmarks", "/detect"):
+        ref = spec["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        props = schemas[ref["$ref"].split("/")[-1]]["properties"]
+        assert props["model"] == {"$ref": "#/components/schemas/ModelUsed"}, path
+        assert {"random_init", "image_size", "options", "timings_ms", "overlay"} <= set(props), path
+        assert {"$ref": "#/components/schemas/EncodedImage"} in props["overlay"]["anyOf"], path
 
 
 def test_metrics_count_requests_and_stages(gateway_url):

@@ -56,6 +56,10 @@ def test_every_form_and_the_same_headers(endpoints, path):
         assert r.headers["x-image-size"] == "64x48"
         body = r.json()
         assert body["random_init"] is True and {"decode", "inference"} <= set(body["timings_ms"])
+        # The shared head (service/schemas.py TaskResult) on every task endpoint.
+        assert body["model"]["name"] == MODEL[path] and body["model"]["random_init"] is True
+        assert set(body["model"]) == {"name", "arch", "dataset", "random_init", "weights_origin"}
+        assert body["image_size"] == list(SMALL) and isinstance(body["options"], dict)
         body.pop("timings_ms")
         bodies.append(body)
     assert all(b == bodies[0] for b in bodies[1:])

@@ -41,9 +41,13 @@ def test_multipart_json_response(gateway_url):
                    data={"options": json.dumps(opts)}, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"] == "seg_cityscapes" and body["random_init"] is True
-    assert r.headers["x-random-init"] == "true"
-    assert (body["width"], body["height"]) == (240, 160)
+    info = httpx.get(f"{gateway_url}/v1/models/seg_cityscapes").json()
+    assert body["model"] == {"name": "seg_cityscapes", "arch": "hrnetv2_w18_small_v1",
+                             "dataset": "cityscapes", "random_init": True,
+                             "weights_origin": info["weights"]["origin"]}
+    assert body["random_init"] is True and r.headers["x-random-init"] == "true"
+    assert body["image_size"] == [240, 160] and r.headers["x-image-size"] == "240x160"
+    assert not {"width", "height", "dataset"} & set(body)  # the old flat shape is gone
     used = body["options"]
     assert used["scales"] == [0.75, 1.25] and used["flip"] is True and used["window"] == "cityscapes"
     assert used["passes"] == 2 * (1 + 4)  # 0.75: whole; 1.25: 320x213 in 128x256 windows, 2x2

@@ -2,9 +2,9 @@
 
 Three gateways run over real HTTP: embedded (the session's repository), Triton over gRPC and
 Triton over HTTP (the session's tritonserver serving CPU twins of the same ONNX files).
-Segmentation label maps must be identical; landmarks must agree within 1e-3 px; detections
-(two graph inputs, FP32 ``image`` + INT64 ``image_size``; three outputs) must have the same
-labels and boxes/scores within 1e-4.
+Segmentation label maps, and the whole /segment JSON answer but its timings, must be identical;
+landmarks must agree within 1e-3 px; detections (two graph inputs, FP32 ``image`` + INT64
+``image_size``; three outputs) must have the same labels and boxes/scores within 1e-4.
 """
 
 from __future__ import annotations
@@ -113,6 +113,28 @@ def test_segment_label_maps_identical(gateways: dict[str, str], photos: dict[str
             got = _segment(gateways[protocol], photo, model, options)
             assert got.shape == expected.shape
             assert np.array_equal(got, expected), f"{model} via {protocol}: label maps differ"
+
+
+def test_segment_json_identical(gateways: dict[str, str], photos: dict[str, bytes]) -> None:
+    """The JSON answer (model block, image size, options used, class fractions, RLE, label map PNG)
+    is the same through Triton, apart from the timings."""
+    model = "seg_cityscapes"
+    bodies = {}
+    for name, base in gateways.items():
+        r = httpx.post(
+            f"{base}/segment", files={"file": ("photo.png", photos["coffee"], "image/png")},
+            data={"options": json.dumps({"model": model, "rle": True})}, timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert {"decode", "inference", "encode"} <= set(body.pop("timings_ms"))
+        bodies[name] = body
+    expected = bodies["embedded"]
+    assert expected["model"]["name"] == model and expected["model"]["dataset"] == "cityscapes"
+    assert expected["image_size"] == [200, 150] and expected["label_map"]["format"] == "png"
+    assert len(expected["classes"]) > 1 and all(c["rle"] for c in expected["classes"])
+    for protocol in PROTOCOLS:
+        assert bodies[protocol] == expected, f"{protocol}: /segment JSON differs"
 
 
 def test_landmarks_match(gateways: dict[str, str], photos: dict[str, bytes]) -> None:
