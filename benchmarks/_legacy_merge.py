@@ -1,116 +1,17 @@
-"""Frozen copy of the segmentation merge as it was before the row-tiled rewrite (git 36d1746:
-service/tta.py ``merge_segmentation`` and the service/resize.py helpers it used), kept only so
+"""Frozen copy of the segmentation merge as it was before the row-tiled rewrite
+(service/tta.py ``merge_segmentation`` working on whole full-resolution maps), kept only so
 bench_segment.py can time old vs new side by side in one run. Not used by the service.
 """
 # ruff: noqa
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-from service.tta import MergeResult, ScalePlan, SegPlan
+# The exact 2-tap resize helpers are unchanged since then; only the merge around them is frozen.
+from service.resize import AxisCoeffs, axis_coeffs, resize_bilinear, resize_with
+from service.tta import MergeResult, ScalePlan, SegPlan, _region_logits
 
 MEMORY_BUDGET = 384 * 1024 * 1024
-
-class AxisCoeffs(NamedTuple):
-    """Gather indices and weights of one axis: ``out = x[i0] * w0 + x[i1] * w1``."""
-
-    i0: np.ndarray
-    i1: np.ndarray
-    w0: np.ndarray
-    w1: np.ndarray
-
-    def head(self, n: int) -> "AxisCoeffs":
-        """Coefficients of the first ``n`` output positions only (a crop of the output)."""
-        return AxisCoeffs(self.i0[:n], self.i1[:n], self.w0[:n], self.w1[:n])
-
-
-def axis_coeffs(in_size: int, out_size: int, align_corners: bool = False) -> AxisCoeffs:
-    """Bilinear coefficients mapping an axis of ``in_size`` samples to ``out_size`` samples."""
-    if in_size < 1 or out_size < 1:
-        raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
-    dst = np.arange(out_size, dtype=np.float64)
-    if align_corners:
-        # float32 like PyTorch's kernel: positions near integers then round the same way.
-        scale = np.float32((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
-        src = (dst.astype(np.float32) * scale).astype(np.float64)
-    else:
-        src = (dst + 0.5) * (in_size / out_size) - 0.5
-        src = np.maximum(src, 0.0)
-    i0 = np.floor(src).astype(np.int64)
-    i0 = np.minimum(i0, in_size - 1)
-    frac = (src - i0).astype(np.float32)
-    frac = np.clip(frac, 0.0, 1.0)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    return AxisCoeffs(i0, i1, (1.0 - frac).astype(np.float32), frac)
-
-
-def _along(x: np.ndarray, c: AxisCoeffs, axis: int) -> np.ndarray:
-    """Apply one axis' 2-tap filter to ``x`` along ``axis``."""
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    w0 = c.w0.reshape(shape)
-    w1 = c.w1.reshape(shape)
-    out = np.take(x, c.i0, axis=axis)
-    out *= w0
-    out += np.take(x, c.i1, axis=axis) * w1
-    return out
-
-
-def resize_with(
-    x: np.ndarray, ch: AxisCoeffs, cw: AxisCoeffs, h_axis: int, w_axis: int
-) -> np.ndarray:
-    """Resample ``x`` (float32) with precomputed per-axis coefficients.
-
-    The axis that shrinks most goes first, so the intermediate stays small.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    h_in, w_in = x.shape[h_axis], x.shape[w_axis]
-    if len(ch.i0) * w_in <= h_in * len(cw.i0):
-        return _along(_along(x, ch, h_axis), cw, w_axis)
-    return _along(_along(x, cw, w_axis), ch, h_axis)
-
-
-def resize_bilinear(
-    x: np.ndarray,
-    size: tuple[int, int],
-    *,
-    align_corners: bool = False,
-    layout: str = "chw",
-) -> np.ndarray:
-    """Bilinear resize of ``x`` to ``size = (out_h, out_w)``.
-
-    ``layout`` names where H and W are: "hw", "chw", "nchw" (H, W last) or "hwc" (channels last).
-    Returns float32. The identity size returns a float32 copy.
-    """
-    if layout in ("hw", "chw", "nchw"):
-        h_axis, w_axis = x.ndim - 2, x.ndim - 1
-    elif layout == "hwc":
-        h_axis, w_axis = x.ndim - 3, x.ndim - 2
-    else:
-        raise ValueError(f"unknown layout {layout!r}")
-    out_h, out_w = int(size[0]), int(size[1])
-    h_in, w_in = x.shape[h_axis], x.shape[w_axis]
-    if (h_in, w_in) == (out_h, out_w):
-        return np.array(x, dtype=np.float32, copy=True)
-    ch = axis_coeffs(h_in, out_h, align_corners)
-    cw = axis_coeffs(w_in, out_w, align_corners)
-    return resize_with(x, ch, cw, h_axis, w_axis)
-
-
-def _region_logits(plan: SegPlan, logits: list[np.ndarray], idx: int) -> np.ndarray:
-    """The (flip-averaged) 1/4-resolution logits of the region whose first pass is ``idx``."""
-    a = logits[idx].astype(np.float32, copy=False)
-    if not plan.flip:
-        return a
-    b = logits[idx + 1][:, :, ::-1]
-    if plan.flip_pairs:
-        perm = np.arange(b.shape[0])
-        for i, j in plan.flip_pairs:
-            perm[i], perm[j] = j, i
-        b = b[perm]
-    return (a + b) * np.float32(0.5)
 
 
 def _upsample_head(x: np.ndarray, out_size: tuple[int, int], keep: tuple[int, int], ac: bool) -> np.ndarray:
