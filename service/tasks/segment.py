@@ -37,9 +37,9 @@ class SegmentOptions(BaseModel):
     rle: bool = Field(False, description="Return a COCO RLE mask per class present.")
     confidence: bool = Field(False, description="Return the per-pixel confidence (max score / "
                              "sum of scores) as an 8-bit PNG.")
-    overlay: Literal["jpeg", "png"] | None = Field(None, description="Return the image blended "
-                                                   "with the class colours.")
-    overlay_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    overlay: bool = Field(False, description="Return the image blended with the class colours.")
+    overlay_format: Literal["jpeg", "png"] = "jpeg"
+    overlay_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the class colours.")
     label_ids: bool = Field(False, description="Also return the map in dataset label ids "
                             "(Cityscapes: train id -> id) as an 8-bit PNG.")
 
@@ -183,8 +183,9 @@ def build_response(
         label_map=enc("png", encode.label_png(labels, meta.palette)) if opts.label_map else None,
         confidence=enc("png", encode.gray_png(out.confidence))
         if opts.confidence and out.confidence is not None else None,
-        overlay=enc(opts.overlay, encode.overlay(rgb, labels, meta.palette, alpha=opts.overlay_alpha,
-                                                 fmt=opts.overlay)) if opts.overlay else None,
+        overlay=enc(opts.overlay_format, encode.overlay(
+            rgb, labels, meta.palette, alpha=opts.overlay_alpha, fmt=opts.overlay_format))
+        if opts.overlay else None,
         label_ids=enc("png", encode.gray_png(encode.map_label_ids(labels, meta.label_ids).astype(np.uint8)))
         if opts.label_ids and meta.label_ids else None,
     )

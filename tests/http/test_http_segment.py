@@ -36,7 +36,7 @@ def _png_array(b64_or_bytes) -> np.ndarray:
 
 def test_multipart_json_response(gateway_url):
     opts = {"model": "seg_cityscapes", "scales": [0.75, 1.25], "flip": True, "rle": True,
-            "confidence": True, "overlay": "jpeg", "label_ids": True}
+            "confidence": True, "overlay": True, "label_ids": True}
     r = httpx.post(f"{gateway_url}/segment", files={"file": ("a.png", photo_png(), "image/png")},
                    data={"options": json.dumps(opts)}, timeout=120)
     assert r.status_code == 200, r.text
