@@ -4,9 +4,12 @@ server stays healthy (``/healthz`` 200, a good request still answered) after all
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import struct
+import threading
 import zlib
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -117,3 +120,31 @@ def test_still_healthy_after_bad_inputs(small_limits_url):
 def test_wrong_method_is_json(small_limits_url):
     r = httpx.get(f"{small_limits_url}/landmarks")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def _rss_mib() -> float:
+    """Resident memory of this process (the gateway runs in it, on a uvicorn thread)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_bad_inputs_leak_neither_memory_nor_threads(small_limits_url):
+    """The whole barrage ten times over one keep-alive connection: memory and thread count level off."""
+    with httpx.Client(base_url=small_limits_url, timeout=60) as client:
+        def barrage() -> None:
+            for _, path, kwargs, status, _ in CASES:
+                assert client.post(path, **kwargs).status_code == status
+
+        for _ in range(3):  # warm-up: allocator pools, caches, lazily created threads
+            barrage()
+        gc.collect()
+        rss0, threads0 = _rss_mib(), threading.active_count()
+        for _ in range(10):
+            barrage()
+        gc.collect()
+        grown = _rss_mib() - rss0
+        assert grown < 40, f"resident memory grew {grown:.1f} MiB over {10 * len(CASES)} bad requests"
+        assert threading.active_count() <= threads0 + 2
+        assert client.get("/healthz").status_code == 200
