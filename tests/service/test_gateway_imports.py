@@ -1,0 +1,28 @@
+"""The gateway stays free of torch, OpenCV and model_export (its image installs none of them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_PROBE = """
+import pkgutil, importlib, sys
+import service
+for mod in pkgutil.walk_packages(service.__path__, "service."):
+    importlib.import_module(mod.name)
+from service.app import create_app
+from service.settings import Settings
+create_app(Settings(repository=sys.argv[1]))
+banned = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "cv2", "model_export"))
+print(",".join(banned))
+"""
+
+
+def test_no_service_module_imports_torch_cv2_or_model_export(model_repo) -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(model_repo)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"the gateway imported {out.stdout.strip()}"
