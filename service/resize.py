@@ -301,6 +301,8 @@ def resize_uint8_opencv(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     out_h, out_w = int(size[0]), int(size[1])
     h, w = img.shape[:2]
+    if (h, w) == (out_h, out_w):
+        return np.array(img, dtype=np.uint8, copy=True)  # OpenCV copies too
     src = img.astype(np.int64)
     if src.ndim == 2:
         src = src[:, :, None]

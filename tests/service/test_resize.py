@@ -46,7 +46,8 @@ def test_uint8_input_becomes_float():
     np.testing.assert_allclose(resize_bilinear(img, (12, 16), layout="hwc"), ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("dst", [(64, 64), (473, 473), (97, 131), (600, 800), (150, 200), (1, 1)])
+@pytest.mark.parametrize("dst", [(64, 64), (473, 473), (97, 131), (600, 800), (150, 200), (1, 1),
+                                 (400, 600), (300, 400)])  # the last two: identity for some
 def test_uint8_matches_opencv_bit_exact(dst):
     from skimage import data
 

@@ -1,0 +1,253 @@
+"""/detect: HTTP end-to-end vs bare ONNX Runtime on the same passes, and the gateway's own work.
+
+    .venv/bin/python benchmarks/bench_detect.py [--repo DIR [--model NAME]] [--photo coffee]
+        [--size 640x480] [--tta-scales 1,1.25] [--repeat 3] [--threads 2]
+
+Without --repo it exports the demo's random-init HRNetV2p-W18 Faster R-CNN (``python -m
+model_export demo --tasks detection``: resize to fit 800x480, RPN 1000/300 proposals) into
+``$TMPDIR/hrnet_bench_det_repo`` (~15 s, once); with --repo and no --model it takes the repository's
+first detection model.
+
+Cases: a single pass (scales [1], no flip), and TTA with --tta-scales and flip merged by NMS and by
+WBF. Per round, interleaved so load changes on a shared machine hit all variants alike (round 0 is
+a warm-up; medians of the rest):
+
+* HTTP: a multipart ``POST /detect`` (PNG upload) to an in-process uvicorn gateway (the TTA case
+  sends one request per merge method), with the server's ``timings_ms``;
+* bare ORT: ``session.run`` of the very inputs the gateway sends (padded ``image`` and
+  ``image_size`` of every pass from ``service.tasks.detect.plan_passes``, batched like
+  ``service/runner.py``), with the gateway's session options;
+* gateway work alone: PNG decode, ``run_detect`` with a runner that replays the bare outputs
+  (plan = resize + letterbox, merge, filtering, response model), and the JSON encoding. Its
+  detections must equal the HTTP response's, which checks that bare ORT ran the gateway's inputs.
+
+Ratio printed: HTTP/bare, the gateway's whole overhead on top of the network. Wall-clock times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import numpy as np
+from PIL import Image
+
+# Run as a script from anywhere: the repository root holds ``service``, ``model_export``, ``tests``.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _export(repo: Path, threads: int) -> str:
+    """The demo detection model in ``repo`` (exported unless already there); its name."""
+    import torch
+
+    from model_export.demo import demo_requests
+    from model_export.pipeline import export_model
+
+    torch.set_num_threads(threads)
+    (req,) = demo_requests(repo, ["detection"])
+    if not (repo / req.name / "1" / "model.onnx").is_file():
+        export_model(req, log=lambda _m: None)
+    return req.name
+
+
+def _first_detection_model(repo: Path) -> str | None:
+    from service.metadata import ModelMetadata
+
+    for f in sorted(repo.glob("*/hrnet.json")):
+        if ModelMetadata.from_json(f.read_text()).task == "detection":
+            return f.parent.name
+    return None
+
+
+def _photo(name: str, w: int, h: int) -> bytes:
+    """A scikit-image sample photo resized to ``w x h``, as PNG bytes."""
+    from skimage import data
+
+    im = Image.fromarray(getattr(data, name)()).convert("RGB").resize((w, h), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _session(path: Path, threads: int):
+    """An ORT session configured like the embedded backend's (``service/backends/embedded.py``)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # the gateway's default
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _run_passes(session, passes: list[dict[str, np.ndarray]], max_batch: int
+                ) -> list[dict[str, np.ndarray]]:
+    """Outputs of every pass (batch dim removed), in plan order, batched like service/runner.py."""
+    names = [o.name for o in session.get_outputs()]
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(passes):
+        groups[tuple(sorted((k, v.shape) for k, v in p.items()))].append(i)
+    out: list[dict[str, np.ndarray] | None] = [None] * len(passes)
+    for idx in groups.values():
+        for s in range(0, len(idx), max_batch):
+            chunk = idx[s : s + max_batch]
+            feed = {k: np.stack([passes[i][k] for i in chunk]) for k in passes[chunk[0]]}
+            res = session.run(names, feed)
+            for j, i in enumerate(chunk):
+                out[i] = {n: r[j] for n, r in zip(names, res)}
+    return out  # type: ignore[return-value]
+
+
+class _ReplayRunner:
+    """Stands in for ``InferenceRunner``: returns recorded outputs instead of running a network."""
+
+    def __init__(self) -> None:
+        self.outputs: list[dict[str, np.ndarray]] = []
+
+    async def run(self, meta, passes, input_name=None, timings=None):  # noqa: ANN001, ANN201
+        if len(passes) != len(self.outputs):
+            raise RuntimeError(f"{len(passes)} passes planned, {len(self.outputs)} recorded")
+        return [dict(o) for o in self.outputs]
+
+
+def _gateway_work(png: bytes, meta, options, runner: _ReplayRunner, loop) -> tuple[dict, dict]:
+    """Decode + task with replayed outputs + JSON encoding; (stage seconds, response JSON)."""
+    from service.images import decode_image
+    from service.metrics import Timings
+    from service.tasks.detect import run_detect
+
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    rgb = decode_image(png)
+    t["decode"] = time.perf_counter() - t0
+    timings = Timings()
+    resp = loop.run_until_complete(run_detect(rgb, meta, runner, options, timings=timings))
+    t1 = time.perf_counter()
+    body = resp.model_dump_json()
+    t["json"] = time.perf_counter() - t1
+    t["preprocess"] = timings.stages.get("preprocess", 0.0)
+    t["postprocess"] = timings.stages.get("postprocess", 0.0)
+    t["all"] = time.perf_counter() - t0
+    return t, json.loads(body)
+
+
+def _same_detections(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(
+        x["label_index"] == y["label_index"] and abs(x["score"] - y["score"]) < 1e-5
+        and np.allclose(x["box"], y["box"], atol=1e-2) for x, y in zip(a, b))
+
+
+def _bench_case(png: bytes, meta, options: dict, session, max_batch: int, repeat: int,
+                posts: dict[str, Callable[[], dict]], loop) -> dict:
+    """Rounds of: one HTTP request per merge method, bare ORT, gateway work per merge method."""
+    from service.images import decode_image
+    from service.tasks.detect import DetectOptions, plan_passes
+
+    rgb = decode_image(png)
+    opts = {m: DetectOptions(model=meta.name, merge=m, **options) for m in posts}
+    inputs = [p.inputs(meta) for p in plan_passes(rgb, meta, next(iter(opts.values())))]
+    runner = _ReplayRunner()
+    t: dict[str, list[float]] = defaultdict(list)
+    stages: dict[str, list[dict]] = defaultdict(list)
+    http_json: dict[str, dict] = {}
+    work_json: dict[str, dict] = {}
+    for _ in range(repeat + 1):
+        for m, post in posts.items():
+            t0 = time.perf_counter()
+            http_json[m] = post()
+            t[f"e2e_{m}"].append(time.perf_counter() - t0)
+            stages[m].append(http_json[m]["timings_ms"])
+        t0 = time.perf_counter()
+        runner.outputs = _run_passes(session, inputs, max_batch)
+        t["bare"].append(time.perf_counter() - t0)
+        for m in posts:
+            w, work_json[m] = _gateway_work(png, meta, opts[m], runner, loop)
+            for k, v in w.items():
+                t[f"{k}_{m}"].append(v)
+    out: dict = {k: statistics.median(v[1:]) for k, v in t.items()}
+    out["passes"] = len(inputs)
+    out["inputs"] = [list(i["image"].shape[1:]) for i in inputs]
+    for m in posts:
+        out[f"stages_{m}"] = {k: round(statistics.median(float(s.get(k, 0.0)) for s in stages[m][1:]), 1)
+                              for k in stages[m][0]}
+        out[f"dets_{m}"] = len(http_json[m]["detections"])
+        out[f"match_{m}"] = _same_detections(http_json[m]["detections"], work_json[m]["detections"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path)
+    ap.add_argument("--model")
+    ap.add_argument("--photo", default="coffee", help="skimage.data photo (coffee, astronaut, ...)")
+    ap.add_argument("--size", default="640x480", help="image WxH")
+    ap.add_argument("--tta-scales", default="1,1.25", help="scales of the TTA case (with flip)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (server and bare)")
+    args = ap.parse_args()
+
+    from service.metadata import ModelMetadata
+    from service.settings import Settings
+    from tests.live_server import serve
+
+    repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_det_repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    name = args.model or (args.repo and _first_detection_model(repo)) or _export(repo, args.threads)
+    meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    png = _photo(args.photo, w, h)
+    settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
+                        max_passes=1024, request_timeout_s=3600)
+    max_batch = max(1, min(meta.max_batch_size if meta.max_batch_size > 0 else 1, settings.max_batch))
+    session = _session(repo / name / "1" / "model.onnx", args.threads)
+    tta = [float(s) for s in args.tta_scales.split(",")]
+    cases = [("single pass", {"scales": [1.0], "flip": False}, ["nms"]),
+             (f"scales {tta} + flip", {"scales": tta, "flip": True}, ["nms", "wbf"])]
+    rows = []
+    loop = asyncio.new_event_loop()
+    try:
+        with serve(settings) as base, httpx.Client(timeout=3600) as client:
+            for label, options, merges in cases:
+                posts = {}
+                for m in merges:
+                    form = {"options": json.dumps({"model": name, "merge": m, **options})}
+
+                    def post(form=form) -> dict:
+                        resp = client.post(f"{base}/detect", data=form,
+                                           files={"file": ("img.png", png, "image/png")})
+                        resp.raise_for_status()
+                        return resp.json()
+                    posts[m] = post
+                rows.append((label, merges, _bench_case(png, meta, options, session, max_batch,
+                                                        args.repeat, posts, loop)))
+    finally:
+        loop.close()
+
+    proto = meta.detection
+    print(f"photo {args.photo} {w}x{h} PNG, model {name} ({meta.arch}, max_size "
+          f"{tuple(proto.max_size) if proto else '?'}), ORT threads {args.threads}, "
+          f"median of {args.repeat}")
+    ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
+    for label, merges, r in rows:
+        print(f"{label}: {r['passes']} passes, inputs {r['inputs']}; bare ORT {ms(r['bare'])}")
+        for m in merges:
+            print(f"  merge {m}: HTTP end-to-end {ms(r[f'e2e_{m}'])}, ratio HTTP/bare "
+                  f"{r[f'e2e_{m}'] / r['bare']:.2f}; gateway work alone {r[f'all_{m}'] * 1000:.1f} ms "
+                  f"(decode {r[f'decode_{m}'] * 1000:.1f}, preprocess {r[f'preprocess_{m}'] * 1000:.1f}, "
+                  f"postprocess {r[f'postprocess_{m}'] * 1000:.1f}, json {r[f'json_{m}'] * 1000:.1f}); "
+                  f"{r[f'dets_{m}']} detections, same as replay: {r[f'match_{m}']}")
+            print(f"    server timings_ms {r[f'stages_{m}']}")
+
+
+if __name__ == "__main__":
+    main()
