@@ -186,6 +186,8 @@ def convert_detection_state_dict(obj: Any, model: HRNetFasterRCNN
             ignored[k] = target[1]
         elif target is None:
             unexpected.append(k)
+        elif target in tensors:  # e.g. v0.6 and 1.x names of one neck conv: never pick silently
+            unexpected.append(f"{k} (duplicate of {sources[target]})")
         else:
             tensors[target] = v
             sources[target] = k

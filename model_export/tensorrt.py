@@ -105,7 +105,8 @@ def build_plan(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # TensorRT < 10 needs it
+    # TensorRT 8/9 need EXPLICIT_BATCH; 10 keeps the member only as a deprecated no-op.
+    if int(str(trt.__version__).split(".")[0]) < 10:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

@@ -109,3 +109,17 @@ def test_generic_inspect_recognises_detection_files(source, tmp_path: Path) -> N
 def test_not_a_detection_checkpoint() -> None:
     with pytest.raises(CheckpointError, match="not an HRNetV2p Faster R-CNN"):
         inspect_detection({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}})
+
+
+def test_two_file_keys_for_one_tensor_are_rejected(source) -> None:
+    """A file naming one model tensor twice (v0.6 and 1.x neck names) must not load silently."""
+    from model_export.detection_checkpoints import convert_detection_state_dict
+
+    ck = to_checkpoint(source, "hrnet-det")
+    sd = ck["state_dict"]
+    sd["neck.fpn_convs.0.conv.weight"] = torch.zeros_like(sd["neck.fpn_conv.0.weight"])
+    model = build_faster_rcnn(backbone_config("hrnetv2_w18"), **FAST)
+    with pytest.raises(CheckpointError) as exc:
+        convert_detection_state_dict(ck, model)
+    assert any("neck.fpn_convs.0.conv.weight" in u and "duplicate" in u
+               for u in exc.value.unexpected), exc.value.unexpected

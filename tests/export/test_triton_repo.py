@@ -140,3 +140,96 @@ def test_trt_entry_metadata() -> None:
 def test_build_plan_without_tensorrt_says_why(tmp_path) -> None:
     with pytest.raises(TensorRTUnavailable, match="tensorrt"):
         build_plan(tmp_path / "x.onnx", tmp_path / "x.plan", compute_profile(_meta()))
+
+
+class _FakeTensorRT:
+    """The slice of TensorRT 10's Python API that ``build_plan`` uses, recording every call."""
+
+    __version__ = "10.3.0"
+
+    def __init__(self) -> None:
+        import types
+
+        self.calls: dict[str, object] = {}
+        fake = self
+
+        class Logger:
+            WARNING = "warning"
+
+            def __init__(self, severity: str) -> None:
+                pass
+
+        class Profile:
+            def set_shape(self, name, lo, mid, hi) -> None:
+                fake.calls["set_shape"] = (name, tuple(lo), tuple(mid), tuple(hi))
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size) -> None:
+                fake.calls["pool"] = (pool, size)
+
+            def set_flag(self, flag) -> None:
+                fake.calls.setdefault("flags", []).append(flag)
+
+            def add_optimization_profile(self, profile) -> None:
+                fake.calls["profile_added"] = True
+
+        class Builder:
+            platform_has_fast_fp16 = True
+
+            def __init__(self, logger) -> None:
+                pass
+
+            def create_network(self, flags: int = 0) -> object:
+                fake.calls["network_flags"] = flags
+                return object()
+
+            def create_builder_config(self) -> Config:
+                return Config()
+
+            def create_optimization_profile(self) -> Profile:
+                return Profile()
+
+            def build_serialized_network(self, network, config) -> bytes:
+                return b"PLAN"
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network, logger) -> None:
+                pass
+
+            def parse(self, data: bytes) -> bool:
+                fake.calls["parsed"] = data
+                return True
+
+        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
+        # TensorRT 10 keeps EXPLICIT_BATCH only as a deprecated, ignored member.
+        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0,
+                                                                   STRONGLY_TYPED=1)
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        self.BuilderFlag = types.SimpleNamespace(FP16="fp16")
+
+
+def test_plan_entry_with_the_tensorrt10_api(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from model_export.tensorrt import write_plan_entry
+
+    fake = _FakeTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    meta = _meta("300w", task="landmarks", max_batch_size=4)
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"ONNX")
+    entry = write_plan_entry(tmp_path / "repo", meta, onnx_file, fp16=True,
+                             workspace_bytes=1 << 20)
+    assert fake.calls["parsed"] == b"ONNX"
+    assert fake.calls["network_flags"] == 0  # no deprecated EXPLICIT_BATCH on TensorRT 10
+    assert fake.calls["set_shape"] == ("image", (1, 3, 256, 256), (2, 3, 256, 256),
+                                       (4, 3, 256, 256))
+    assert fake.calls["pool"] == ("workspace", 1 << 20) and fake.calls["flags"] == ["fp16"]
+    assert entry.model_file.name == "model.plan" and entry.model_file.read_bytes() == b"PLAN"
+    cfg = read_config(entry.entry_dir)
+    assert cfg.name == meta.name + "_trt" == entry.entry_dir.name
+    assert (cfg.platform, cfg.backend, cfg.max_batch_size) == ("tensorrt_plan", "tensorrt", 4)
+    assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert not list((tmp_path / "repo").glob(".*"))  # no staging leftovers
