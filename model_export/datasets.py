@@ -324,11 +324,6 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def register_dataset(info: DatasetInfo) -> None:
-    """Add a dataset (e.g. a detection dataset) to the registry."""
-    DATASETS[info.name] = info
-
-
 def get_dataset(name: str) -> DatasetInfo:
     """Look a dataset up by name or alias (case-insensitive; '-' and '_' are equivalent)."""
     key = name.strip().lower().replace("-", "_")
@@ -337,11 +332,6 @@ def get_dataset(name: str) -> DatasetInfo:
             return info
     known = ", ".join(sorted(DATASETS))
     raise KeyError(f"unknown dataset {name!r}; known datasets: {known}")
-
-
-def datasets_for_task(task: str) -> list[DatasetInfo]:
-    """The registered datasets of one task."""
-    return [d for d in DATASETS.values() if d.task == task]
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,7 +344,6 @@ def datasets_for_task(task: str) -> list[DatasetInfo]:
 # models use True: export those with --align-corners.)
 ALIGN_CORNERS_BY_ORIGIN: dict[str, bool] = {
     "official": False,
-    "hrnet-ocr": False,
     "mmseg": False,
     "mmpose": False,
     "mmdet": False,

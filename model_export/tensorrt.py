@@ -80,7 +80,8 @@ def compute_profile(
         side = max(seg.base_size, ch, cw)
         hi = (side, side)
     if max_hw is not None:
-        hi = (max(int(max_hw[0]), lo[0]), max(int(max_hw[1]), lo[1]))
+        # Never below the crop: Triton's warm-up sample has the crop size and must fit the profile.
+        hi = (max(int(max_hw[0]), lo[0], ch), max(int(max_hw[1]), lo[1], cw))
     opt = (min(max(ch, lo[0]), hi[0]), min(max(cw, lo[1]), hi[1]))
     return TrtProfile(name, (1, 3, *lo), (opt_b, 3, *opt), (max_b, 3, *hi))
 

@@ -119,6 +119,8 @@ def test_profiles() -> None:
     assert cs.min_shape == (1, 3, 32, 32)
     assert cs.opt_shape == (4, 3, 1024, 2048)
     assert cs.max_shape == (8, 3, 2048, 2048)
+    capped = compute_profile(_meta("cityscapes"), max_hw=(512, 512))  # below the 1024x2048 crop
+    assert capped.max_shape[2:] == (1024, 2048)  # the crop-sized warm-up sample still fits
     pc = compute_profile(_meta("pascal_context_59"))
     assert pc.min_shape[2:] == pc.opt_shape[2:] == pc.max_shape[2:] == (520, 520)
     lip = compute_profile(_meta("lip", base_size=96), opt_batch=2)
