@@ -31,15 +31,18 @@ def get_backend(request: Request) -> Backend:
 async def current_registry(app: FastAPI) -> ModelRegistry:
     """The app's registry, rebuilt when the backend's model set changed.
 
-    A Triton backend that was down at start-up (or restarted with other models) reports its
-    models later; following it here means the gateway never needs a restart for that.
+    A Triton backend that was down at start-up (or restarted with other models, or with a model
+    re-exported under the same name) reports its models later; following it here means the
+    gateway never needs a restart for that.
     """
     registry: ModelRegistry = app.state.registry
     try:
         models = await app.state.backend.models()
     except BackendError:
         return registry
-    if models.keys() != registry.models.keys():
+    # Whole metadata, not just names: a same-name re-export (e.g. real weights replacing the
+    # random-init demo) must not keep answering with the old labels and random_init flag.
+    if models != registry.models:
         registry = app.state.registry = ModelRegistry(models, app.state.settings)
     return registry
 

@@ -1,0 +1,147 @@
+"""Gateway robustness: bad option values answer 4xx (not 500), uploads are closed, a same-name
+model update is followed, long TTA merges run off the event loop, base64 whitespace handling.
+
+All in-process with fake backends (no export, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.errors import Unprocessable
+from service.images import decode_base64
+from service.metadata import ModelMetadata
+from service.settings import Settings
+from service.tasks import detect as detect_task
+from service.tasks.detect import DetectOptions, class_filter, run_detect
+from tests.http.conftest import FakeDetector, detector_metadata
+
+
+def _png(w: int = 40, h: int = 30) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class SwappableDetector(FakeDetector):
+    """A FakeDetector whose served metadata a test can replace (a re-export, same name)."""
+
+    async def models(self) -> dict[str, ModelMetadata]:
+        return {self.meta.name: self.meta}
+
+
+@pytest.fixture
+def client(tmp_path):
+    backend = SwappableDetector()
+    app = create_app(Settings(repository=tmp_path), backend=backend)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.backend = backend  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.mark.parametrize("text", ["²", "¹,person", "①"])
+def test_unicode_digit_class_is_422_not_500(client, text):
+    # str.isdigit() accepts these but int() refuses them: the request must not crash.
+    r = client.post("/detect", files={"file": ("a.png", _png(), "image/png")}, data={"classes": text})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_options"
+    with pytest.raises(Unprocessable):
+        class_filter(detector_metadata(), [text.split(",")[0]])
+
+
+def test_unicode_decimal_class_index_still_accepted():
+    assert class_filter(detector_metadata(), ["٢"]) == {2}  # Arabic-Indic two = "cat"
+
+
+def test_multipart_upload_files_are_closed(client, monkeypatch):
+    from starlette import datastructures
+
+    uploads: list = []
+    init = datastructures.UploadFile.__init__
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        init(self, *args, **kwargs)
+        uploads.append(self)
+
+    monkeypatch.setattr(datastructures.UploadFile, "__init__", spy)
+    big = np.random.default_rng(0).integers(0, 256, (700, 700, 3), np.uint8)  # > 1 MB: spooled
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "PNG", compress_level=0)
+    ok = client.post("/detect", files={"file": ("a.png", buf.getvalue(), "image/png")})
+    bad = client.post("/detect", files={"file": ("a.png", b"not an image", "image/png")})
+    missing = client.post("/detect", files={"other": ("a.png", _png(), "image/png")})
+    assert (ok.status_code, bad.status_code, missing.status_code) == (200, 415, 400)
+    assert len(uploads) == 3
+    assert all(u.file.closed for u in uploads)
+
+
+def test_same_name_metadata_change_is_followed(client):
+    def random_init() -> bool:
+        (info,) = client.get("/v1/models").json()["models"]
+        return info["random_init"]
+
+    assert random_init() is True
+    meta = client.backend.meta
+    client.backend.meta = meta.model_copy(update={
+        "weights": meta.weights.model_copy(update={"random_init": False, "origin": "official"})})
+    assert random_init() is False
+    r = client.post("/detect", files={"file": ("a.png", _png(), "image/png")})
+    assert r.status_code == 200 and r.headers["x-random-init"] == "false"
+
+
+class _EchoRunner:
+    async def run(self, meta, passes, *, timings=None):  # type: ignore[no-untyped-def]
+        boxes = np.array([[4, 4, 30, 20], [5, 4, 31, 21]], np.float32)
+        return [{"boxes": boxes, "scores": np.array([0.9, 0.8], np.float32),
+                 "labels": np.array([1, 1], np.int64)} for _ in passes]
+
+
+def test_tta_merge_does_not_block_the_event_loop(monkeypatch):
+    slow = 0.4
+    fuse = detect_task.bx.weighted_box_fusion
+
+    def slow_fusion(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(slow)  # stands for a long pure-Python merge
+        return fuse(*args, **kwargs)
+
+    monkeypatch.setattr(detect_task.bx, "weighted_box_fusion", slow_fusion)
+
+    async def main() -> tuple[float, int]:
+        done = asyncio.Event()
+        gaps = []
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        image = np.zeros((60, 80, 3), np.uint8)
+        resp = await run_detect(image, detector_metadata(), _EchoRunner(),
+                                DetectOptions(scales=[1.0, 0.5], merge="wbf"))
+        done.set()
+        await tick
+        return max(gaps), len(resp.detections)
+
+    worst_gap, n = asyncio.run(main())
+    assert n >= 1
+    assert worst_gap < slow / 2, f"the event loop stalled {worst_gap:.2f} s during the merge"
+
+
+def test_base64_whitespace_of_every_kind_is_ignored():
+    data = _png()
+    text = base64.b64encode(data).decode()
+    spaced = " \t".join(text[i : i + 10] for i in range(0, len(text), 10))
+    spaced = spaced.replace("A", "A\n", 3).replace("B", "B\u00a0", 2).replace("C", "C\u2028", 2)
+    assert decode_base64("\r\n" + spaced + "\u3000") == data
