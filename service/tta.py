@@ -105,6 +105,12 @@ class SegPlan:
     def n_passes(self) -> int:
         return sum(s.n_regions for s in self.scales) * self.passes_per_region
 
+    @property
+    def n_pixels(self) -> int:
+        """Network-input pixels of all passes together."""
+        per_region = sum(s.n_regions * s.pass_size[0] * s.pass_size[1] for s in self.scales)
+        return per_region * self.passes_per_region
+
 
 def scaled_size(h: int, w: int, base_size: int, scale: float) -> tuple[int, int]:
     """The official ``multi_scale_aug`` size: long side ``int(base*s+0.5)``, aspect kept."""

@@ -35,5 +35,6 @@ async def detect(request: Request, ctx: TaskContext = Depends(task_context)) -> 
     parsed = await read_request(request, ctx.settings, FIELDS)
     meta = ctx.model(parsed.options.model, "detection")
     image = await ctx.decode(parsed.take_image())
-    resp = await run_detect(image, meta, ctx.runner, parsed.options, timings=ctx.timings)
+    resp = await run_detect(image, meta, ctx.runner, parsed.options, timings=ctx.timings,
+                            max_network_pixels=ctx.settings.max_network_pixels)
     return json_response(resp, result_headers(meta, image))

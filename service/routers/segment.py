@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import encode
 from service.deps import TaskContext, task_context
-from service.errors import BadRequest
+from service.errors import Unprocessable
 from service.routers._common import (
     ERROR_RESPONSES, JSON, PNG, RequestFields, json_response, list_text, negotiate, openapi_body,
     read_request, result_headers,
@@ -49,8 +49,8 @@ async def segment_endpoint(request: Request, ctx: TaskContext = Depends(task_con
     opts = parsed.options
     meta = ctx.model(opts.model, "segmentation")
     if opts.label_ids and not meta.label_ids:
-        raise BadRequest(f"model '{meta.name}' ({meta.dataset}) has no label id mapping",
-                         code="invalid_options")
+        raise Unprocessable(f"invalid options: label_ids: model '{meta.name}' ({meta.dataset}) has "
+                            "no label id mapping", code="invalid_options")
     rgb = await ctx.decode(parsed.take_image())
     outcome = await segment(rgb, meta, opts, ctx.runner, ctx.settings, ctx.timings)
     headers = result_headers(meta, rgb)

@@ -135,6 +135,18 @@ def letterbox(rgb: np.ndarray, divisor: int, mean_pixel: np.ndarray) -> np.ndarr
     return out
 
 
+def planned_pixels(height: int, width: int, meta: ModelMetadata, options: DetectOptions) -> int:
+    """Network-input pixels the request's passes add up to (computed before any resizing)."""
+    proto = meta.detection or DetectionProtocol()
+    base = options.max_size or proto.max_size
+    d = proto.size_divisor
+    total = 0
+    for s in options.scales:
+        nh, nw, _ = rescale_size(height, width, (int(round(base[0] * s)), int(round(base[1] * s))))
+        total += (-(-max(nh, 1) // d) * d) * (-(-max(nw, 1) // d) * d)
+    return total * (2 if options.flip else 1)
+
+
 def plan_passes(image: np.ndarray, meta: ModelMetadata, options: DetectOptions) -> list[DetPass]:
     """The network passes of a request (scales x flips)."""
     proto = meta.detection or DetectionProtocol()
@@ -234,11 +246,23 @@ def draw_overlay(image: np.ndarray, dets: list[Detection], fmt: str) -> EncodedI
 
 
 async def run_detect(image: np.ndarray, meta: ModelMetadata, runner, options: DetectOptions, *,
-                     timings: Timings | None = None) -> DetectResponse:
-    """The whole task for one decoded image (``H x W x 3`` uint8 RGB)."""
+                     timings: Timings | None = None,
+                     max_network_pixels: int | None = None) -> DetectResponse:
+    """The whole task for one decoded image (``H x W x 3`` uint8 RGB).
+
+    ``max_network_pixels`` bounds the network-input pixels of all passes together (422 above it),
+    so large ``max_size`` x ``scales`` x ``flip`` combinations cannot exhaust memory.
+    """
     timings = timings if timings is not None else Timings()
     proto = meta.detection or DetectionProtocol()
     height, width = image.shape[:2]
+    if max_network_pixels is not None:
+        needed = planned_pixels(height, width, meta, options)
+        if needed > max_network_pixels:
+            raise Unprocessable(
+                f"the request's passes need {needed} network-input pixels; the limit is "
+                f"{max_network_pixels} (use fewer or smaller scales, no flip, or a smaller max_size)",
+                code="too_many_pixels")
     wanted = class_filter(meta, options.classes)
     with timings.stage("preprocess"):
         passes = await asyncio.to_thread(plan_passes, image, meta, options)

@@ -140,6 +140,12 @@ async def segment(
             f"the request needs {plan.n_passes} network passes; the limit is {settings.max_passes} "
             "(use fewer or smaller scales, or a smaller image)", code="too_many_passes",
         )
+    if plan.n_pixels > settings.max_network_pixels:
+        raise Unprocessable(
+            f"the request's passes need {plan.n_pixels} network-input pixels; the limit is "
+            f"{settings.max_network_pixels} (use fewer or smaller scales, or no flip)",
+            code="too_many_pixels",
+        )
     t0 = time.perf_counter()
     passes = await run_in_threadpool(make_passes, rgb, plan)
     timings.add("preprocess", time.perf_counter() - t0)

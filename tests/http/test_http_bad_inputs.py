@@ -18,7 +18,8 @@ from PIL import Image
 
 from tests.http.conftest import repo_settings, serve
 
-LIMITS = dict(max_body_bytes=1_000_000, max_pixels=1_000_000, max_image_side=2000, max_faces=3)
+LIMITS = dict(max_body_bytes=1_000_000, max_pixels=1_000_000, max_image_side=2000, max_faces=3,
+              max_network_pixels=1_000_000)
 
 
 def png(width: int, height: int, mode: str = "RGB") -> bytes:
@@ -82,6 +83,7 @@ CASES = [
     ("bad_option_type", "/landmarks", multipart(GOOD, flip="sometimes"), 422, ["flip"]),
     ("accept_png_only", "/landmarks", dict(json={"image": GOOD_B64}, headers={"accept": "image/png"}), 406, ["application/json"]),
     ("text_content_type", "/landmarks", dict(content=b"hello", headers={"content-type": "text/plain"}), 415, ["content-type"]),
+    ("too_many_network_pixels", "/segment", dict(json={"image": GOOD_B64, "scales": [4.0], "flip": True}), 422, ["network-input pixels", "1000000"]),
     ("bad_segment_window", "/segment", dict(json={"image": GOOD_B64, "window": "diagonal"}), 422, ["window"]),
 ]
 

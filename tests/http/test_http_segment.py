@@ -113,7 +113,7 @@ def test_form_fields_and_multi_scales(gateway_url):
         (dict(data={"scales": "0.5,9"}), 422, "invalid_options"),
         (dict(data={"options": "{not json"}), 422, "invalid_options"),
         (dict(data={"bogus": "1"}), 422, "invalid_options"),
-        (dict(data={"model": "seg_pascal", "label_ids": "true"}), 400, "invalid_options"),
+        (dict(data={"model": "seg_pascal", "label_ids": "true"}), 422, "invalid_options"),
     ],
 )
 def test_errors(gateway_url, kwargs, status, code):

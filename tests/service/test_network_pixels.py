@@ -1,0 +1,34 @@
+"""The network-pixel budget is checked from the plan, before any resizing or inference."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from service.errors import Unprocessable
+from service.tasks.detect import DetectOptions, planned_pixels, run_detect
+from tests.http.conftest import detector_metadata
+
+
+class _NoRunner:
+    async def run(self, *args, **kwargs):  # the budget must stop the request before this
+        raise AssertionError("inference ran despite the pixel budget")
+
+
+def test_detection_planned_pixels_follow_the_resize_rule() -> None:
+    meta = detector_metadata()  # max_size (128, 96), pad to 32
+    # 200x100 -> scale min(128/200, 96/100) = 0.64 -> 128x64 (w x h), already multiples of 32
+    assert planned_pixels(100, 200, meta, DetectOptions()) == 64 * 128
+    assert planned_pixels(100, 200, meta, DetectOptions(flip=True)) == 2 * 64 * 128
+    two = planned_pixels(100, 200, meta, DetectOptions(scales=[1.0, 2.0]))
+    assert two == 64 * 128 + 128 * 256
+
+
+def test_detection_over_budget_is_422_before_inference() -> None:
+    image = np.zeros((100, 200, 3), np.uint8)
+    with pytest.raises(Unprocessable) as err:
+        asyncio.run(run_detect(image, detector_metadata(), _NoRunner(), DetectOptions(flip=True),
+                               max_network_pixels=2 * 64 * 128 - 1))
+    assert err.value.status_code == 422 and "network-input pixels" in err.value.message
