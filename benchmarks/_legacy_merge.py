@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 # The exact 2-tap resize helpers are unchanged since then; only the merge around them is frozen.
-from service.resize import AxisCoeffs, axis_coeffs, resize_bilinear, resize_with
+from service.resize import axis_coeffs, resize_bilinear, resize_with
 from service.tta import MergeResult, ScalePlan, SegPlan, _region_logits
 
 MEMORY_BUDGET = 384 * 1024 * 1024

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import statistics
 import sys
@@ -40,10 +39,10 @@ from typing import Callable
 
 import httpx
 import numpy as np
-from PIL import Image
 
-# Run as a script from anywhere: the repository root holds ``service``, ``model_export``, ``tests``.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script from anywhere: _common puts the repository root on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bare_session, first_model, photo, run_batched  # noqa: E402
 
 
 def _export(repo: Path, threads: int) -> str:
@@ -58,54 +57,6 @@ def _export(repo: Path, threads: int) -> str:
     if not (repo / req.name / "1" / "model.onnx").is_file():
         export_model(req, log=lambda _m: None)
     return req.name
-
-
-def _first_detection_model(repo: Path) -> str | None:
-    from service.metadata import ModelMetadata
-
-    for f in sorted(repo.glob("*/hrnet.json")):
-        if ModelMetadata.from_json(f.read_text()).task == "detection":
-            return f.parent.name
-    return None
-
-
-def _photo(name: str, w: int, h: int) -> bytes:
-    """A scikit-image sample photo resized to ``w x h``, as PNG bytes."""
-    from skimage import data
-
-    im = Image.fromarray(getattr(data, name)()).convert("RGB").resize((w, h), Image.BILINEAR)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _session(path: Path, threads: int):
-    """An ORT session configured like the embedded backend's (``service/backends/embedded.py``)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # the gateway's default
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def _run_passes(session, passes: list[dict[str, np.ndarray]], max_batch: int
-                ) -> list[dict[str, np.ndarray]]:
-    """Outputs of every pass (batch dim removed), in plan order, batched like service/runner.py."""
-    names = [o.name for o in session.get_outputs()]
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, p in enumerate(passes):
-        groups[tuple(sorted((k, v.shape) for k, v in p.items()))].append(i)
-    out: list[dict[str, np.ndarray] | None] = [None] * len(passes)
-    for idx in groups.values():
-        for s in range(0, len(idx), max_batch):
-            chunk = idx[s : s + max_batch]
-            feed = {k: np.stack([passes[i][k] for i in chunk]) for k in passes[chunk[0]]}
-            res = session.run(names, feed)
-            for j, i in enumerate(chunk):
-                out[i] = {n: r[j] for n, r in zip(names, res)}
-    return out  # type: ignore[return-value]
 
 
 class _ReplayRunner:
@@ -168,7 +119,7 @@ def _bench_case(png: bytes, meta, options: dict, session, max_batch: int, repeat
             t[f"e2e_{m}"].append(time.perf_counter() - t0)
             stages[m].append(http_json[m]["timings_ms"])
         t0 = time.perf_counter()
-        runner.outputs = _run_passes(session, inputs, max_batch)
+        runner.outputs = run_batched(session, inputs, max_batch)
         t["bare"].append(time.perf_counter() - t0)
         for m in posts:
             w, work_json[m] = _gateway_work(png, meta, opts[m], runner, loop)
@@ -202,14 +153,14 @@ def main() -> None:
 
     repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_det_repo"
     repo.mkdir(parents=True, exist_ok=True)
-    name = args.model or (args.repo and _first_detection_model(repo)) or _export(repo, args.threads)
+    name = args.model or (args.repo and first_model(repo, "detection")) or _export(repo, args.threads)
     meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
     w, h = (int(v) for v in args.size.lower().split("x"))
-    png = _photo(args.photo, w, h)
+    _, png = photo(args.photo, w, h)
     settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
                         max_passes=1024, request_timeout_s=3600)
     max_batch = max(1, min(meta.max_batch_size if meta.max_batch_size > 0 else 1, settings.max_batch))
-    session = _session(repo / name / "1" / "model.onnx", args.threads)
+    session = bare_session(repo / name / "1" / "model.onnx", settings)
     tta = [float(s) for s in args.tta_scales.split(",")]
     cases = [("single pass", {"scales": [1.0], "flip": False}, ["nms"]),
              (f"scales {tta} + flip", {"scales": tta, "flip": True}, ["nms", "wbf"])]

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bare_session  # noqa: E402  (also puts the repository root on sys.path)
 
 from service.images import decode_image  # noqa: E402
 from service.landmarks import Face, crop_face, decode_heatmaps  # noqa: E402
@@ -52,14 +53,6 @@ def export_random_face(repo: Path) -> None:
                       parity_batches=(1,)),
         log=lambda _m: None,
     )
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _bare(session, n_crops: int, size: tuple[int, int], max_batch: int):
@@ -119,7 +112,7 @@ def main() -> None:
         meta = (await backend.models())[args.model]
         runner = InferenceRunner(backend, settings)
         img = decode_image(jpeg)
-        session = _session(repo / args.model / "1" / "model.onnx", args.threads)
+        session = bare_session(repo / args.model / "1" / "model.onnx", settings)
         in_h, in_w = meta.landmarks.input_size if meta.landmarks else (256, 256)
         max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
         repeat = max(3, args.repeat // 2)

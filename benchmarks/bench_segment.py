@@ -22,12 +22,11 @@ merge new/old. Timings are wall-clock; run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import io
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,11 +34,10 @@ from typing import Callable
 
 import httpx
 import numpy as np
-from PIL import Image
 
-# Run as a script from anywhere: the repository root holds ``service`` and ``model_export``.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script from anywhere: _common puts the repository root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bare_session, first_model, photo, run_batched  # noqa: E402
 
 
 def _export(repo: Path, threads: int) -> str:
@@ -56,39 +54,6 @@ def _export(repo: Path, threads: int) -> str:
             instance_kind="cpu", warmup="none", parity_sizes=[(128, 256)], parity_batches=(1,),
         ), log=lambda _m: None)
     return name
-
-
-def _first_segmentation_model(repo: Path) -> str | None:
-    from service.metadata import ModelMetadata
-
-    for f in sorted(repo.glob("*/hrnet.json")):
-        if ModelMetadata.from_json(f.read_text()).task == "segmentation":
-            return f.parent.name
-    return None
-
-
-def _photo(w: int, h: int) -> tuple[np.ndarray, bytes]:
-    from skimage import data
-
-    im = Image.fromarray(data.coffee()).resize((w, h), Image.BILINEAR)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return np.asarray(im), buf.getvalue()
-
-
-def _run_passes(session, passes: list[np.ndarray], max_batch: int) -> list[np.ndarray]:
-    """Logits of every pass, in plan order, batched by shape like service/runner.py."""
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, p in enumerate(passes):
-        groups[p.shape].append(i)
-    out: list[np.ndarray | None] = [None] * len(passes)
-    for idx in groups.values():
-        for s in range(0, len(idx), max_batch):
-            chunk = idx[s : s + max_batch]
-            (logits,) = session.run(None, {"image": np.stack([passes[i] for i in chunk])})[:1]
-            for j, i in enumerate(chunk):
-                out[i] = logits[j]
-    return out  # type: ignore[return-value]
 
 
 def _bench_case(rgb: np.ndarray, meta, scales: list[float], flip: bool, session, max_batch: int,
@@ -113,7 +78,7 @@ def _bench_case(rgb: np.ndarray, meta, scales: list[float], flip: bool, session,
             t["e2e"].append(time.perf_counter() - t0)
             stages.append(timings)
         t0 = time.perf_counter()
-        logits = _run_passes(session, passes, max_batch)
+        logits = [r["logits"] for r in run_batched(session, passes, max_batch)]
         t["bare"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         old = legacy_merge_segmentation(plan, logits)
@@ -130,20 +95,6 @@ def _bench_case(rgb: np.ndarray, meta, scales: list[float], flip: bool, session,
     return out
 
 
-def _serve(settings):
-    import uvicorn
-
-    from service.app import create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, server.servers[0].sockets[0].getsockname()[1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path)
@@ -155,51 +106,39 @@ def main() -> None:
     ap.add_argument("--no-http", action="store_true", help="only bare ORT and the merges")
     args = ap.parse_args()
 
-    import onnxruntime as ort
-
     from service.metadata import ModelMetadata
     from service.settings import Settings
+    from tests.live_server import serve
 
     repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_repo"
     repo.mkdir(parents=True, exist_ok=True)
-    name = args.model or (args.repo and _first_segmentation_model(repo)) or _export(repo, args.threads)
+    name = args.model or (args.repo and first_model(repo, "segmentation")) or _export(repo, args.threads)
     meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
     w, h = (int(v) for v in args.size.lower().split("x"))
-    rgb, png = _photo(w, h)
+    rgb, png = photo("coffee", w, h)
     settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
                         max_passes=1024, request_timeout_s=3600)
     max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
-    session = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), opts,
-                                   providers=["CPUExecutionProvider"])
+    session = bare_session(repo / name / "1" / "model.onnx", settings)
     multi = [float(s) for s in args.multi_scales.split(",")]
     configs = [("scales [1]", [1.0], False), (f"scales {multi} + flip", multi, True)]
     rows = []
-    server = thread = None
-    if not args.no_http:
-        server, thread, port = _serve(settings)
-    try:
-        with httpx.Client(timeout=3600) as client:
-            for label, scales, flip in configs:
-                post = None
-                if server is not None:
-                    url = f"http://127.0.0.1:{port}/segment"
-                    form = {"options": json.dumps({"model": name, "scales": scales, "flip": flip})}
-                    files = {"file": ("img.png", png, "image/png")}
+    with contextlib.ExitStack() as stack, httpx.Client(timeout=3600) as client:
+        base = None if args.no_http else stack.enter_context(serve(settings))
+        for label, scales, flip in configs:
+            post = None
+            if base is not None:
+                form = {"options": json.dumps({"model": name, "scales": scales, "flip": flip})}
+                files = {"file": ("img.png", png, "image/png")}
 
-                    def post(url=url, form=form, files=files) -> dict:
-                        resp = client.post(url, files=files, data=form)
-                        resp.raise_for_status()
-                        return resp.json()["timings_ms"]
+                def post(form=form, files=files) -> dict:
+                    resp = client.post(f"{base}/segment", files=files, data=form)
+                    resp.raise_for_status()
+                    return resp.json()["timings_ms"]
 
-                rows.append((label, _bench_case(rgb, meta, scales, flip, session, max_batch,
-                                                args.repeat, post)))
-    finally:
-        if server is not None:
-            server.should_exit = True
-            thread.join(timeout=30)
+            rows.append((label, _bench_case(rgb, meta, scales, flip, session, max_batch,
+                                            args.repeat, post)))
 
     print(f"image {w}x{h}, model {name} ({meta.arch}, base {meta.segmentation.base_size}, crop "
           f"{tuple(meta.segmentation.crop_size)}), ORT threads {args.threads}, median of {args.repeat}")

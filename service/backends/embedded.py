@@ -40,6 +40,21 @@ def discover(repository: Path) -> dict[str, tuple[ModelMetadata, Path]]:
     return found
 
 
+def session_options(settings: Settings):  # -> onnxruntime.SessionOptions (imported lazily)
+    """The ONNX Runtime session options of every embedded model (benchmarks reuse them)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.ort_intra_threads
+    opts.inter_op_num_threads = settings.ort_inter_threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not settings.ort_allow_spinning:
+        # Spinning ORT workers keep the cores busy after a run, slowing the merge that
+        # follows it on small machines (measured: 102 ms -> 67 ms on 2 cores).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class EmbeddedBackend:
     """ONNX Runtime sessions in this process (CPU EP; CUDA EP first when available)."""
 
@@ -69,14 +84,7 @@ class EmbeddedBackend:
         models: dict[str, ModelMetadata] = {}
         providers = self._providers()
         for name, (meta, path) in discover(Path(self.settings.repository)).items():
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.settings.ort_intra_threads
-            opts.inter_op_num_threads = self.settings.ort_inter_threads
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if not self.settings.ort_allow_spinning:
-                # Spinning ORT workers keep the cores busy after a run, slowing the merge that
-                # follows it on small machines (measured: 102 ms -> 67 ms on 2 cores).
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts = session_options(self.settings)
             try:
                 sessions[name] = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
             except Exception as exc:
