@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from service.backends.embedded import session_options  # noqa: E402
-from service.metadata import ModelMetadata  # noqa: E402
+from service.contract import ModelMetadata  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 

@@ -147,7 +147,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (server and bare)")
     args = ap.parse_args()
 
-    from service.metadata import ModelMetadata
+    from service.contract import ModelMetadata
     from service.settings import Settings
     from tests.live_server import serve
 

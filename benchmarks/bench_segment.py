@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--no-http", action="store_true", help="only bare ORT and the merges")
     args = ap.parse_args()
 
-    from service.metadata import ModelMetadata
+    from service.contract import ModelMetadata
     from service.settings import Settings
     from tests.live_server import serve
 

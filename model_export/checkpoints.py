@@ -119,7 +119,7 @@ KeyMapper = Callable[[str], "str | Ignored | None"]
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """What a checkpoint is. ``origin`` uses ``service.metadata.WeightsInfo.origin`` values."""
+    """What a checkpoint is. ``origin`` uses ``service.contract.WeightsInfo.origin`` values."""
 
     format: str
     origin: str

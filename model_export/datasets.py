@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
-from service.metadata import (
+from service.contract import (
+    DetectionMetadata,
     DetectionProtocol,
     ExportInfo,
+    LandmarkMetadata,
     LandmarkProtocol,
     ModelMetadata,
     Normalization,
+    SegmentationMetadata,
     SegmentationProtocol,
     TensorSpec,
     WeightsInfo,
@@ -506,9 +509,8 @@ def build_metadata(
         max_batch_size = 1
     else:
         raise NotImplementedError(f"build_metadata does not handle task {task!r} yet")
-    return ModelMetadata(
+    common = dict(
         name=name,
-        task=task,  # type: ignore[arg-type]
         arch=arch,
         dataset=ds.name,
         labels=list(ds.labels),
@@ -520,10 +522,12 @@ def build_metadata(
         inputs=inputs,
         outputs=outputs,
         max_batch_size=int(max_batch_size),
-        segmentation=seg,
-        landmarks=lm,
-        detection=det,
         weights=weights,
         export=export,
         notes=all_notes,
     )
+    if seg is not None:
+        return SegmentationMetadata(segmentation=seg, **common)
+    if lm is not None:
+        return LandmarkMetadata(landmarks=lm, **common)
+    return DetectionMetadata(detection=det, **common)

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from service.metadata import DetectionProtocol, ExportInfo, ModelMetadata, WeightsInfo
+from service.contract import DetectionProtocol, ExportInfo, ModelMetadata, WeightsInfo
 
 from model_export.datasets import (
     DatasetInfo,
@@ -416,8 +416,7 @@ def _build_detection(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, 
     protocol = detection_protocol(
         ds, max_size=req.max_size, score_threshold=cfg.score_thresh, nms_iou=cfg.nms_thresh,
         max_detections=cfg.detections_per_img,
-        box_convention="legacy_plus_one" if cfg.convention == "legacy" else "continuous",
-        boxes_in="network_input")
+        box_convention="legacy_plus_one" if cfg.convention == "legacy" else "continuous")
     return model, weights, notes, protocol
 
 

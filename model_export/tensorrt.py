@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.metadata import ModelMetadata
+from service.contract import LandmarkMetadata, ModelMetadata, SegmentationMetadata
 
 from model_export.triton_repo import PLAN_FILENAME, EntryPaths, TritonOptions, write_entry
 
@@ -66,12 +66,12 @@ def compute_profile(
     max_b = max(1, metadata.max_batch_size)
     opt_b = min(max_b, opt_batch or max(1, max_b // 2))
     name = metadata.inputs[0].name
-    if metadata.task == "landmarks" and metadata.landmarks is not None:
+    if isinstance(metadata, LandmarkMetadata):
         h, w = metadata.landmarks.input_size
         return TrtProfile(name, (1, 3, h, w), (opt_b, 3, h, w), (max_b, 3, h, w))
-    seg = metadata.segmentation
-    if seg is None:
+    if not isinstance(metadata, SegmentationMetadata):
         raise ValueError(f"no TensorRT profile rule for task {metadata.task!r}")
+    seg = metadata.segmentation
     ch, cw = seg.crop_size
     if seg.window == "base":
         lo = hi = (ch, cw)

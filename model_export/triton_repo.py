@@ -5,7 +5,7 @@
 and :func:`write_config` writes any ``ModelConfig``; a test harness can therefore derive a variant
 of an entry (e.g. a CPU python-backend one) with ``read_config`` -> edit -> ``write_config``.
 
-The repository metadata (:class:`service.metadata.ModelMetadata`) is stored twice: pretty-printed
+The repository metadata (:class:`service.contract.ModelMetadata`) is stored twice: pretty-printed
 in ``hrnet.json`` and compact in the config's ``parameters { key: "hrnet_metadata" }``.
 
 Warm-up: one ``model_warmup`` sample feeds every input. The pixel input gets zero or random data at
@@ -26,7 +26,10 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from service.metadata import METADATA_FILENAME, METADATA_PARAMETER, ModelMetadata
+from service.contract import (
+    METADATA_FILENAME, METADATA_PARAMETER, DetectionMetadata, LandmarkMetadata, ModelMetadata,
+    SegmentationMetadata, padded,
+)
 
 CONFIG_FILENAME = "config.pbtxt"
 PARITY_FILENAME = "parity.json"
@@ -70,20 +73,17 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
 def representative_size(metadata: ModelMetadata) -> tuple[int, int]:
     """A typical (h, w) network input: a segmentation window (crop size), the landmark crop, or
     the largest padded landscape detection input (e.g. 800x1344 for 1333x800)."""
-    if metadata.detection is not None:
+    if isinstance(metadata, DetectionMetadata):
         long_side, short_side = max(metadata.detection.max_size), min(metadata.detection.max_size)
         d = max(1, metadata.detection.size_divisor)
-        return -(-short_side // d) * d, -(-long_side // d) * d
-    if metadata.segmentation is not None:
+        return padded(short_side, d), padded(long_side, d)
+    if isinstance(metadata, SegmentationMetadata):
         h, w = metadata.segmentation.crop_size
         return int(h), int(w)
-    if metadata.landmarks is not None:
+    if isinstance(metadata, LandmarkMetadata):
         h, w = metadata.landmarks.input_size
         return int(h), int(w)
-    dims = metadata.inputs[0].dims
-    if len(dims) == 3 and dims[1] > 0 and dims[2] > 0:
-        return int(dims[1]), int(dims[2])
-    return 512, 512
+    raise ValueError(f"no representative input size for task {metadata.task!r}")
 
 
 def build_model_config(

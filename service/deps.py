@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.backends.base import Backend, BackendError
 from service.images import decode_image
-from service.metadata import ModelMetadata, Task
+from service.contract import ModelMetadata, Task
 from service.metrics import Metrics, Timings
 from service.registry import ModelRegistry
 from service.runner import InferenceRunner

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.errors import BadRequest, NotFound
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from service.settings import Settings
 
 TASKS = ("segmentation", "landmarks", "detection")

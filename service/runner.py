@@ -25,7 +25,7 @@ import numpy as np
 
 from service.backends.base import Backend
 from service.errors import Overloaded, Timeout
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from service.metrics import Metrics, Timings
 from service.settings import Settings
 

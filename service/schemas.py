@@ -10,7 +10,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.encode import b64, png_bytes
-from service.metadata import ModelMetadata, TensorSpec
+from service.contract import (
+    DetectionMetadata, LandmarkMetadata, ModelMetadata, SegmentationMetadata, TensorSpec,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -151,18 +153,17 @@ class ModelInfo(BaseModel):
     @classmethod
     def from_metadata(cls, meta: ModelMetadata, *, is_default: bool = False) -> "ModelInfo":
         """Describe ``meta`` for clients."""
-        proto = meta.segmentation or meta.landmarks or meta.detection
         defaults: dict[str, Any] = {}
-        if meta.segmentation is not None:
+        if isinstance(meta, SegmentationMetadata):
             s = meta.segmentation
             defaults = {
                 "scales": list(s.scales), "flip": s.flip, "window": s.window,
                 "base_size": s.base_size, "crop_size": list(s.crop_size),
                 "multi_scales": list(s.multi_scales), "resize_to_square": s.resize_to_square,
             }
-        elif meta.landmarks is not None:
+        elif isinstance(meta, LandmarkMetadata):
             defaults = {"flip": meta.landmarks.flip, "box_enlarge": meta.landmarks.box_enlarge}
-        elif meta.detection is not None:
+        elif isinstance(meta, DetectionMetadata):
             d = meta.detection
             defaults = {"score_threshold": d.score_threshold, "nms_iou": d.nms_iou,
                         "max_detections": d.max_detections}
@@ -176,7 +177,7 @@ class ModelInfo(BaseModel):
             ),
             inputs=list(meta.inputs), outputs=list(meta.outputs),
             max_batch_size=meta.max_batch_size, default_options=defaults,
-            protocol=proto.model_dump(mode="json") if proto is not None else None,
+            protocol=meta.protocol.model_dump(mode="json"),
             weights=WeightsSummary(**meta.weights.model_dump(include={"origin", "format", "random_init", "file", "sha256"})),
             random_init=meta.weights.random_init, default_for_task=is_default,
         )

@@ -39,7 +39,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from service.metadata import ModelMetadata, SegmentationProtocol
+from service.contract import ModelMetadata, SegmentationProtocol
 from service.resize import (
     AxisCoeffs, axis_coeffs, band, resample_last, resample_rows, resize_finite,
     resize_uint8_opencv,

@@ -92,7 +92,7 @@ def torch_models(exported_models: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def model_metadata(exported_models: dict[str, Any]) -> dict[str, Any]:
-    """``{name: service.metadata.ModelMetadata}`` of the exported entries."""
+    """``{name: service.contract.ModelMetadata}`` of the exported entries."""
     return {name: r.metadata for name, r in exported_models.items()}
 
 

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 
 
 class BackendError(Exception):

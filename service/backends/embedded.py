@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from service.backends.base import BackendError, BackendUnavailable, ModelNotFound
-from service.metadata import METADATA_FILENAME, ModelMetadata
+from service.contract import METADATA_FILENAME, ModelMetadata
 from service.settings import Settings
 
 log = logging.getLogger("service.backends.embedded")

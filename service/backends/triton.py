@@ -4,7 +4,7 @@
   with binary tensors. Only asyncio clients are used, so the event loop never blocks on the network;
   packing and unpacking of large arrays runs in a worker thread.
 * Discovery: the repository index, then each READY model's config; a model is served when its
-  config carries the ``hrnet_metadata`` parameter (:class:`service.metadata.ModelMetadata`), so
+  config carries the ``hrnet_metadata`` parameter (:class:`service.contract.ModelMetadata`), so
   other models on the same server are ignored.
 * Readiness follows Triton's: the server is ready and every discovered model is ready.
 * Every call has a deadline (``triton_timeout_s``, else ``request_timeout_s``): 504 past it.
@@ -28,7 +28,7 @@ import numpy as np
 from service.backends.base import (
     BackendError, BackendOverloaded, BackendTimeout, BackendUnavailable, ModelNotFound,
 )
-from service.metadata import METADATA_PARAMETER, ModelMetadata
+from service.contract import METADATA_PARAMETER, ModelMetadata
 from service.settings import Settings
 
 log = logging.getLogger("service.backends.triton")

@@ -31,7 +31,7 @@ from service.errors import (
     ApiError, BadRequest, NotAcceptable, Unprocessable, UnsupportedMediaType, describe_validation,
 )
 from service.images import check_body_size, decode_base64
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from service.schemas import ErrorResponse
 from service.settings import Settings
 

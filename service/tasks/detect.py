@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service import boxes as bx
 from service.errors import Unprocessable
-from service.metadata import DetectionProtocol, ModelMetadata
+from service.contract import DetectionProtocol, ModelMetadata
 from service.metrics import Timings
 from service.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
 from service.resize import resize_uint8_opencv

@@ -33,7 +33,7 @@ from service.landmarks import (
     flip_back,
     whole_image_face,
 )
-from service.metadata import LandmarkProtocol, ModelMetadata
+from service.contract import LandmarkProtocol, ModelMetadata
 from service.metrics import Timings
 from service.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import encode
 from service.errors import Unprocessable
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from service.metrics import Timings
 from service.runner import InferenceRunner
 from service.schemas import EncodedImage, ImageInput, TaskResult, TimingsMs

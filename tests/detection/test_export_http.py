@@ -34,7 +34,7 @@ def _detect(url: str, rgb: np.ndarray, **options) -> httpx.Response:
 
 def test_entry_metadata_and_parity(det_repo: Path) -> None:
     from model_export.triton_repo import metadata_from_config, read_config
-    from service.metadata import ModelMetadata
+    from service.contract import ModelMetadata
 
     entry = det_repo / MODEL_NAME
     meta = ModelMetadata.from_json((entry / "hrnet.json").read_text())

@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from service.metadata import ModelMetadata
+from service.contract import DetectionMetadata, ModelMetadata
 from service.runner import InferenceRunner
 from service.settings import Settings
 from service.tasks.detect import DetectOptions, plan_passes
@@ -32,7 +32,7 @@ def _meta(max_batch: int, with_size: bool = True) -> ModelMetadata:
     inputs = [{"name": "image", "dtype": "FP32", "dims": [3, -1, -1]}]
     if with_size:
         inputs.append({"name": "image_size", "dtype": "INT64", "dims": [2]})
-    return ModelMetadata.model_validate({
+    return DetectionMetadata.model_validate({
         "name": "det", "task": "detection", "arch": "hrnetv2p_w18", "dataset": "coco",
         "labels": ["__background__", "person"], "align_corners": False,
         "max_batch_size": max_batch, "inputs": inputs,

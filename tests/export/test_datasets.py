@@ -15,7 +15,7 @@ from model_export.datasets import (
     segmentation_protocol,
     voc_palette,
 )
-from service.metadata import ExportInfo, ModelMetadata, WeightsInfo
+from service.contract import ExportInfo, ModelMetadata, WeightsInfo
 
 EXPECTED_COUNTS = {
     "cityscapes": 19,

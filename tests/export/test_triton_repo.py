@@ -25,7 +25,7 @@ from model_export.triton_repo import (
     read_metadata,
     write_config,
 )
-from service.metadata import ExportInfo, ModelMetadata, WeightsInfo
+from service.contract import ExportInfo, ModelMetadata, WeightsInfo
 from tests.conftest import FACE_300W, SEG_CITYSCAPES, SEG_LIP, SEG_PASCAL
 
 

@@ -16,8 +16,8 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.metadata import (
-    DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
+from service.contract import (
+    DetectionMetadata, DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
 )
 from service.settings import Settings
 from tests.live_server import free_port, serve
@@ -50,7 +50,7 @@ def gateway_url(model_repo) -> Iterator[str]:
 def detector_metadata(name: str = "fake_det") -> ModelMetadata:
     """A detection entry as the export writes it (two graph inputs, three outputs), with a small
     resize limit so requests stay cheap."""
-    return ModelMetadata(
+    return DetectionMetadata(
         name=name, task="detection", arch="hrnetv2p_w18", dataset="coco",
         labels=["__background__", "person", "cat"], align_corners=False,
         inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1]),

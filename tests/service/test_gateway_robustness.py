@@ -18,7 +18,7 @@ from PIL import Image
 from service.app import create_app
 from service.errors import Unprocessable
 from service.images import decode_base64
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from service.settings import Settings
 from service.tasks import detect as detect_task
 from service.tasks.detect import DetectOptions, class_filter, run_detect

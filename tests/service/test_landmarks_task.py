@@ -13,9 +13,10 @@ from PIL import Image
 
 from service.errors import ApiError
 from service.landmarks import Face, crop_face
-from service.metadata import (
+from service.contract import (
     ExportInfo,
     LandmarkProtocol,
+    LandmarkMetadata,
     ModelMetadata,
     TensorSpec,
     WeightsInfo,
@@ -27,7 +28,7 @@ K = 6
 
 
 def fake_meta(flip_pairs=((0, 1),), random_init=True) -> ModelMetadata:
-    return ModelMetadata(
+    return LandmarkMetadata(
         name="fake_face", task="landmarks", arch="fake", dataset="300w",
         labels=[f"p{i}" for i in range(K)], flip_pairs=list(flip_pairs), align_corners=False,
         inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, 256, 256])],

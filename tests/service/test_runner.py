@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.errors import Overloaded, Timeout
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from service.runner import InferenceRunner
 from service.settings import Settings
 

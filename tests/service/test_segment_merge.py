@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from service import tta
-from service.metadata import (
-    ExportInfo, ModelMetadata, SegmentationProtocol, TensorSpec, WeightsInfo,
+from service.contract import (
+    ExportInfo, ModelMetadata, SegmentationMetadata, SegmentationProtocol, TensorSpec, WeightsInfo,
 )
 
 
 def _meta(*, base: int, crop: tuple[int, int], window: str, ac: bool, n_cls: int,
           square: int | None = None, pairs: list[tuple[int, int]] | None = None) -> ModelMetadata:
-    return ModelMetadata(
+    return SegmentationMetadata(
         name="m", task="segmentation", arch="hrnetv2_w18_small_v1", dataset="x",
         labels=[f"c{i}" for i in range(n_cls)], align_corners=ac, flip_pairs=pairs or [],
         inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1])],

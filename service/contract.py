@@ -1,0 +1,276 @@
+"""The contract between ``model_export`` (which writes it) and the gateway (which reads it).
+
+Every model repository entry carries one metadata document, both as the sidecar file
+``<entry>/hrnet.json`` and as the string parameter ``hrnet_metadata`` of ``config.pbtxt`` (so the
+gateway discovers a model from a directory or from Triton's model-config API alike). The document
+is one of three classes, chosen by its ``task`` field: :class:`SegmentationMetadata`,
+:class:`LandmarkMetadata` or :class:`DetectionMetadata`, each carrying its task's protocol under
+the task's name (``meta.segmentation`` ...; ``meta.protocol`` for code that serves any task).
+
+Tensor conventions shared by every exported graph (the names are the constants below):
+
+* input ``image``: FP32, NCHW, RGB, *pixel units* (0..255, not normalised). The graph applies
+  ``(x / pixel_scale - mean) / std`` itself; pixels that the official code pads with
+  ``-mean/std`` (after normalisation) are therefore padded with 0 here.
+* segmentation output ``logits``: FP32, ``[N, classes, ceil(H/s), ceil(W/s)]`` with
+  ``s = output_stride`` (4): raw logits, exactly what the official network returns.
+* landmark output ``heatmaps``: FP32, ``[N, landmarks, *heatmap_size]`` for an ``input_size`` crop.
+* detection: a second input ``image_size`` INT64 ``[N, 2]`` (valid h, w before the bottom/right
+  padding to a multiple of ``size_divisor``; boxes are clipped to it) and outputs ``boxes`` FP32
+  ``[N, K, 4]`` in network-input pixels, ``scores`` FP32 ``[N, K]``, ``labels`` INT64 ``[N, K]``
+  (indices into ``labels``; 0 is the background and never emitted). Detection normalisation is in
+  pixel units (``pixel_scale`` 1.0), as in mmdetection.
+
+Every field here is read by the gateway: a field nobody reads would be a trap (changing it at
+export would change nothing). This module must stay free of torch: both programs import it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 2
+METADATA_FILENAME = "hrnet.json"
+METADATA_PARAMETER = "hrnet_metadata"
+
+# Graph tensor names (every exporter writes them, every task feeds and reads them).
+IMAGE = "image"
+IMAGE_SIZE = "image_size"
+LOGITS = "logits"
+HEATMAPS = "heatmaps"
+BOXES = "boxes"
+SCORES = "scores"
+LABELS = "labels"
+
+Task = Literal["segmentation", "landmarks", "detection"]
+TASKS: tuple[Task, ...] = ("segmentation", "landmarks", "detection")
+
+#: ImageNet statistics on the 0..1 scale (HRNet segmentation and landmarks).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: mmdetection ``img_norm_cfg`` of the HRNet-Object-Detection configs: RGB, pixel units.
+MMDET_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+MMDET_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TensorSpec(_Frozen):
+    """One graph input or output as Triton sees it (batch dimension excluded)."""
+
+    name: str
+    dtype: Literal["FP32", "FP16", "INT64", "INT32", "UINT8"]
+    dims: list[int] = Field(description="Per-item shape; -1 marks a dynamic dimension.")
+
+
+class Normalization(_Frozen):
+    """How the graph turns pixels into network input: ``(x / pixel_scale - mean) / std``, RGB.
+
+    The graph always normalises (clients feed raw pixels); the gateway reads ``mean`` and
+    ``pixel_scale`` for the official pad value of detection (the mean pixel).
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    pixel_scale: float = Field(255.0, description="Pixels are divided by this before mean/std.")
+    channel_order: Literal["RGB"] = "RGB"
+
+    @property
+    def mean_pixel(self) -> tuple[float, float, float]:
+        """The mean in pixel units (what normalises to 0)."""
+        m = self.mean
+        return (m[0] * self.pixel_scale, m[1] * self.pixel_scale, m[2] * self.pixel_scale)
+
+
+class SegmentationProtocol(_Frozen):
+    """The official segmentation test procedure's parameters (reference README)."""
+
+    base_size: int = Field(description="Long side at scale 1.0 (Cityscapes 2048, PASCAL 520, LIP 473).")
+    crop_size: tuple[int, int] = Field(description="(h, w) of a sliding window.")
+    window: Literal["cityscapes", "base"] = Field(
+        description="'cityscapes': windows of stride = crop, shifted inside, scale <= 1 runs whole; "
+        "'base': stride 2/3 crop, edge windows padded, small images padded and run whole."
+    )
+    scales: list[float] = Field(default=[1.0], description="Default scales of a request.")
+    multi_scales: list[float] = Field(description="The official multi-scale test set.")
+    flip: bool = Field(False, description="Default flip of a request.")
+    resize_to_square: int | None = Field(
+        None, description="LIP: resize the input straight to this square (aspect not kept) first."
+    )
+    output_stride: int = Field(4, ge=1, description="Input pixels per logit along each axis.")
+
+
+class LandmarkProtocol(_Frozen):
+    """Face crop and heatmap decoding parameters (reference README, facial landmarks)."""
+
+    input_size: tuple[int, int] = Field((256, 256), description="(h, w) of the face crop.")
+    heatmap_size: tuple[int, int] = Field((64, 64), description="(h, w) of each output heatmap.")
+    box_enlarge: float = Field(1.25, description="Loaders multiply the annotated scale by this.")
+    scale_unit: float = Field(200.0, description="scale * scale_unit pixels = side of the square crop.")
+    flip: bool = Field(False, description="Official test uses no flip.")
+    nme_normalization: Literal["inter_ocular", "box"] = "inter_ocular"
+    inter_ocular: tuple[int, int] | None = Field(
+        None, description="0-based indices of the outer eye corners used for NME."
+    )
+
+
+class DetectionProtocol(_Frozen):
+    """Detection test settings (reference README, detection)."""
+
+    max_size: tuple[int, int] = Field((1333, 800), description="(long, short) limits of the resize.")
+    size_divisor: int = 32
+    score_threshold: float = 0.05
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    box_convention: Literal["legacy_plus_one", "continuous"] = "legacy_plus_one"
+
+
+def rescale_size(h: int, w: int, max_size: tuple[int, int]) -> tuple[int, int, float]:
+    """mmcv ``imrescale``'s size: ``scale = min(long_max / long, short_max / short)`` and
+    ``(int(h * scale + 0.5), int(w * scale + 0.5), scale)``, each side at least 1."""
+    long_max, short_max = max(max_size), min(max_size)
+    scale = min(long_max / max(h, w), short_max / min(h, w))
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)), scale
+
+
+def padded(n: int, divisor: int) -> int:
+    """``n`` rounded up to a multiple of ``divisor``."""
+    return -(-n // divisor) * divisor
+
+
+class WeightsInfo(_Frozen):
+    """Where the weights came from. ``random_init`` models must say so to every client."""
+
+    random_init: bool
+    origin: Literal["official", "mmseg", "mmpose", "mmdet", "mmdet-legacy", "random-init", "torch"]
+    format: str = Field(description="Detected checkpoint format, e.g. 'official-seg'.")
+    file: str | None = None
+    sha256: str | None = None
+
+
+class ExportInfo(_Frozen):
+    """Versions and settings of the export run."""
+
+    model_export_version: str
+    torch: str
+    onnx: str
+    onnxruntime: str | None = None
+    opset: int
+    exported_at: str
+    fp16_tensorrt_accelerator: bool = False
+
+
+class ModelMetadata(_Frozen):
+    """Everything the gateway needs to serve one repository entry (the fields of every task).
+
+    Documents are instances of a task's subclass; :meth:`from_json` picks it by ``task``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    protocol_field: ClassVar[str] = ""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    task: Task
+    arch: str = Field(description="Registry name, e.g. 'hrnetv2_w48', 'hrnetv2p_w18'.")
+    dataset: str = Field(description="e.g. 'cityscapes', 'pascal_context_59', 'lip', '300w'.")
+    labels: list[str] = Field(description="Class names (segmentation/detection) or landmark names.")
+    palette: list[tuple[int, int, int]] | None = None
+    label_ids: list[int] | None = Field(
+        None, description="Dataset ids per label: Cityscapes train id -> id, COCO category ids.")
+    flip_pairs: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="0-based pairs swapped under horizontal flip: landmark pairs, or LIP's "
+        "left/right class channels.",
+    )
+    normalization: Normalization = Normalization()
+    align_corners: bool = Field(description="Bilinear convention of network and test-time resizing.")
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch_size: int
+    weights: WeightsInfo
+    export: ExportInfo
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Human-readable remarks, e.g. where a demo entry departs from the official "
+        "protocol (reduced base size) or that its weights are random.",
+    )
+
+    @property
+    def protocol(self) -> BaseModel:
+        """This task's protocol (``segmentation``, ``landmarks`` or ``detection``)."""
+        return getattr(self, self.protocol_field)
+
+    def takes(self, name: str) -> bool:
+        """True when the graph has an input called ``name``."""
+        return any(spec.name == name for spec in self.inputs)
+
+    def to_json(self) -> str:
+        """Compact JSON, as stored in ``config.pbtxt``'s ``hrnet_metadata`` parameter."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMetadata":
+        """Parse and validate a metadata document of any task (schema 1 documents upgraded)."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelMetadata":
+        """Validate a decoded metadata document into its task's class."""
+        meta = _ANY_METADATA.validate_python(_upgrade(data))
+        if not isinstance(meta, cls):
+            raise ValueError(f"a {meta.task} model is not a {cls.__name__}")
+        return meta
+
+
+class SegmentationMetadata(ModelMetadata):
+    """A semantic segmentation entry (graph ``image`` -> ``logits``)."""
+
+    protocol_field: ClassVar[str] = "segmentation"
+    task: Literal["segmentation"] = "segmentation"
+    segmentation: SegmentationProtocol
+
+
+class LandmarkMetadata(ModelMetadata):
+    """A facial-landmark entry (graph ``image`` crops -> ``heatmaps``)."""
+
+    protocol_field: ClassVar[str] = "landmarks"
+    task: Literal["landmarks"] = "landmarks"
+    landmarks: LandmarkProtocol = LandmarkProtocol()
+
+
+class DetectionMetadata(ModelMetadata):
+    """An object-detection entry (graph ``image`` + ``image_size`` -> boxes, scores, labels)."""
+
+    protocol_field: ClassVar[str] = "detection"
+    task: Literal["detection"] = "detection"
+    detection: DetectionProtocol = DetectionProtocol()
+
+
+_ANY_METADATA: TypeAdapter[ModelMetadata] = TypeAdapter(
+    Annotated[Union[SegmentationMetadata, LandmarkMetadata, DetectionMetadata],
+              Field(discriminator="task")]
+)
+
+# Schema 1 fields that nothing read; their only value was the one the exporter always wrote.
+_SCHEMA1_CONSTANTS = {("normalization", "in_graph"): True, ("detection", "boxes_in"): "network_input"}
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema 1 document (hrnet-serve 0.1 exports) as schema 2: constant fields dropped, null
+    protocols removed. Anything else fails validation as before."""
+    if data.get("schema_version", 1) != 1:
+        return data
+    out = dict(data, schema_version=SCHEMA_VERSION)
+    for task in TASKS:
+        if task in out and out[task] is None:  # absent: the task's default (or an error)
+            del out[task]
+    for (section, key), value in _SCHEMA1_CONSTANTS.items():
+        if isinstance(out.get(section), dict) and out[section].get(key, value) == value:
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
