@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
+from service.imaging.palette import voc_palette
 from service.contract import (
     DetectionMetadata,
     DetectionProtocol,
@@ -46,20 +47,6 @@ LANDMARK_HEATMAP_SIZE: tuple[int, int] = (64, 64)
 #: mmdetection ``img_norm_cfg`` of the HRNet-Object-Detection configs: RGB, pixel units.
 DETECTION_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 DETECTION_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
-
-
-def voc_palette(n: int) -> list[tuple[int, int, int]]:
-    """The PASCAL-VOC bit-interleaved palette (``get_palette`` of the official saver), ``n`` colours."""
-    out: list[tuple[int, int, int]] = []
-    for j in range(n):
-        lab, rgb, i = j, [0, 0, 0], 0
-        while lab:
-            for c in range(3):
-                rgb[c] |= ((lab >> c) & 1) << (7 - i)
-            i += 1
-            lab >>= 3
-        out.append((rgb[0], rgb[1], rgb[2]))
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,29 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-
-def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
-    """The PASCAL-VOC bit-interleaved palette (what the official saver uses)."""
-    out = []
-    for j in range(n):
-        lab, r, g, b, i = j, 0, 0, 0, 0
-        while lab:
-            r |= ((lab >> 0) & 1) << (7 - i)
-            g |= ((lab >> 1) & 1) << (7 - i)
-            b |= ((lab >> 2) & 1) << (7 - i)
-            i += 1
-            lab >>= 3
-        out.append((r, g, b))
-    return out
-
-
-def full_palette(palette: list[tuple[int, int, int]] | None) -> np.ndarray:
-    """A (256, 3) uint8 palette: the dataset's colours first, VOC colours for the rest."""
-    pal = np.array(voc_palette(256), np.uint8)
-    if palette:
-        k = min(256, len(palette))
-        pal[:k] = np.asarray(palette[:k], np.uint8)
-    return pal
+from service.imaging.palette import full_palette
 
 
 def _image(mode: str, arr: np.ndarray) -> Image.Image:

@@ -1,0 +1,1 @@
+"""Pixels in and out: decoding uploads, resampling, encoding maps and files, drawing overlays."""

@@ -1,0 +1,30 @@
+"""Class colours: the PASCAL-VOC palette (what the official segmentation saver writes) and the
+full 256-entry table a label-map PNG carries. Torch-free: ``model_export`` builds dataset palettes
+from it too, so there is one definition."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
+    """The PASCAL-VOC bit-interleaved palette (``get_palette`` of the official saver), ``n`` colours."""
+    out: list[tuple[int, int, int]] = []
+    for j in range(n):
+        lab, rgb, i = j, [0, 0, 0], 0
+        while lab:
+            for c in range(3):
+                rgb[c] |= ((lab >> c) & 1) << (7 - i)
+            i += 1
+            lab >>= 3
+        out.append((rgb[0], rgb[1], rgb[2]))
+    return out
+
+
+def full_palette(palette: list[tuple[int, int, int]] | None) -> np.ndarray:
+    """A (256, 3) uint8 palette: the dataset's colours first, VOC colours for the rest."""
+    pal = np.array(voc_palette(256), np.uint8)
+    if palette:
+        k = min(256, len(palette))
+        pal[:k] = np.asarray(palette[:k], np.uint8)
+    return pal
