@@ -1,13 +1,21 @@
-"""Helpers shared by the benchmark scripts: model lookup, sample photos, and the bare ONNX Runtime
-baseline configured and batched exactly as the gateway's embedded backend and runner do it."""
+"""Helpers shared by the benchmark scripts: model lookup, sample photos, the gateway as a server
+process, a task run without HTTP, and the bare ONNX Runtime baseline configured and batched
+exactly as the gateway's embedded backend and runner do it."""
 
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
 import sys
+import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -15,9 +23,53 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from service.backends.embedded import session_options  # noqa: E402
 from service.contract import ModelMetadata  # noqa: E402
+from service.runtime.backends.embedded import session_options  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.tasks.common import Limits, TaskDef, run_task  # noqa: E402
+from service.timings import Timings  # noqa: E402
+
+
+@contextmanager
+def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0) -> Iterator[str]:
+    """``python -m service`` in its own process (so client and server do not share a GIL), with
+    ``settings`` as ``HRNET_*`` variables; yields its base URL once ``/readyz`` answers 200."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, **{f"HRNET_{k.upper()}": str(v) for k, v in settings.items()})
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway on port {port} did not become ready")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def limits_for_benchmarks() -> Limits:
+    """Limits that never stop a benchmark's request (its sizes are chosen by the benchmark)."""
+    return Limits(max_passes=1 << 20, max_network_pixels=1 << 40, max_faces=1 << 10)
+
+
+async def run_task_once(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
+                        runner: Any, options: Any, *, extras: dict[str, Any] | None = None,
+                        timings: Timings | None = None) -> Any:
+    """One task request as the gateway runs it, without HTTP."""
+    limits = limits_for_benchmarks()
+    resolved = task.resolve(options, extras or {}, meta, limits)
+    return await run_task(task, image, meta, resolved, runner, limits, timings=timings)
 
 
 def first_model(repo: Path, task: str) -> str | None:
@@ -47,7 +99,7 @@ def bare_session(onnx_path: Path, settings: Settings):  # -> onnxruntime.Inferen
 
 
 def run_batched(session, passes: list, max_batch: int) -> list[dict[str, np.ndarray]]:
-    """Outputs of every pass (batch dim removed), in order, batched by shape like service/runner.py.
+    """Outputs of every pass (batch dim removed), in order, batched by shape like the runner.
 
     A pass is one array (fed to the first input) or a dict of named arrays.
     """

@@ -1,5 +1,5 @@
 """Frozen copy of the segmentation merge as it was before the row-tiled rewrite
-(service/tta.py ``merge_segmentation`` working on whole full-resolution maps), kept only so
+(``merge_segmentation`` working on whole full-resolution maps), kept only so
 bench_segment.py can time old vs new side by side in one run. Not used by the service.
 """
 # ruff: noqa
@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 # The exact 2-tap resize helpers are unchanged since then; only the merge around them is frozen.
-from service.resize import axis_coeffs, resize_bilinear, resize_with
-from service.tta import MergeResult, ScalePlan, SegPlan, _region_logits
+from service.imaging.resize import axis_coeffs, resize_bilinear, resize_with
+from service.tasks.segmentation.merge import MergeResult, _region_logits
+from service.tasks.segmentation.plan import ScalePlan, SegPlan
 
 MEMORY_BUDGET = 384 * 1024 * 1024
 

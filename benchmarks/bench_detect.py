@@ -15,7 +15,7 @@ a warm-up; medians of the rest):
 * HTTP: a multipart ``POST /detect`` (PNG upload) to an in-process uvicorn gateway (the TTA case
   sends one request per merge method), with the server's ``timings_ms``;
 * bare ORT: ``session.run`` of the very inputs the gateway sends (padded ``image`` and
-  ``image_size`` of every pass from ``service.tasks.detect.plan_passes``, batched like
+  ``image_size`` of every pass from the task's own plan, batched like
   ``service/runner.py``), with the gateway's session options;
 * gateway work alone: PNG decode, ``run_detect`` with a runner that replays the bare outputs
   (plan = resize + letterbox, merge, filtering, response model), and the JSON encoding. Its
@@ -65,7 +65,7 @@ class _ReplayRunner:
     def __init__(self) -> None:
         self.outputs: list[dict[str, np.ndarray]] = []
 
-    async def run(self, meta, passes, input_name=None, timings=None):  # noqa: ANN001, ANN201
+    async def run(self, meta, passes, timings=None):  # noqa: ANN001, ANN201
         if len(passes) != len(self.outputs):
             raise RuntimeError(f"{len(passes)} passes planned, {len(self.outputs)} recorded")
         return [dict(o) for o in self.outputs]
@@ -73,16 +73,19 @@ class _ReplayRunner:
 
 def _gateway_work(png: bytes, meta, options, runner: _ReplayRunner, loop) -> tuple[dict, dict]:
     """Decode + task with replayed outputs + JSON encoding; (stage seconds, response JSON)."""
-    from service.images import decode_image
-    from service.metrics import Timings
-    from service.tasks.detect import run_detect
+    from _common import run_task_once
+
+    from service.imaging.decode import decode_image
+    from service.tasks import detection
+    from service.timings import Timings
 
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     rgb = decode_image(png)
     t["decode"] = time.perf_counter() - t0
     timings = Timings()
-    resp = loop.run_until_complete(run_detect(rgb, meta, runner, options, timings=timings))
+    resp = loop.run_until_complete(run_task_once(detection.TASK, rgb, meta, runner, options,
+                                                 timings=timings))
     t1 = time.perf_counter()
     body = resp.model_dump_json()
     t["json"] = time.perf_counter() - t1
@@ -101,12 +104,16 @@ def _same_detections(a: list[dict], b: list[dict]) -> bool:
 def _bench_case(png: bytes, meta, options: dict, session, max_batch: int, repeat: int,
                 posts: dict[str, Callable[[], dict]], loop) -> dict:
     """Rounds of: one HTTP request per merge method, bare ORT, gateway work per merge method."""
-    from service.images import decode_image
-    from service.tasks.detect import DetectOptions, plan_passes
+    from _common import limits_for_benchmarks
+
+    from service.imaging.decode import decode_image
+    from service.tasks import detection
+    from service.tasks.detection.schemas import DetectOptions
 
     rgb = decode_image(png)
     opts = {m: DetectOptions(model=meta.name, merge=m, **options) for m in posts}
-    inputs = [p.inputs(meta) for p in plan_passes(rgb, meta, next(iter(opts.values())))]
+    req = detection.TASK.resolve(next(iter(opts.values())), {}, meta, limits_for_benchmarks())
+    inputs = detection.TASK.plan(req, meta, rgb.shape[:2]).passes(rgb)
     runner = _ReplayRunner()
     t: dict[str, list[float]] = defaultdict(list)
     stages: dict[str, list[dict]] = defaultdict(list)
@@ -147,9 +154,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (server and bare)")
     args = ap.parse_args()
 
+    from _common import gateway
+
     from service.contract import ModelMetadata
     from service.settings import Settings
-    from tests.live_server import serve
 
     repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_det_repo"
     repo.mkdir(parents=True, exist_ok=True)
@@ -157,8 +165,9 @@ def main() -> None:
     meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
     w, h = (int(v) for v in args.size.lower().split("x"))
     _, png = photo(args.photo, w, h)
-    settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
-                        max_passes=1024, request_timeout_s=3600)
+    server = dict(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
+                  max_passes=1024, max_network_pixels=1 << 40, request_timeout_s=3600)
+    settings = Settings(**server)
     max_batch = max(1, min(meta.max_batch_size if meta.max_batch_size > 0 else 1, settings.max_batch))
     session = bare_session(repo / name / "1" / "model.onnx", settings)
     tta = [float(s) for s in args.tta_scales.split(",")]
@@ -167,7 +176,7 @@ def main() -> None:
     rows = []
     loop = asyncio.new_event_loop()
     try:
-        with serve(settings) as base, httpx.Client(timeout=3600) as client:
+        with gateway(server) as base, httpx.Client(timeout=3600) as client:
             for label, options, merges in cases:
                 posts = {}
                 for m in merges:

@@ -26,8 +26,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bare_session  # noqa: E402  (also puts the repository root on sys.path)
 
-from service.images import decode_image  # noqa: E402
-from service.landmarks import Face, crop_face, decode_heatmaps  # noqa: E402
+from service.imaging.decode import decode_image  # noqa: E402
+from service.tasks.landmarks.geometry import Face, crop_face, decode_heatmaps  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -100,9 +100,12 @@ def main() -> None:
         print("(no --repo/--export: skipping the end-to-end task timings)")
         return
 
-    from service.backends.embedded import EmbeddedBackend
-    from service.runner import InferenceRunner
-    from service.tasks.landmarks import FaceSpec, LandmarkOptions, run_landmarks
+    from _common import run_task_once
+
+    from service.runtime.backends.embedded import EmbeddedBackend
+    from service.runtime.runner import InferenceRunner
+    from service.tasks import landmarks
+    from service.tasks.landmarks.schemas import FaceSpec, LandmarkOptions
 
     settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1, max_batch=8)
 
@@ -113,7 +116,7 @@ def main() -> None:
         runner = InferenceRunner(backend, settings)
         img = decode_image(jpeg)
         session = bare_session(repo / args.model / "1" / "model.onnx", settings)
-        in_h, in_w = meta.landmarks.input_size if meta.landmarks else (256, 256)
+        in_h, in_w = meta.landmarks.input_size
         max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
         repeat = max(3, args.repeat // 2)
         for n in (1, 4):
@@ -123,7 +126,8 @@ def main() -> None:
                 times, bare_times = [], []
                 for i in range(repeat + 1):  # task and bare interleaved: load changes hit both
                     t0 = time.perf_counter()
-                    await run_landmarks(img, meta, runner, specs, LandmarkOptions(flip=flip), max_faces=32)
+                    await run_task_once(landmarks.TASK, img, meta, runner, LandmarkOptions(flip=flip),
+                                        extras={"faces": specs})
                     t1 = time.perf_counter()
                     bare_run()
                     if i:  # the first round warms up

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_resize.py [--repeat 15] [--channels 19] [--rows 8]
 
 Each line times one block of the merge (``--rows`` output rows of ``--channels`` channels, as
-``service.tta.merge_segmentation`` processes them) both ways and prints gemm/gather; below 1 the
+``service.tasks.segmentation.merge`` processes them) both ways and prints gemm/gather; below 1 the
 GEMM is faster. The merge uses GEMMs for pre-exp logits and for upsampling, gathers for
 downsampling columns and whenever scores may be non-finite. CPU time of this process (BLAS stays
 single-threaded at these sizes), median of --repeat. Takes a few seconds.
@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.resize import (  # noqa: E402
+from service.imaging.resize import (  # noqa: E402
     axis_coeffs, gather_last, gather_rows, matmul_last, matmul_rows, resize_bilinear, resize_finite,
 )
 

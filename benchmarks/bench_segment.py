@@ -11,9 +11,10 @@ For each case (scales [1] without flip; the multi-scale set with flip), measured
 one run, medians of --repeat:
 
 * bare ORT: ``session.run`` over the very passes the gateway runs, batched like its runner;
-* merge new / old: ``service.tta.merge_segmentation`` and the frozen pre-rewrite merge
+* merge new / old: ``service.tasks.segmentation.merge.merge_segmentation`` and the frozen merge
   (``_legacy_merge.py``) on the logits of those passes, with their label agreement;
-* HTTP: a multipart ``POST /segment`` to an in-process uvicorn gateway, with its stage timings.
+* HTTP: a multipart ``POST /segment`` to a gateway process (``python -m service``), with its
+  stage timings.
 
 Ratios printed: HTTP/bare (the gateway's whole overhead: decode, resize, merge, encode, HTTP) and
 merge new/old. Timings are wall-clock; run it on an otherwise idle machine.
@@ -37,7 +38,7 @@ import numpy as np
 
 # Run as a script from anywhere: _common puts the repository root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bare_session, first_model, photo, run_batched  # noqa: E402
+from _common import bare_session, first_model, gateway, photo, run_batched  # noqa: E402
 
 
 def _export(repo: Path, threads: int) -> str:
@@ -64,10 +65,11 @@ def _bench_case(rgb: np.ndarray, meta, scales: list[float], flip: bool, session,
     """
     from _legacy_merge import legacy_merge_segmentation
 
-    from service.tta import make_passes, merge_segmentation, plan_segmentation
+    from service.tasks.segmentation.merge import merge_segmentation
+    from service.tasks.segmentation.plan import plan_segmentation
 
     plan = plan_segmentation(rgb.shape[:2], meta, scales=scales, flip=flip)
-    passes = make_passes(rgb, plan)
+    passes = plan.passes(rgb)
     t = defaultdict(list)
     stages: list[dict] = []
     logits: list[np.ndarray] = []
@@ -108,7 +110,6 @@ def main() -> None:
 
     from service.contract import ModelMetadata
     from service.settings import Settings
-    from tests.live_server import serve
 
     repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_repo"
     repo.mkdir(parents=True, exist_ok=True)
@@ -116,8 +117,9 @@ def main() -> None:
     meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
     w, h = (int(v) for v in args.size.lower().split("x"))
     rgb, png = photo("coffee", w, h)
-    settings = Settings(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
-                        max_passes=1024, request_timeout_s=3600)
+    server = dict(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
+                  max_passes=1024, max_network_pixels=1 << 40, request_timeout_s=3600)
+    settings = Settings(**server)
     max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
 
     session = bare_session(repo / name / "1" / "model.onnx", settings)
@@ -125,7 +127,7 @@ def main() -> None:
     configs = [("scales [1]", [1.0], False), (f"scales {multi} + flip", multi, True)]
     rows = []
     with contextlib.ExitStack() as stack, httpx.Client(timeout=3600) as client:
-        base = None if args.no_http else stack.enter_context(serve(settings))
+        base = None if args.no_http else stack.enter_context(gateway(server))
         for label, scales, flip in configs:
             post = None
             if base is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -81,9 +80,3 @@ class Settings(BaseSettings):
     def default_model(self, task: str) -> str | None:
         """The configured default model name for ``task`` (None when not configured)."""
         return getattr(self, f"default_{task}_model", None)
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Process-wide settings from the environment (cached)."""
-    return Settings()

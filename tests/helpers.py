@@ -5,10 +5,173 @@ Sections: images and HTTP (gateway tests), then checkpoint files (model_export t
 
 from __future__ import annotations
 
+import base64
+import io
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image
+
+from service.app import create_app
+from service.contract import (
+    DetectionMetadata, DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
+)
+from service.settings import Settings
+from service.tasks.common import JSON, Answer, Limits, TaskDef, run_task
+
 # --------------------------------------------------------------------------------------------
 # Images and HTTP
 # --------------------------------------------------------------------------------------------
 
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """An array (H x W [x C] uint8) as lossless PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_png(data: bytes | str) -> np.ndarray:
+    """The pixels of PNG bytes (or of their base64 text)."""
+    raw = base64.b64decode(data) if isinstance(data, str) else data
+    return np.array(Image.open(io.BytesIO(raw)))
+
+
+def noise_png(width: int, height: int, seed: int = 0) -> bytes:
+    """A PNG of uniform random RGB noise (a fixed ``seed``: the same bytes every run)."""
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return encode_png(rgb)
+
+
+def flat_png(width: int, height: int, value: int = 90) -> bytes:
+    """A PNG of one grey level."""
+    return encode_png(np.full((height, width, 3), value, np.uint8))
+
+
+def blank_png(width: int, height: int, mode: str = "RGB") -> bytes:
+    """A black PNG of any Pillow ``mode``."""
+    buf = io.BytesIO()
+    Image.new(mode, (width, height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def photo(name: str) -> np.ndarray:
+    """A real photograph that scikit-image ships (``astronaut``, ``coffee``, ``chelsea``, ...)
+    as H x W x 3 uint8 RGB."""
+    from skimage import data
+
+    return np.ascontiguousarray(np.asarray(getattr(data, name)())[..., :3])
+
+
+def photo_png(size: tuple[int, int] = (240, 160), name: str = "coffee") -> bytes:
+    """A photograph downsized to ``size = (w, h)`` (Pillow bilinear), as PNG bytes."""
+    return encode_png(np.asarray(Image.fromarray(photo(name)).resize(size, Image.BILINEAR)))
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(app_or_settings: FastAPI | Settings, *, startup_timeout: float = 60.0) -> Iterator[str]:
+    """Run the gateway with uvicorn in a thread; yield ``http://127.0.0.1:PORT``; stop it on exit.
+
+    Raises RuntimeError when the server exits or is not up within ``startup_timeout`` seconds.
+    """
+    app = app_or_settings if isinstance(app_or_settings, FastAPI) else create_app(app_or_settings)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"uvicorn on port {port} did not start within {startup_timeout:g} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def repo_settings(model_repo: Path, **overrides: Any) -> Settings:
+    """Test settings over ``model_repo`` (single ORT thread: CI has two cores)."""
+    base: dict[str, Any] = dict(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1)
+    base.update(overrides)
+    return Settings(**base)
+
+
+def detector_metadata(name: str = "fake_det") -> DetectionMetadata:
+    """A detection entry as the export writes it (two graph inputs, three outputs), with a small
+    resize limit so requests stay cheap."""
+    return DetectionMetadata(
+        name=name, arch="hrnetv2p_w18", dataset="coco",
+        labels=["__background__", "person", "cat"], align_corners=False,
+        inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1]),
+                TensorSpec(name="image_size", dtype="INT64", dims=[2])],
+        outputs=[TensorSpec(name="boxes", dtype="FP32", dims=[-1, 4]),
+                 TensorSpec(name="scores", dtype="FP32", dims=[-1]),
+                 TensorSpec(name="labels", dtype="INT64", dims=[-1])],
+        max_batch_size=1, detection=DetectionProtocol(max_size=(128, 96)),
+        weights=WeightsInfo(random_init=True, origin="random-init", format="none"),
+        export=ExportInfo(model_export_version="0", torch="0", onnx="0", opset=17, exported_at="now"),
+    )
+
+
+class FakeDetector:
+    """A backend serving :func:`detector_metadata` whose 'network' returns two fixed detections
+    (scores 0.9 and 0.3) per pass: exercises the /detect request and response path without a model."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.meta: ModelMetadata = detector_metadata()
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def models(self) -> dict[str, ModelMetadata]:
+        return {self.meta.name: self.meta}
+
+    async def ready(self) -> bool:
+        return True
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(inputs["image"])
+        boxes = np.array([[4, 4, 30, 20], [10, 8, 40, 30]], np.float32)
+        return {"boxes": np.repeat(boxes[None], n, 0),
+                "scores": np.tile(np.array([0.9, 0.3], np.float32), (n, 1)),
+                "labels": np.tile(np.array([1, 2], np.int64), (n, 1))}
+
+
+def limits(**overrides: int) -> Limits:
+    """The default per-request limits (``Settings`` field defaults) with ``overrides``."""
+    defaults = Limits.of(Settings.model_construct())
+    return Limits(**{**defaults.__dict__, **overrides})
+
+
+async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
+                            runner: Any, options: Any, *, extras: dict[str, Any] | None = None,
+                            limits: Limits | None = None, media: str = JSON) -> Answer:
+    """One task request without HTTP: resolve ``options`` (+ ``extras``) against ``meta``, then
+    :func:`service.tasks.common.run_task` on ``runner`` (anything with the runner's ``run``)."""
+    lim = limits if limits is not None else Limits.of(Settings.model_construct())
+    resolved = task.resolve(options, extras or {}, meta, lim)
+    return await run_task(task, image, meta, resolved, runner, lim, media=media)
 
 
 # (section boundary: keep the blank lines above and below, two people edit the two sections)

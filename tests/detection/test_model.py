@@ -14,7 +14,7 @@ from model_export.detection import (
     _nms_view,
     build_faster_rcnn,
 )
-from service.boxes import batched_nms, iou_matrix
+from service.tasks.detection.boxes import batched_nms, iou_matrix
 
 
 def _params(m: torch.nn.Module) -> int:

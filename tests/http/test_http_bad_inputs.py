@@ -16,16 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.http.conftest import repo_settings, serve
+from tests.helpers import blank_png, repo_settings, serve
 
 LIMITS = dict(max_body_bytes=1_000_000, max_pixels=1_000_000, max_image_side=2000, max_faces=3,
               max_network_pixels=1_000_000)
-
-
-def png(width: int, height: int, mode: str = "RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, (width, height)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def jpeg(width: int = 64, height: int = 48) -> bytes:
@@ -58,8 +52,8 @@ CASES = [
     ("truncated_jpeg", "/landmarks", multipart(GOOD[: len(GOOD) // 2]), 400, ["truncated", "jpeg"]),
     ("gif", "/landmarks", multipart(b"GIF89a\x01\x00\x01\x00\x80\x00\x00;"), 415, ["gif"]),
     ("pdf", "/segment", multipart(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n"), 415, ["pdf"]),
-    ("too_many_pixels", "/landmarks", multipart(png(1001, 1000, "L")), 413, ["1001x1000", "1000000"]),
-    ("side_too_long", "/landmarks", multipart(png(2001, 10, "L")), 413, ["longest side", "2000"]),
+    ("too_many_pixels", "/landmarks", multipart(blank_png(1001, 1000, "L")), 413, ["1001x1000", "1000000"]),
+    ("side_too_long", "/landmarks", multipart(blank_png(2001, 10, "L")), 413, ["longest side", "2000"]),
     ("bomb_header", "/landmarks", multipart(png_bomb_header(200_000, 200_000)), 413, ["pixels"]),
     ("body_too_large", "/landmarks", dict(content=b"\xff\xd8" + b"\x00" * 1_100_000, headers={"content-type": "image/jpeg"}), 413, ["limit"]),
     ("bad_base64", "/landmarks", dict(json={"image": "%%%not-base64%%%"}), 400, ["base64"]),

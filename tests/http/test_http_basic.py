@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.http.conftest import repo_settings
+from tests.helpers import repo_settings
 
 
 def test_healthz_and_readyz(gateway_url):
@@ -65,7 +65,7 @@ def test_docs_and_openapi(gateway_url):
 
 
 def test_metrics_count_requests_and_stages(gateway_url):
-    from tests.http.test_http_segment import photo_png
+    from tests.helpers import photo_png
 
     r = httpx.post(f"{gateway_url}/segment", files={"file": ("a.png", photo_png(), "image/png")},
                    data={"model": "seg_pascal"}, timeout=120)

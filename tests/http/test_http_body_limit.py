@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import io
 
 import httpx
-import numpy as np
-from PIL import Image
 
-from tests.http.conftest import repo_settings
+from tests.helpers import noise_png, repo_settings
 
 LIMIT = 64 * 1024
 
 
 def _png(side: int) -> bytes:
-    rng = np.random.default_rng(3)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    return noise_png(side, side, seed=3)
 
 
 def test_declared_and_chunked_bodies_over_the_limit_get_413(live_server, model_repo) -> None:

@@ -1,4 +1,5 @@
-"""The request and response conventions all three task endpoints share (service/routers/_common.py):
+"""The request and response conventions all three task endpoints share (service/http/forms.py,
+negotiation.py, task_route.py):
 the same request forms and field precedence, the same validation errors, ``Accept`` handling and
 response headers. /segment and /landmarks run the session's exported models; /detect runs the
 fake detector of conftest.py (no detection export needed here)."""
@@ -10,18 +11,16 @@ import io
 import json
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
+
+from tests.helpers import noise_png
 
 SMALL = (64, 48)  # w, h
 
 
 def _png(size: tuple[int, int] = SMALL) -> bytes:
-    rgb = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG")
-    return buf.getvalue()
+    return noise_png(size[0], size[1], seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -14,24 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
-from skimage import data as skdata
 
 from service.app import create_app
-from service.backends.embedded import EmbeddedBackend
-from tests.http.conftest import repo_settings
-
-
-def photo_png(size: tuple[int, int] = (240, 160)) -> bytes:
-    """coffee(), downsized (w, h), as PNG bytes."""
-    im = Image.fromarray(skdata.coffee()).resize(size, Image.BILINEAR)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _png_array(b64_or_bytes) -> np.ndarray:
-    raw = base64.b64decode(b64_or_bytes) if isinstance(b64_or_bytes, str) else b64_or_bytes
-    return np.array(Image.open(io.BytesIO(raw)))
+from service.runtime.backends.embedded import EmbeddedBackend
+from tests.helpers import photo_png, read_png, repo_settings
 
 
 def test_multipart_json_response(gateway_url):
@@ -51,7 +37,7 @@ def test_multipart_json_response(gateway_url):
     used = body["options"]
     assert used["scales"] == [0.75, 1.25] and used["flip"] is True and used["window"] == "cityscapes"
     assert used["passes"] == 2 * (1 + 4)  # 0.75: whole; 1.25: 320x213 in 128x256 windows, 2x2
-    labels = _png_array(body["label_map"]["data"])
+    labels = read_png(body["label_map"]["data"])
     assert labels.shape == (160, 240)
     im = Image.open(io.BytesIO(base64.b64decode(body["label_map"]["data"])))
     assert im.mode == "P" and im.getpalette()[:3] == [128, 64, 128]  # Cityscapes 'road' colour
@@ -63,11 +49,11 @@ def test_multipart_json_response(gateway_url):
     for c in body["classes"]:
         rle = {"size": c["rle"]["size"], "counts": c["rle"]["counts"].encode()}
         assert np.array_equal(mask_utils.decode(rle).astype(bool), labels == c["id"])
-    conf = _png_array(body["confidence"]["data"])
+    conf = read_png(body["confidence"]["data"])
     assert conf.shape == (160, 240) and conf.dtype == np.uint8 and conf.max() > 0
     ov = Image.open(io.BytesIO(base64.b64decode(body["overlay"]["data"])))
     assert ov.format == "JPEG" and ov.size == (240, 160)
-    ids = _png_array(body["label_ids"]["data"])
+    ids = read_png(body["label_ids"]["data"])
     lut = {0: 7, 1: 8, 2: 11, 18: 33}
     for train_id, label_id in lut.items():
         if (labels == train_id).any():
@@ -80,18 +66,18 @@ def test_json_base64_and_accept_png_agree(gateway_url):
     r1 = httpx.post(f"{gateway_url}/segment",
                     json={"image": base64.b64encode(png).decode(), "model": "seg_pascal"}, timeout=120)
     assert r1.status_code == 200, r1.text
-    a = _png_array(r1.json()["label_map"]["data"])
+    a = read_png(r1.json()["label_map"]["data"])
     assert r1.json()["options"]["window"] == "base"
     r2 = httpx.post(f"{gateway_url}/segment", files={"file": ("a.png", png, "image/png")},
                     data={"model": "seg_pascal"}, headers={"Accept": "image/png"}, timeout=120)
     assert r2.status_code == 200 and r2.headers["content-type"] == "image/png"
     assert r2.headers["x-model"] == "seg_pascal" and r2.headers["x-image-size"] == "240x160"
-    assert np.array_equal(a, _png_array(r2.content))
+    assert np.array_equal(a, read_png(r2.content))
     # Raw image body with options in the query string.
     r3 = httpx.post(f"{gateway_url}/segment?model=seg_pascal&label_map=true", content=png,
                     headers={"Content-Type": "image/png"}, timeout=120)
     assert r3.status_code == 200, r3.text
-    assert np.array_equal(a, _png_array(r3.json()["label_map"]["data"]))
+    assert np.array_equal(a, read_png(r3.json()["label_map"]["data"]))
 
 
 def test_form_fields_and_multi_scales(gateway_url):

@@ -17,18 +17,18 @@ from PIL import Image
 
 from service.app import create_app
 from service.errors import Unprocessable
-from service.images import decode_base64
+from service.imaging.decode import decode_base64
 from service.contract import ModelMetadata
 from service.settings import Settings
-from service.tasks import detect as detect_task
-from service.tasks.detect import DetectOptions, class_filter, run_detect
-from tests.http.conftest import FakeDetector, detector_metadata
+from service.tasks import detection
+from service.tasks.detection import merge as detection_merge
+from service.tasks.detection.plan import class_filter
+from service.tasks.detection.schemas import DetectOptions
+from tests.helpers import FakeDetector, detector_metadata, flat_png, run_task_directly
 
 
 def _png(w: int = 40, h: int = 30) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+    return flat_png(w, h, 90)
 
 
 class SwappableDetector(FakeDetector):
@@ -106,13 +106,13 @@ class _EchoRunner:
 
 def test_tta_merge_does_not_block_the_event_loop(monkeypatch):
     slow = 0.4
-    fuse = detect_task.bx.weighted_box_fusion
+    fuse = detection_merge.bx.weighted_box_fusion
 
     def slow_fusion(*args, **kwargs):  # type: ignore[no-untyped-def]
         time.sleep(slow)  # stands for a long pure-Python merge
         return fuse(*args, **kwargs)
 
-    monkeypatch.setattr(detect_task.bx, "weighted_box_fusion", slow_fusion)
+    monkeypatch.setattr(detection_merge.bx, "weighted_box_fusion", slow_fusion)
 
     async def main() -> tuple[float, int]:
         done = asyncio.Event()
@@ -128,8 +128,8 @@ def test_tta_merge_does_not_block_the_event_loop(monkeypatch):
 
         tick = asyncio.create_task(ticker())
         image = np.zeros((60, 80, 3), np.uint8)
-        resp = await run_detect(image, detector_metadata(), _EchoRunner(),
-                                DetectOptions(scales=[1.0, 0.5], merge="wbf"))
+        resp = await run_task_directly(detection.TASK, image, detector_metadata(), _EchoRunner(),
+                                       DetectOptions(scales=[1.0, 0.5], merge="wbf"))
         done.set()
         await tick
         return max(gaps), len(resp.detections)

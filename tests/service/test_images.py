@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from service.errors import ApiError
-from service.images import decode_base64, decode_image
+from service.errors import ServiceError
+from service.imaging.decode import decode_base64, decode_image
 from service.settings import Settings
 
 RNG = np.random.default_rng(1234)
@@ -25,8 +25,8 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def expect_error(data: bytes, status: int, *words: str, settings=None) -> ApiError:
-    with pytest.raises(ApiError) as info:
+def expect_error(data: bytes, status: int, *words: str, settings=None) -> ServiceError:
+    with pytest.raises(ServiceError) as info:
         decode_image(data, settings)
     err = info.value
     assert err.status_code == status, err.message
@@ -229,12 +229,12 @@ def test_base64_forms():
     assert decode_base64("data:image/png;base64," + text) == data
     assert decode_base64(text.rstrip("=") + "\n") == data  # padding optional, whitespace ignored
     assert decode_base64(base64.urlsafe_b64encode(data).decode()) == data
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         decode_base64("not base64 at all!!")
     assert info.value.status_code == 400 and "base64" in info.value.message
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         decode_base64("data:image/png,abc")
     assert info.value.status_code == 400
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         decode_base64("QUJD" * 100, Settings(max_body_bytes=100))
     assert info.value.status_code == 413

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from service.landmarks import (
+from service.tasks.landmarks.geometry import (
     Face,
     box_to_face,
     crop_face,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ApiError
-from service.landmarks import Face, crop_face
+from service.errors import ServiceError
+from service.tasks.landmarks.geometry import Face, crop_face
 from service.contract import (
     ExportInfo,
     LandmarkProtocol,
@@ -22,7 +22,9 @@ from service.contract import (
     WeightsInfo,
 )
 from service.settings import Settings
-from service.tasks.landmarks import FaceSpec, LandmarkOptions, run_landmarks
+from service.tasks import landmarks
+from service.tasks.landmarks.schemas import FaceSpec, LandmarkOptions
+from tests.helpers import limits, run_task_directly
 
 K = 6
 
@@ -46,10 +48,12 @@ class BrightnessRunner:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    async def run(self, meta, passes, *, timings=None, input_name=None):
+    async def run(self, meta, passes, *, timings=None):
         self.calls.append(len(passes))
         out = []
-        for p in passes:
+        for inputs in passes:
+            assert set(inputs) == {"image"}
+            p = inputs["image"]
             assert p.shape == (3, 256, 256) and p.dtype == np.float32
             pooled = p[0].reshape(64, 4, 64, 4).mean(axis=(1, 3))
             out.append({"heatmaps": np.repeat(pooled[None], K, axis=0) / 255.0})
@@ -62,6 +66,11 @@ def blob_image(points, h=400, w=500, sigma=5.0) -> np.ndarray:
     for px, py in points:
         img = np.maximum(img, np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * sigma**2)))
     return np.repeat((img * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+
+
+def run_landmarks(image, meta, runner, faces, options, *, max_faces):
+    return run_task_directly(landmarks.TASK, image, meta, runner, options, extras={"faces": faces},
+                             limits=limits(max_faces=max_faces))
 
 
 def run(image, faces, options=None, runner=None, meta=None, max_faces=8):
@@ -136,7 +145,7 @@ def test_flip_tta_consistent_for_a_mirror_equivariant_network():
 
 
 def test_flip_needs_flip_pairs():
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         run(blob_image([(10, 10)]), None, LandmarkOptions(flip=True), meta=fake_meta(flip_pairs=()))
     assert info.value.status_code == 422 and "flip" in info.value.message
 
@@ -155,7 +164,7 @@ def test_flip_needs_flip_pairs():
     ],
 )
 def test_bad_faces_rejected(faces, words):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         run(blob_image([(10, 10)]), faces)
     assert info.value.status_code == 422
     assert words in info.value.message
@@ -182,7 +191,7 @@ def test_overlay_is_an_image_of_the_input_size():
 # ---------------------------------------------------------------- the real exported model
 @pytest.fixture(scope="module")
 def face_runner(model_repo):
-    from service.backends.embedded import EmbeddedBackend
+    from service.runtime.backends.embedded import EmbeddedBackend
 
     settings = Settings(repository=model_repo, max_batch=4, ort_intra_threads=1, ort_inter_threads=1)
     backend = EmbeddedBackend(settings)
@@ -200,7 +209,7 @@ def astronaut() -> np.ndarray:
 
 
 def _real(face_runner, image, faces, options=None):
-    from service.runner import InferenceRunner
+    from service.runtime.runner import InferenceRunner
 
     meta, backend, settings = face_runner
     runner = InferenceRunner(backend, settings)
@@ -242,8 +251,8 @@ def test_real_model_batch_equals_single(face_runner, astronaut):
 def test_real_model_flip_tta(face_runner, astronaut):
     """Flip TTA = average of the plain heatmaps and the flipped-back, pair-swapped heatmaps of
     the mirrored crop; checked against running those two passes by hand."""
-    from service.landmarks import decode_heatmaps, flip_back
-    from service.runner import InferenceRunner
+    from service.tasks.landmarks.geometry import decode_heatmaps, flip_back
+    from service.runtime.runner import InferenceRunner
 
     meta, backend, settings = face_runner
     res = _real(face_runner, astronaut, [FaceSpec(box=ASTRONAUT_FACE)], LandmarkOptions(flip=True))

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from service.errors import Unprocessable
-from service.tasks.detect import DetectOptions, planned_pixels, run_detect
-from tests.http.conftest import detector_metadata
+from service.tasks import detection
+from service.tasks.detection.schemas import DetectOptions
+from tests.helpers import detector_metadata, limits, run_task_directly
+
+
+def planned_pixels(height: int, width: int, meta, options: DetectOptions) -> int:
+    """The network pixels the detection plan of an image of ``height`` x ``width`` adds up to."""
+    req = detection.TASK.resolve(options, {}, meta, limits())
+    return detection.TASK.plan(req, meta, (height, width)).n_pixels
 
 
 class _NoRunner:
@@ -29,6 +36,7 @@ def test_detection_planned_pixels_follow_the_resize_rule() -> None:
 def test_detection_over_budget_is_422_before_inference() -> None:
     image = np.zeros((100, 200, 3), np.uint8)
     with pytest.raises(Unprocessable) as err:
-        asyncio.run(run_detect(image, detector_metadata(), _NoRunner(), DetectOptions(flip=True),
-                               max_network_pixels=2 * 64 * 128 - 1))
+        asyncio.run(run_task_directly(detection.TASK, image, detector_metadata(), _NoRunner(),
+                                      DetectOptions(flip=True),
+                                      limits=limits(max_network_pixels=2 * 64 * 128 - 1)))
     assert err.value.status_code == 422 and "network-input pixels" in err.value.message

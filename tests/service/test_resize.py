@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from service.resize import resize_bilinear
+from service.imaging.resize import resize_bilinear
 
 SIZES = [((37, 53), (74, 106)), ((37, 53), (20, 31)), ((64, 48), (64, 97)), ((5, 7), (1, 1)),
          ((100, 80), (50, 40)), ((9, 13), (29, 3))]
@@ -51,7 +51,7 @@ def test_uint8_input_becomes_float():
 def test_uint8_matches_opencv_bit_exact(dst):
     from skimage import data
 
-    from service.resize import resize_uint8_opencv
+    from service.imaging.resize import resize_uint8_opencv
 
     for img in (data.coffee(), data.chelsea()[:300, :400], data.astronaut()[:, :, 0]):
         ref = cv2.resize(img, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
@@ -67,7 +67,7 @@ def test_uint8_matches_opencv_bit_exact(dst):
 @pytest.mark.parametrize("src,dst", SIZES + [((128, 256), (512, 1024)), ((300, 451), (896, 1347))])
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_gemm_resize_matches_gathers_opencv_torch(src, dst, align_corners):
-    from service.resize import resize_finite
+    from service.imaging.resize import resize_finite
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, *src)).astype(np.float32)
@@ -92,7 +92,7 @@ def test_gemm_resize_matches_gathers_opencv_torch(src, dst, align_corners):
                                      ((64, 48), (200, 150))])
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_row_blocks_and_crops(src, dst, align_corners):
-    from service.resize import (
+    from service.imaging.resize import (
         axis_coeffs, band, gather_last, gather_rows, matmul_last, matmul_rows,
     )
 

@@ -9,7 +9,7 @@ import pytest
 
 from service.errors import Overloaded, Timeout
 from service.contract import ModelMetadata
-from service.runner import InferenceRunner
+from service.runtime.runner import InferenceRunner
 from service.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""service.tta.merge_segmentation on synthetic logits against a direct torch transcription of the
+"""service.tasks.segmentation.merge.merge_segmentation on synthetic logits against a direct torch transcription of the
 official merge (full-resolution upsample of every pass, flip average, exp, window count average,
 crop, resize to the source, sum over scales, LIP resize, argmax). No network: fast, and it covers
 the gateway's block/GEMM/gather code paths and both ``align_corners`` conventions.
@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from service import tta
+from service.tasks.segmentation import merge as tta_merge
+from service.tasks.segmentation import plan as tta_plan
 from service.contract import (
     ExportInfo, ModelMetadata, SegmentationMetadata, SegmentationProtocol, TensorSpec, WeightsInfo,
 )
@@ -32,7 +33,7 @@ def _meta(*, base: int, crop: tuple[int, int], window: str, ac: bool, n_cls: int
     )
 
 
-def _logits(plan: tta.SegPlan, n_cls: int, seed: int, gain: float = 3.0) -> list[np.ndarray]:
+def _logits(plan: tta_plan.SegPlan, n_cls: int, seed: int, gain: float = 3.0) -> list[np.ndarray]:
     """Random 1/4-resolution logits of every pass, shaped like the network's outputs."""
     rng = np.random.default_rng(seed)
     out = []
@@ -43,14 +44,14 @@ def _logits(plan: tta.SegPlan, n_cls: int, seed: int, gain: float = 3.0) -> list
     return out
 
 
-def _reference(plan: tta.SegPlan, logits: list[np.ndarray]) -> torch.Tensor:
+def _reference(plan: tta_plan.SegPlan, logits: list[np.ndarray]) -> torch.Tensor:
     """Summed scores (C, H, W) in float32, the official way (lib/datasets/base_dataset.py)."""
     ac = plan.align_corners
 
     def up(x: torch.Tensor, size) -> torch.Tensor:
         return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=ac)
 
-    def run(sp: tta.ScalePlan, i: int) -> torch.Tensor:
+    def run(sp: tta_plan.ScalePlan, i: int) -> torch.Tensor:
         pred = up(torch.from_numpy(logits[i])[None], sp.pass_size)
         if plan.flip:
             f = up(torch.from_numpy(logits[i + 1])[None], sp.pass_size)
@@ -96,16 +97,16 @@ CASES = [
 ]
 
 
-def _plan(case) -> tuple[tta.SegPlan, int]:
+def _plan(case) -> tuple[tta_plan.SegPlan, int]:
     _, kw, size, scales, flip = case
-    return tta.plan_segmentation(size, _meta(**kw), scales=scales, flip=flip), kw["n_cls"]
+    return tta_plan.plan_segmentation(size, _meta(**kw), scales=scales, flip=flip), kw["n_cls"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_merge_matches_official_order(case):
     plan, n_cls = _plan(case)
     logits = _logits(plan, n_cls, seed=len(case[0]))
-    got = tta.merge_segmentation(plan, logits, with_confidence=True)
+    got = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
     ref = _reference(plan, logits)
     ref_labels = ref.argmax(0).numpy()
     assert got.labels.shape == ref_labels.shape == plan.original_size
@@ -123,14 +124,14 @@ def test_merge_matches_official_order(case):
 def test_blocks_chunks_and_gather_path_agree(case, monkeypatch):
     plan, n_cls = _plan(case)
     logits = _logits(plan, n_cls, seed=7)
-    base = tta.merge_segmentation(plan, logits, with_confidence=True)
+    base = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
     # One row per block and one channel per chunk: same arithmetic, so identical labels.
-    tiny = tta.merge_segmentation(plan, logits, with_confidence=True, block_bytes=1, memory_budget=1)
+    tiny = tta_merge.merge_segmentation(plan, logits, with_confidence=True, block_bytes=1, memory_budget=1)
     assert np.array_equal(base.labels, tiny.labels)
     np.testing.assert_allclose(base.confidence, tiny.confidence, atol=1e-6)
     # Exact gathers instead of GEMMs (the path for non-finite scores): equal up to rounding.
-    monkeypatch.setattr(tta, "EXP_SAFE", float("-inf"))
-    gathered = tta.merge_segmentation(plan, logits, with_confidence=True)
+    monkeypatch.setattr(tta_merge, "EXP_SAFE", float("-inf"))
+    gathered = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
     assert float((gathered.labels == base.labels).mean()) >= 0.9995
     np.testing.assert_allclose(gathered.confidence, base.confidence, atol=1e-5)
 
@@ -140,7 +141,7 @@ def test_overflowing_scores_stay_local():
     plan, n_cls = _plan(CASES[0])
     logits = _logits(plan, n_cls, seed=3)
     logits[0][2, 3, 4] = 400.0  # flip-averaged 200: exp overflows to inf around this spot
-    got = tta.merge_segmentation(plan, logits)
+    got = tta_merge.merge_segmentation(plan, logits)
     ref = _reference(plan, logits)
     ok = torch.isfinite(ref).all(0).numpy()
     assert 0.5 < ok.mean() < 1.0  # some pixels overflow, most do not

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.live_server import free_port, serve
+from tests.helpers import free_port, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = ROOT / "scripts" / "install_triton.sh"

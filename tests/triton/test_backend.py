@@ -7,10 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.backends.base import (
-    BackendOverloaded, BackendTimeout, BackendUnavailable, ModelNotFound,
-)
-from service.backends.triton import TritonBackend
+from service.errors import ModelNotFound, Overloaded, Timeout, Unavailable
+from service.runtime.backends.triton import TritonBackend
 from service.settings import Settings
 from tests.triton.harness import TritonServer, free_port
 
@@ -39,7 +37,7 @@ def test_unreachable_triton_gives_503_fast(protocol: str) -> None:
             await asyncio.wait_for(backend.start(), 10)
             assert await backend.ready() is False
             assert await backend.models() == {}
-            with pytest.raises(BackendUnavailable) as info:
+            with pytest.raises(Unavailable) as info:
                 await asyncio.wait_for(backend.infer("seg_lip", _image()), 10)
             assert info.value.status_code == 503 and info.value.retry_after == 2
         finally:
@@ -62,7 +60,7 @@ def test_overload_unknown_model_and_deadline(protocol: str, triton_server: Trito
                 backend.infer("seg_lip", _image()), backend.infer("seg_lip", _image()),
                 return_exceptions=True,
             )
-            overloaded = [r for r in results if isinstance(r, BackendOverloaded)]
+            overloaded = [r for r in results if isinstance(r, Overloaded)]
             served = [r for r in results if isinstance(r, dict)]
             assert len(overloaded) == 1 and len(served) == 1, results
             assert overloaded[0].status_code == 429 and overloaded[0].retry_after == 2
@@ -73,7 +71,7 @@ def test_overload_unknown_model_and_deadline(protocol: str, triton_server: Trito
                 await backend.infer("no_such_model", _image())
 
             backend.timeout_s = 1e-4
-            with pytest.raises(BackendTimeout):
+            with pytest.raises(Timeout):
                 await backend.infer("face_300w", {"image": np.zeros((1, 3, 256, 256), np.float32)})
         finally:
             await backend.close()

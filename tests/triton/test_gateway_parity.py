@@ -21,16 +21,11 @@ import pytest
 from PIL import Image
 
 from tests.conftest import DET_MODEL
+from tests.helpers import encode_png
 from tests.triton.harness import TritonServer, live_gateway
 
 PROTOCOLS = ("grpc", "http")
 SEG_MODELS = ("seg_cityscapes", "seg_pascal", "seg_lip")
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,7 @@ def photos() -> dict[str, bytes]:
 
     astronaut = np.asarray(Image.fromarray(data.astronaut()).resize((192, 192), Image.BILINEAR))
     coffee = np.asarray(Image.fromarray(data.coffee()).resize((200, 150), Image.BILINEAR))
-    return {"astronaut": _png(astronaut), "coffee": _png(coffee)}
+    return {"astronaut": encode_png(astronaut), "coffee": encode_png(coffee)}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,253 @@
+"""Reading a task request: the image and the options from any request form.
+
+Request forms, the same for every endpoint:
+
+* ``multipart/form-data``: a ``file`` part (``image`` also accepted) with the image, plus an
+  ``options`` field (JSON object) and/or one field per option;
+* ``application/json``: an object with the base64 ``image`` and the options as fields;
+* a raw ``image/*`` (or ``application/octet-stream``) body.
+
+Query parameters are read for every form (the same names, ``options`` included). Precedence:
+query < ``options`` object < individual fields (for JSON bodies: query < body). An empty form or
+query value counts as omitted. Text values go through the endpoint's parsers (lists as JSON or
+comma-separated, for every option whose type is a list), and a task's extra fields (landmarks'
+``faces``) are JSON text; everything is then validated by the task's options model, so unknown
+and invalid options answer 422 ``invalid_options`` with the field path.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterable, Literal, Mapping, TypeVar, Union, get_args
+from typing import get_origin
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from service.errors import (
+    BadRequest, ServiceError, Unprocessable, UnsupportedMediaType, describe_validation,
+)
+from service.imaging.decode import check_body_size, decode_base64
+from service.settings import Settings
+from service.tasks.common import JSON, TaskDef
+
+O = TypeVar("O", bound=BaseModel)
+TextParser = Callable[[str, str], Any]
+"""``parser(name, text) -> value`` for a field that arrives as form or query text."""
+
+_IMAGE_PARTS = ("file", "image")
+
+
+def list_text(name: str, text: str) -> Any:
+    """A list option given as text: a JSON list (``[0.5, 1]``) or comma-separated (``0.5,1``)."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise Unprocessable(f"invalid options: {name}: not a JSON list ({exc})",
+                                code="invalid_options") from None
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def json_text(name: str, text: str) -> Any:
+    """A JSON value given as text (a task's extra field, e.g. ``faces``); 400 ``invalid_json``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"'{name}' is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _union_args(annotation: Any) -> tuple[Any, ...]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return get_args(annotation)
+    return (annotation,)
+
+
+def text_parser(annotation: Any) -> TextParser | None:
+    """The parser of an option's text form: lists (and tuples) take JSON or comma-separated text;
+    a word the type also allows (segmentation's ``scales=multi``) passes as is. None: the text
+    goes to pydantic unchanged (numbers, booleans, words)."""
+    args = _union_args(annotation)
+    if not any(a in (list, tuple) or get_origin(a) in (list, tuple) for a in args):
+        return None
+    words = {v for a in args if get_origin(a) is Literal for v in get_args(a) if isinstance(v, str)}
+
+    def parse(name: str, text: str) -> Any:
+        return text.strip() if text.strip() in words else list_text(name, text)
+
+    return parse
+
+
+@dataclass(frozen=True)
+class RequestFields(Generic[O]):
+    """The fields one endpoint reads besides the image."""
+
+    options: type[O]
+    """Validates the options (``extra="forbid"``: unknown names are errors)."""
+    json_model: type[BaseModel]
+    """The JSON body as documented in OpenAPI (base64 ``image`` + options + extras)."""
+    text: Mapping[str, TextParser] = field(default_factory=dict)
+    """Option fields whose form/query text needs parsing (lists); others go to pydantic as is."""
+    extras: Mapping[str, TextParser] = field(default_factory=dict)
+    """Task fields that are not options (landmarks' ``faces``), with their text parser."""
+
+    @classmethod
+    def of(cls, task: TaskDef[Any, Any, Any]) -> "RequestFields[Any]":
+        """The fields of ``task``'s requests (parsers derived from its options' types)."""
+        text = {name: parser for name, f in task.options.model_fields.items()
+                if (parser := text_parser(f.annotation)) is not None}
+        return cls(task.options, task.json_request, text, dict.fromkeys(task.extras, json_text))
+
+
+@dataclass
+class ParsedRequest(Generic[O]):
+    """The image bytes, validated options and raw extra fields of one request."""
+
+    data: bytes
+    options: O
+    extras: dict[str, Any]
+
+    def take_image(self) -> bytes:
+        """The image bytes, forgotten here (a large upload is not kept during inference)."""
+        data, self.data = self.data, b""
+        return data
+
+
+class _Collector:
+    """Gathers option and extra fields from the request's sources, later sources winning."""
+
+    def __init__(self, fields: RequestFields[Any]) -> None:
+        self.fields = fields
+        self.options: dict[str, Any] = {}
+        self.extras: dict[str, Any] = {}
+
+    def add_value(self, name: str, value: Any) -> None:
+        """A typed value (from a JSON object)."""
+        (self.extras if name in self.fields.extras else self.options)[name] = value
+
+    def add_text(self, items: Iterable[tuple[str, str]]) -> None:
+        """Text fields of one source (query string or form): the ``options`` object first, then
+        the individual fields, so these win over it."""
+        items = [(k, v) for k, v in items if v != ""]
+        for name, text in items:
+            if name == "options":
+                for k, v in _json_object(text).items():
+                    self.add_value(k, v)
+        for name, text in items:
+            if name == "options":
+                continue
+            if name in self.fields.extras:
+                self.extras[name] = self.fields.extras[name](name, text)
+            else:
+                parse = self.fields.text.get(name)
+                self.options[name] = parse(name, text) if parse else text
+
+    def validated(self) -> Any:
+        """The options model (422 ``invalid_options`` naming each bad field)."""
+        try:
+            return self.fields.options.model_validate(self.options)
+        except ValidationError as exc:
+            raise Unprocessable(f"invalid options: {describe_validation(exc.errors())}",
+                                code="invalid_options") from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Unprocessable(f"invalid options: options: not valid JSON ({exc})",
+                            code="invalid_options") from None
+    if not isinstance(value, dict):
+        raise Unprocessable("invalid options: options: must be a JSON object", code="invalid_options")
+    return value
+
+
+def content_type(request: Request) -> str:
+    """The request's media type, lower case, without parameters ('' when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _multipart(request: Request, fields: _Collector) -> bytes:
+    """The uploaded image part's bytes; the text fields go to ``fields``."""
+    try:
+        form = await request.form(max_files=4, max_fields=64)
+    except ServiceError:  # e.g. 413 from the body limit while the parts stream in
+        raise
+    except Exception as exc:  # malformed multipart or over the part limits
+        raise BadRequest(f"cannot parse the multipart body: {exc}", code="invalid_multipart") from None
+    try:
+        return await _multipart_parts(form, fields)
+    finally:
+        # Starlette spools uploads over 1 MB to temporary files; nothing else closes them
+        # when an endpoint reads the form itself.
+        await form.close()
+
+
+async def _multipart_parts(form: FormData, fields: _Collector) -> bytes:
+    """The image part's bytes of a parsed ``form``; its text fields go to ``fields``."""
+    name = next((n for n in _IMAGE_PARTS if n in form), None)
+    if name is None:
+        raise BadRequest("multipart request needs a 'file' part with the image", code="missing_file")
+    upload = form[name]
+    if not isinstance(upload, UploadFile):
+        raise BadRequest(f"'{name}' must be a file part, not a text field", code="missing_file")
+    texts = []
+    for key, value in form.multi_items():
+        if value is upload:
+            continue
+        if not isinstance(value, str):
+            raise BadRequest(f"unexpected file part '{key}'", code="invalid_multipart")
+        texts.append((key, value))
+    fields.add_text(texts)
+    return await upload.read()
+
+
+async def _json_body(request: Request, settings: Settings, fields: _Collector) -> Any:
+    """The JSON body's ``image`` value; its other fields go to ``fields``."""
+    body = await request.body()
+    check_body_size(len(body), settings)
+    try:
+        payload = await run_in_threadpool(json.loads, body)  # ~1 ms per MB: off the event loop
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the JSON body must be an object with an 'image' field", code="invalid_json")
+    if "image" not in payload:
+        raise BadRequest("the JSON body needs an 'image' field (base64)", code="missing_image")
+    image = payload.pop("image")
+    for key, value in payload.items():
+        fields.add_value(key, value)
+    return image
+
+
+async def read_request(request: Request, settings: Settings, spec: RequestFields[O]) -> ParsedRequest[O]:
+    """Image bytes, options and extras of any request form (see the module docstring).
+
+    400 for unreadable bodies, 413 over the size limit, 415 for other content types, 422 for
+    invalid options. Base64 is decoded after the options are validated.
+    """
+    fields = _Collector(spec)
+    fields.add_text(request.query_params.multi_items())
+    ctype = content_type(request)
+    if ctype == JSON:
+        image = await _json_body(request, settings, fields)
+        options = fields.validated()
+        data = await run_in_threadpool(decode_base64, image, settings)
+    elif ctype == "multipart/form-data":
+        data = await _multipart(request, fields)
+        options = fields.validated()
+    elif ctype.startswith("image/") or ctype == "application/octet-stream":
+        data = await request.body()
+        options = fields.validated()
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type '{ctype or '(none)'}': send multipart/form-data (a 'file' "
+            "part), application/json (base64 'image'), or the image bytes (image/*)",
+            code="unsupported_content_type",
+        )
+    return ParsedRequest(data, options, fields.extras)

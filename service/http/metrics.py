@@ -1,0 +1,104 @@
+"""Prometheus metrics on a per-app registry (several apps can live in one process, e.g. in tests).
+
+Endpoints record per-stage wall times in a :class:`~service.timings.Timings` object
+(``request.state.timings``); the metrics middleware observes them, the request count and the
+latency once the response is ready, labelled with the model the endpoint stored in
+``request.state.model``. :class:`Metrics` is also the runner's observer (backend calls, queue).
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+
+from service.timings import Timings
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The gateway's metric families on their own :class:`CollectorRegistry`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "hrnet_requests_total", "Requests by endpoint, model and HTTP status.",
+            ["endpoint", "model", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "hrnet_request_seconds", "End-to-end request latency.",
+            ["endpoint", "model", "status"], buckets=_BUCKETS, registry=self.registry,
+        )
+        self.stage = Histogram(
+            "hrnet_stage_seconds", "Time per request stage (decode, preprocess, queue, inference, "
+            "postprocess, encode).", ["endpoint", "model", "stage"], buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "hrnet_backend_batches_total", "Backend calls by model.", ["model"], registry=self.registry
+        )
+        self.passes = Counter(
+            "hrnet_backend_passes_total", "Network passes (batch items) by model.", ["model"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "hrnet_inference_in_flight", "Requests running inference now.", registry=self.registry
+        )
+        self.waiting = Gauge(
+            "hrnet_inference_waiting", "Requests waiting for an inference slot.", registry=self.registry
+        )
+
+    def observe_request(
+        self, endpoint: str, model: str, status: int, seconds: float, timings: Timings | None
+    ) -> None:
+        """Record one finished request."""
+        labels = (endpoint, model, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+        if timings is not None:
+            for stage, secs in timings.stages.items():
+                self.stage.labels(endpoint, model, stage).observe(secs)
+
+    def batch(self, model: str, passes: int) -> None:
+        """The runner made one backend call of ``passes`` items (``RunnerObserver``)."""
+        self.batches.labels(model).inc()
+        self.passes.labels(model).inc(passes)
+
+    def occupancy(self, waiting: int, running: int) -> None:
+        """Requests waiting for and holding an inference slot (``RunnerObserver``)."""
+        self.waiting.set(waiting)
+        self.in_flight.set(running)
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+
+# Paths whose traffic is not worth a time series.
+_UNMETERED = {"/metrics", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
+
+
+async def metrics_middleware(request: Request, call_next):  # type: ignore[no-untyped-def]
+    """Time every request and record it under its route template and model."""
+    if request.url.path in _UNMETERED:
+        return await call_next(request)
+    request.state.timings = Timings()
+    request.state.model = "-"
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.observe_request(
+                endpoint, str(request.state.model), status, time.perf_counter() - t0,
+                request.state.timings,
+            )

@@ -1,0 +1,1 @@
+"""One router per endpoint; ``service.app`` includes each of them explicitly."""

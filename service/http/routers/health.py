@@ -1,0 +1,43 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.http.deps import current_registry
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict:
+    """Always 200 while the process serves HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: models loaded and backend answering")
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the backend is ready and serves at least one model, else 503."""
+    backend = getattr(request.app.state, "backend", None)
+    registry = None
+    if backend is not None:
+        registry = await current_registry(request.app)
+    ready = False
+    detail = "backend not started"
+    if backend is not None:
+        try:
+            ready = await backend.ready()
+            detail = "ok" if ready else "backend not ready"
+        except Exception as exc:  # a failing probe is "not ready", never a 500
+            detail = f"backend error: {exc}"
+    models = sorted(registry.models) if registry is not None else []
+    if ready and not models:
+        ready, detail = False, "no models loaded"
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "detail": detail,
+        "backend": getattr(backend, "name", None),
+        "models": models,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "1"})

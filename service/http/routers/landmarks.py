@@ -1,0 +1,16 @@
+"""``POST /landmarks``: facial landmarks of the faces of one image."""
+
+from __future__ import annotations
+
+from service.http.task_route import task_router
+from service.tasks import landmarks
+
+router = task_router(
+    landmarks.TASK, "/landmarks", tags=["landmarks"], operation_id="landmarks",
+    summary="Facial landmarks",
+    description="Landmarks of each given face (none given: the whole image is one face). Faces "
+    "are boxes ``[x1, y1, x2, y2]`` (official rule: centre of the box, crop side "
+    "``max(w, h) * box_enlarge``) or ``{\"center\": [x, y], \"scale\": s}`` (crop side "
+    "``s * 200``). Coordinates are image pixels with the top-left pixel covering "
+    "``[0, 1] x [0, 1]``.",
+)

@@ -1,0 +1,31 @@
+"""Served models: names, tasks, labels, input conventions, default options, weights origin."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from service.http.deps import get_registry
+from service.http.schemas import ErrorResponse, ModelInfo, ModelList
+from service.runtime.registry import ModelRegistry
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _info(registry: ModelRegistry, name: str) -> ModelInfo:
+    meta = registry.get(name)
+    return ModelInfo.from_metadata(meta, is_default=registry.defaults.get(meta.task) == name)
+
+
+@router.get("", response_model=ModelList, summary="List served models")
+async def list_models(registry: ModelRegistry = Depends(get_registry)) -> ModelList:
+    """Every served model with its description."""
+    return ModelList(models=[_info(registry, n) for n in registry.models])
+
+
+@router.get(
+    "/{name}", response_model=ModelInfo, summary="Describe one model",
+    responses={404: {"model": ErrorResponse}},
+)
+async def get_model(name: str, registry: ModelRegistry = Depends(get_registry)) -> ModelInfo:
+    """One model's description; 404 when not served."""
+    return _info(registry, name)

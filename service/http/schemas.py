@@ -1,0 +1,103 @@
+"""Response models of the HTTP layer's own endpoints: errors and model descriptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.contract import (
+    DetectionMetadata, LandmarkMetadata, ModelMetadata, SegmentationMetadata, TensorSpec,
+)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code, e.g. 'payload_too_large'.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Body of every non-2xx response."""
+
+    error: ErrorDetail
+
+
+class WeightsSummary(BaseModel):
+    origin: str
+    format: str
+    random_init: bool = Field(
+        description="True: the network has random weights (a demo/test export); outputs are meaningless."
+    )
+    file: str | None = None
+    sha256: str | None = None
+
+
+class InputConventions(BaseModel):
+    """How the exported graph expects its input."""
+
+    tensor: str
+    dtype: str
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+    value_range: str = "0..255 (normalised inside the graph)"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    align_corners: bool
+
+
+class ModelInfo(BaseModel):
+    """A served model as clients see it."""
+
+    name: str
+    task: str
+    arch: str
+    dataset: str
+    labels: list[str]
+    num_labels: int
+    input: InputConventions = Field(description="Conventions of the image input (the first input).")
+    inputs: list[TensorSpec] = Field(
+        description="Every graph input in order (per-item dims: the batch dimension is excluded)."
+    )
+    outputs: list[TensorSpec] = Field(description="Every graph output in order (per-item dims).")
+    max_batch_size: int
+    default_options: dict[str, Any] = Field(description="Test-time options used when a request omits them.")
+    protocol: dict[str, Any] | None = Field(None, description="The task's full protocol parameters.")
+    weights: WeightsSummary
+    random_init: bool = Field(description="Loud copy of weights.random_init.")
+    default_for_task: bool = False
+
+    @classmethod
+    def from_metadata(cls, meta: ModelMetadata, *, is_default: bool = False) -> "ModelInfo":
+        """Describe ``meta`` for clients."""
+        defaults: dict[str, Any] = {}
+        if isinstance(meta, SegmentationMetadata):
+            s = meta.segmentation
+            defaults = {
+                "scales": list(s.scales), "flip": s.flip, "window": s.window,
+                "base_size": s.base_size, "crop_size": list(s.crop_size),
+                "multi_scales": list(s.multi_scales), "resize_to_square": s.resize_to_square,
+            }
+        elif isinstance(meta, LandmarkMetadata):
+            defaults = {"flip": meta.landmarks.flip, "box_enlarge": meta.landmarks.box_enlarge}
+        elif isinstance(meta, DetectionMetadata):
+            d = meta.detection
+            defaults = {"score_threshold": d.score_threshold, "nms_iou": d.nms_iou,
+                        "max_detections": d.max_detections}
+        spec = meta.inputs[0]
+        return cls(
+            name=meta.name, task=meta.task, arch=meta.arch, dataset=meta.dataset,
+            labels=list(meta.labels), num_labels=len(meta.labels),
+            input=InputConventions(
+                tensor=spec.name, dtype=spec.dtype, mean=meta.normalization.mean,
+                std=meta.normalization.std, align_corners=meta.align_corners,
+            ),
+            inputs=list(meta.inputs), outputs=list(meta.outputs),
+            max_batch_size=meta.max_batch_size, default_options=defaults,
+            protocol=meta.protocol.model_dump(mode="json"),
+            weights=WeightsSummary(**meta.weights.model_dump(include={"origin", "format", "random_init", "file", "sha256"})),
+            random_init=meta.weights.random_init, default_for_task=is_default,
+        )
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]

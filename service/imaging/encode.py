@@ -1,0 +1,92 @@
+"""Response encoders: indexed PNG with a palette, 8-bit PNGs, JPEG, base64, COCO RLE, class stats."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from service.imaging.palette import full_palette
+
+
+def _image(mode: str, arr: np.ndarray) -> Image.Image:
+    """A Pillow image of ``mode`` over a uint8 HxW or HxWx3 array."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    return Image.frombytes(mode, (arr.shape[1], arr.shape[0]), arr.tobytes())
+
+
+def png_bytes(image: Image.Image, *, compress_level: int = 1) -> bytes:
+    """Encode a Pillow image as PNG (fast compression: latency over size)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, *, quality: int = 90) -> bytes:
+    """Encode a Pillow image as JPEG."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def image_bytes(image: Image.Image | np.ndarray, fmt: str, *, quality: int = 90) -> bytes:
+    """Encode an RGB image (Pillow, or a uint8 HxWx3 array) as ``fmt`` (``png`` or ``jpeg``)."""
+    if isinstance(image, np.ndarray):
+        image = _image("RGB", image)
+    return png_bytes(image) if fmt == "png" else jpeg_bytes(image, quality=quality)
+
+
+def label_png(labels: np.ndarray, palette: list[tuple[int, int, int]] | None) -> bytes:
+    """Label map as an indexed ('P' mode) PNG: pixel value = class index, colours = palette."""
+    if labels.max(initial=0) > 255:
+        # More than 256 classes do not fit a palette image: 16-bit grayscale.
+        return png_bytes(Image.fromarray(labels.astype(np.uint16)))
+    im = _image("P", labels.astype(np.uint8))
+    im.putpalette(full_palette(palette).reshape(-1).tolist())
+    return png_bytes(im)
+
+
+def gray_png(values: np.ndarray) -> bytes:
+    """An 8-bit grayscale PNG of ``values`` (uint8, or floats in 0..1 mapped to 0..255)."""
+    if values.dtype != np.uint8:
+        values = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    return png_bytes(_image("L", values))
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 text."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def class_stats(labels: np.ndarray, names: list[str]) -> list[dict]:
+    """Classes present in ``labels``: id, name, pixel count and fraction, most frequent first."""
+    counts = np.bincount(labels.reshape(-1), minlength=len(names))
+    total = max(1, labels.size)
+    out = [
+        {"id": int(i), "name": names[i] if i < len(names) else str(i),
+         "pixels": int(counts[i]), "fraction": round(float(counts[i]) / total, 6)}
+        for i in np.flatnonzero(counts)
+    ]
+    out.sort(key=lambda d: -d["pixels"])
+    return out
+
+
+def rle_per_class(labels: np.ndarray, class_ids: list[int]) -> dict[int, dict]:
+    """COCO RLE (``pycocotools.mask.encode``, counts as text) of each class mask."""
+    from pycocotools import mask as mask_utils
+
+    out = {}
+    for c in class_ids:
+        m = np.asfortranarray((labels == c).astype(np.uint8))
+        rle = mask_utils.encode(m)
+        out[c] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return out
+
+
+def map_label_ids(labels: np.ndarray, label_ids: list[int]) -> np.ndarray:
+    """Train ids -> dataset label ids (e.g. Cityscapes 0 -> 7) through a lookup table."""
+    lut = np.zeros(max(256, labels.max(initial=0) + 1), np.int32)
+    lut[: len(label_ids)] = label_ids
+    return lut[labels]

@@ -1,1 +1,0 @@
-"""HTTP routers; ``service.app`` includes those whose modules exist."""

@@ -1,0 +1,1 @@
+"""Inference backends behind one interface (:class:`service.runtime.backends.base.Backend`)."""

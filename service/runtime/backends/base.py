@@ -1,0 +1,41 @@
+"""The one interface every inference backend implements (embedded ONNX Runtime, Triton).
+
+Tasks see only this interface (through the runner), so they never know which backend runs them.
+Arrays are numpy; the leading dimension of every input is the batch. Failures are
+:mod:`service.errors` exceptions: :class:`~service.errors.ModelNotFound`,
+:class:`~service.errors.Unavailable` (retry later), :class:`~service.errors.Overloaded`,
+:class:`~service.errors.Timeout` and :class:`~service.errors.BackendError`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from service.contract import ModelMetadata
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs batches of network passes for named models."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Load or discover models. May be called again to refresh."""
+
+    async def close(self) -> None:
+        """Release sessions, channels and threads."""
+
+    async def models(self) -> dict[str, ModelMetadata]:
+        """The served models by name, with their repository metadata."""
+
+    async def ready(self) -> bool:
+        """True when models are loaded and the backend answers."""
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch. ``inputs`` maps input tensor names to arrays with a leading batch dim.
+
+        Returns every output of the model by name.
+        """

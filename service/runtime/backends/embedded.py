@@ -1,0 +1,141 @@
+"""In-process backend: one ONNX Runtime session per repository entry.
+
+Discovers ``<repository>/<name>/hrnet.json`` + ``<name>/1/model.onnx`` (entries with only a TensorRT
+plan are skipped). ``session.run`` releases the GIL, so calls go to a thread pool and the event loop
+stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from service.contract import METADATA_FILENAME, ModelMetadata
+from service.errors import BackendError, ModelNotFound, ServiceError, Unavailable
+from service.settings import Settings
+
+log = logging.getLogger("service.runtime.embedded")
+
+
+def discover(repository: Path) -> dict[str, tuple[ModelMetadata, Path]]:
+    """Entries of ``repository`` that have metadata and an ONNX graph: name -> (metadata, onnx path)."""
+    found: dict[str, tuple[ModelMetadata, Path]] = {}
+    if not repository.is_dir():
+        return found
+    for meta_file in sorted(repository.glob(f"*/{METADATA_FILENAME}")):
+        entry = meta_file.parent
+        onnx_file = entry / "1" / "model.onnx"
+        if not onnx_file.is_file():
+            continue
+        try:
+            meta = ModelMetadata.from_json(meta_file.read_text())
+        except Exception as exc:  # a broken entry must not take the others down
+            log.error("skipping %s: invalid metadata: %s", entry.name, exc)
+            continue
+        found[meta.name] = (meta, onnx_file)
+    return found
+
+
+def session_options(settings: Settings):  # -> onnxruntime.SessionOptions (imported lazily)
+    """The ONNX Runtime session options of every embedded model (benchmarks reuse them)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.ort_intra_threads
+    opts.inter_op_num_threads = settings.ort_inter_threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not settings.ort_allow_spinning:
+        # Spinning ORT workers keep the cores busy after a run, slowing the merge that
+        # follows it on small machines (measured: 102 ms -> 67 ms on 2 cores).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+class EmbeddedBackend:
+    """ONNX Runtime sessions in this process (CPU EP; CUDA EP first when available)."""
+
+    name = "embedded"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._sessions: dict[str, object] = {}
+        self._models: dict[str, ModelMetadata] = {}
+        threads = settings.executor_threads or settings.max_concurrency
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ort")
+        self._started = False
+
+    def _providers(self) -> list[str]:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if self.settings.ort_providers:
+            return [p for p in self.settings.ort_providers if p in available] or ["CPUExecutionProvider"]
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [p for p in wanted if p in available]
+
+    def _load(self) -> tuple[dict[str, object], dict[str, ModelMetadata]]:
+        import onnxruntime as ort
+
+        sessions: dict[str, object] = {}
+        models: dict[str, ModelMetadata] = {}
+        providers = self._providers()
+        for name, (meta, path) in discover(Path(self.settings.repository)).items():
+            opts = session_options(self.settings)
+            try:
+                sessions[name] = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            except Exception as exc:
+                log.error("cannot load %s: %s", path, exc)
+                continue
+            models[name] = meta
+            log.info("loaded %s (%s) with %s", name, meta.task, providers)
+        return sessions, models
+
+    async def start(self) -> None:
+        """Load (or reload) every model of the repository."""
+        loop = asyncio.get_running_loop()
+        sessions, models = await loop.run_in_executor(self._pool, self._load)
+        self._sessions, self._models = sessions, models
+        self._started = True
+
+    async def close(self) -> None:
+        """Drop sessions and stop the thread pool."""
+        self._sessions, self._models = {}, {}
+        self._started = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def models(self) -> dict[str, ModelMetadata]:
+        """Loaded models by name."""
+        return dict(self._models)
+
+    async def ready(self) -> bool:
+        """True once started with at least one model."""
+        return self._started and bool(self._sessions)
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch of ``model`` in the thread pool; returns all outputs by name."""
+        session = self._sessions.get(model)
+        if session is None:
+            if not self._started:
+                raise Unavailable("backend not started", retry_after=1)
+            raise ModelNotFound(f"model '{model}' is not served")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, _run, session, inputs)
+        except RuntimeError as exc:
+            if "shutdown" in str(exc):
+                raise Unavailable("backend is shutting down", retry_after=1) from exc
+            raise BackendError(f"inference failed for '{model}': {exc}") from exc
+        except ServiceError:
+            raise
+        except Exception as exc:  # ORT raises its own exception types
+            raise BackendError(f"inference failed for '{model}': {exc}") from exc
+
+
+def _run(session, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    names = [o.name for o in session.get_outputs()]
+    outs = session.run(names, inputs)
+    return dict(zip(names, outs))

@@ -1,0 +1,49 @@
+"""Model lookup by name and task, with a default model per task."""
+
+from __future__ import annotations
+
+from service.contract import TASKS, ModelMetadata
+from service.errors import BadRequest, ModelNotFound
+from service.settings import Settings
+
+
+class ModelRegistry:
+    """The served models (a snapshot of ``backend.models()``) and the default per task."""
+
+    def __init__(self, models: dict[str, ModelMetadata], settings: Settings) -> None:
+        self.models = dict(sorted(models.items()))
+        self.defaults: dict[str, str] = {}
+        for task in TASKS:
+            configured = settings.default_model(task)
+            if configured is not None and configured in self.models:
+                self.defaults[task] = configured
+                continue
+            names = [n for n, m in self.models.items() if m.task == task]
+            # Prefer a non-TensorRT sibling so the default runs anywhere.
+            names.sort(key=lambda n: (n.endswith("_trt"), n))
+            if names:
+                self.defaults[task] = names[0]
+
+    def get(self, name: str) -> ModelMetadata:
+        """The model ``name``; 404 when not served."""
+        meta = self.models.get(name)
+        if meta is None:
+            raise ModelNotFound(f"model '{name}' is not served")
+        return meta
+
+    def resolve(self, name: str | None, task: str) -> ModelMetadata:
+        """``name`` (or the task's default when None), checked to be a ``task`` model.
+
+        404 for an unknown model (or no model of the task), 400 for a model of another task.
+        """
+        if name is None or name == "":
+            default = self.defaults.get(task)
+            if default is None:
+                raise ModelNotFound(f"no {task} model is served")
+            name = default
+        meta = self.get(name)
+        if meta.task != task:
+            raise BadRequest(
+                f"model '{name}' is a {meta.task} model, not a {task} model", code="wrong_task"
+            )
+        return meta

@@ -1,0 +1,167 @@
+"""Admission control and batching between the tasks and the backend.
+
+* at most ``max_concurrency`` requests run inference at once (a semaphore);
+* at most ``max_queue`` requests wait for a slot; beyond that a request gets 429 + Retry-After;
+* each request's inference (waiting included) has a deadline (504 past it);
+* a request's network passes are grouped by the shapes (and dtypes) of all their inputs and sent
+  in batches of at most ``min(model.max_batch_size, settings.max_batch)``.
+
+A pass maps input names to arrays (segmentation's ``image``; detection's ``image`` +
+``image_size``), or is a single array fed to the model's first input; arrays never carry the
+batch dimension. The runner reports batches and its queue
+to an optional :class:`RunnerObserver` (the HTTP layer's Prometheus metrics implement it).
+
+Backends must not block the event loop (the embedded backend runs ONNX Runtime in a thread pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Protocol, Sequence, Union
+
+import numpy as np
+
+from service.contract import ModelMetadata
+from service.errors import Overloaded, Timeout
+from service.runtime.backends.base import Backend
+from service.settings import Settings
+from service.timings import Timings
+
+#: One network pass: input name -> array (or one array for the first input), no batch dimension.
+Pass = Union[Mapping[str, np.ndarray], np.ndarray]
+
+
+def _named(p: Pass, meta: ModelMetadata) -> dict[str, np.ndarray]:
+    if isinstance(p, Mapping):
+        return {str(k): np.asarray(v) for k, v in p.items()}
+    return {meta.inputs[0].name: p}
+
+
+class RunnerObserver(Protocol):
+    """Receives what the runner does (for metrics)."""
+
+    def batch(self, model: str, passes: int) -> None:
+        """One backend call of ``passes`` items for ``model`` was made."""
+
+    def occupancy(self, waiting: int, running: int) -> None:
+        """Requests waiting for a slot and running inference, after a change."""
+
+
+class InferenceRunner:
+    """Runs lists of network passes for requests under concurrency, queue and time limits."""
+
+    def __init__(self, backend: Backend, settings: Settings,
+                 observer: RunnerObserver | None = None) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.observer = observer
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._waiting = 0
+        self._running = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot now."""
+        return self._waiting
+
+    @property
+    def running(self) -> int:
+        """Requests running inference now."""
+        return self._running
+
+    def batch_limit(self, meta: ModelMetadata) -> int:
+        """Most passes per backend call for ``meta``."""
+        model_max = meta.max_batch_size if meta.max_batch_size > 0 else 1
+        return max(1, min(model_max, self.settings.max_batch))
+
+    async def run(
+        self,
+        meta: ModelMetadata,
+        passes: Sequence[Pass],
+        *,
+        timings: Timings | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """Run ``passes`` (input name -> array, or one array for the first input; *without* the
+        batch dim) through model ``meta``.
+
+        Returns one dict of outputs per pass (batch dim removed), in the order of ``passes``.
+        Raises :class:`Overloaded` when the queue is full and :class:`Timeout` past the deadline.
+        """
+        # Admission is decided synchronously (no await between the check and the reservation),
+        # so concurrent requests cannot all slip past a full queue.
+        if self._slots.locked() and self._waiting >= self.settings.max_queue:
+            raise Overloaded(
+                "too many requests in flight; retry later", retry_after=self.settings.retry_after_s
+            )
+        self._waiting += 1
+        self._gauge()
+        t0 = time.perf_counter()
+        queued = [True]  # cleared by _admitted once it holds a slot
+        try:
+            return await asyncio.wait_for(
+                self._admitted(meta, passes, timings, t0, queued),
+                self.settings.request_timeout_s,
+            )
+        except asyncio.TimeoutError:
+            raise Timeout(
+                f"inference did not finish within {self.settings.request_timeout_s:g} s"
+            ) from None
+        finally:
+            if queued[0]:  # timed out or cancelled while waiting
+                self._waiting -= 1
+                self._gauge()
+
+    async def _admitted(
+        self,
+        meta: ModelMetadata,
+        passes: Sequence[Pass],
+        timings: Timings | None,
+        t0: float,
+        queued: list[bool],
+    ) -> list[dict[str, np.ndarray]]:
+        await self._slots.acquire()
+        queued[0] = False
+        self._waiting -= 1
+        self._running += 1
+        self._gauge()
+        try:
+            if timings is not None:
+                timings.add("queue", time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            out = await self._run_batches(meta, passes)
+            if timings is not None:
+                timings.add("inference", time.perf_counter() - t1)
+            return out
+        finally:
+            self._running -= 1
+            self._slots.release()
+            self._gauge()
+
+    async def _run_batches(
+        self, meta: ModelMetadata, passes: Sequence[Pass]
+    ) -> list[dict[str, np.ndarray]]:
+        named = [_named(p, meta) for p in passes]
+        limit = self.batch_limit(meta)
+        # Only passes whose every input has the same name, shape and dtype can share a batch.
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, p in enumerate(named):
+            groups[tuple(sorted((k, v.shape, v.dtype.str) for k, v in p.items()))].append(i)
+        results: list[dict[str, np.ndarray] | None] = [None] * len(passes)
+        for idx in groups.values():
+            for start in range(0, len(idx), limit):
+                chunk = idx[start : start + limit]
+                batch = {k: np.ascontiguousarray(np.stack([named[i][k] for i in chunk]))
+                         for k in named[chunk[0]]}
+                outputs = await self.backend.infer(meta.name, batch)
+                if self.observer is not None:
+                    self.observer.batch(meta.name, len(chunk))
+                for j, i in enumerate(chunk):
+                    results[i] = {k: v[j] for k, v in outputs.items()}
+        return results  # type: ignore[return-value]
+
+    def _gauge(self) -> None:
+        if self.observer is not None:
+            self.observer.occupancy(self._waiting, self._running)

@@ -1,0 +1,72 @@
+"""Detection request options and answer (``POST /detect``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.tasks.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
+
+
+class DetectOptions(BaseModel):
+    """Options of ``POST /detect`` (form fields, query parameters or JSON fields)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="Model name; default: the detection default.")
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                          description="Minimum score (default: the model's 0.05).")
+    max_detections: int | None = Field(None, ge=1, le=1000, description="Most boxes returned.")
+    classes: list[str | int] | None = Field(
+        None, description="Keep only these classes: names or label indices (1..80 for COCO).")
+    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=6,
+                                description="Multiples of the model's max_size (TTA when > 1).")
+    flip: bool = Field(False, description="Also run the horizontally flipped image (TTA).")
+    merge: Literal["nms", "wbf"] = Field("nms", description="How TTA passes are merged.")
+    max_size: tuple[int, int] | None = Field(
+        None, description="(long, short) resize limits; default the model's (1333, 800).")
+    overlay: bool = False
+    overlay_format: Literal["jpeg", "png"] = "jpeg"
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(not (0.1 <= s <= 4.0) for s in v):
+            raise ValueError("scales must lie in [0.1, 4]")
+        return v
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (min(v) < 32 or max(v) > 4096):
+            raise ValueError("max_size sides must lie in [32, 4096]")
+        return v
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):  # "person,dog" from a form field or query string
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+
+class DetectRequest(ImageInput, DetectOptions):
+    """JSON body of ``POST /detect``: a base64 image plus options."""
+
+
+class Detection(BaseModel):
+    label: str
+    label_index: int = Field(description="Index into the model's labels (0 = background).")
+    category_id: int | None = Field(None, description="Dataset category id (COCO), if known.")
+    score: float
+    box: list[float] = Field(description="[x1, y1, x2, y2], original image pixels.")
+
+
+class DetectResponse(ImageResult):
+    """``POST /detect`` answer."""
+
+    options: dict
+    detections: list[Detection]
+    overlay: EncodedImage | None = None
+    timings_ms: TimingsMs

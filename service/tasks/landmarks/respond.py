@@ -1,0 +1,54 @@
+"""Facial-landmark answers: per face the crop used and its points, with an optional overlay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.contract import LandmarkMetadata
+from service.imaging.draw import landmarks_overlay
+from service.tasks.common import JSON
+from service.tasks.landmarks.merge import Landmarks
+from service.tasks.landmarks.plan import LandmarkPlan, LandmarkRequest
+from service.tasks.landmarks.schemas import FaceResult, LandmarksResponse
+from service.tasks.schemas import EncodedImage
+
+
+def respond(image: np.ndarray, meta: LandmarkMetadata, req: LandmarkRequest, plan: LandmarkPlan,
+            found: Landmarks, media: str = JSON) -> LandmarksResponse:
+    """The JSON answer (the only media type of this task)."""
+    height, width = image.shape[:2]
+    opts, faces = req.options, req.faces
+    points, conf = found.points, found.confidence
+    overlay = None
+    if opts.overlay:
+        data = landmarks_overlay(image, [f.square() for f in plan.faces], points,
+                                 fmt=opts.overlay_format)
+        overlay = EncodedImage.of(opts.overlay_format, data)
+    face_results = [
+        FaceResult(
+            index=i,
+            box=list(faces[i].box) if faces and faces[i].box is not None else None,
+            center=[float(face.center[0]), float(face.center[1])],
+            scale=float(face.scale),
+            crop_box=face.square(),
+            landmarks=[[round(float(x), 4), round(float(y), 4)] for x, y in points[i]],
+            confidence=[round(float(c), 6) for c in conf[i]],
+            mean_confidence=round(float(np.mean(conf[i])), 6) if conf.shape[1] else 0.0,
+        )
+        for i, face in enumerate(plan.faces)
+    ]
+    return LandmarksResponse(
+        **LandmarksResponse.head(meta, width, height),
+        labels=list(meta.labels),
+        faces_source="request" if faces else "whole_image",
+        options={
+            "flip": req.flip,
+            "box_enlarge": req.box_enlarge,
+            "contrast_stretch": opts.contrast_stretch,
+            "overlay": opts.overlay,
+            "input_size": list(plan.input_size),
+            "heatmap_size": list(found.heatmap_size),
+        },
+        faces=face_results,
+        overlay=overlay,
+    )

@@ -1,0 +1,84 @@
+"""Facial-landmark request options, faces and answer (``POST /landmarks``)."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.tasks.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
+
+
+class FaceSpec(BaseModel):
+    """One face: a ``box`` or a ``center`` + ``scale``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    box: list[float] | None = Field(
+        None, min_length=4, max_length=4, description="[x1, y1, x2, y2] in image pixels."
+    )
+    center: list[float] | None = Field(None, min_length=2, max_length=2, description="[x, y].")
+    scale: float | None = Field(None, description="scale * 200 px = side of the square crop.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "FaceSpec":
+        if self.box is not None and (self.center is not None or self.scale is not None):
+            raise ValueError("give either 'box' or 'center' + 'scale', not both")
+        if self.box is None and (self.center is None or self.scale is None):
+            raise ValueError("a face needs 'box' or both 'center' and 'scale'")
+        return self
+
+
+FaceInput = Union[list[float], FaceSpec]
+
+
+class LandmarkOptions(BaseModel):
+    """Per-request options (each defaults to the model's protocol)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="Model name; default: the landmarks default model.")
+    flip: bool | None = Field(
+        None, description="Flip test-time augmentation (the official test uses none)."
+    )
+    box_enlarge: float | None = Field(
+        None, gt=0, le=10, description="Box -> scale enlargement (official 1.25)."
+    )
+    contrast_stretch: bool = Field(
+        True,
+        description="Reproduce scipy.misc.imresize's contrast stretch of the official crop.",
+    )
+    overlay: bool = Field(False, description="Return the image with the points drawn (base64).")
+    overlay_format: Literal["jpeg", "png"] = "jpeg"
+
+
+class LandmarksJsonRequest(ImageInput, LandmarkOptions):
+    """JSON body: a base64 image, optional faces and options."""
+
+    faces: list[FaceInput] | None = Field(
+        None, description="Boxes [x1,y1,x2,y2] or {box} / {center, scale}; none: the whole image."
+    )
+
+
+class FaceResult(BaseModel):
+    """Landmarks of one face."""
+
+    index: int
+    box: list[float] | None = Field(description="The box as sent (None for center/scale faces).")
+    center: list[float] = Field(description="Crop centre used, image pixels.")
+    scale: float = Field(description="Scale used (crop side = scale * 200 px).")
+    crop_box: list[float] = Field(description="The square that was cropped, [x1, y1, x2, y2].")
+    landmarks: list[list[float]] = Field(description="[[x, y], ...] in image pixels.")
+    confidence: list[float] = Field(description="Heatmap peak value per landmark.")
+    mean_confidence: float
+
+
+class LandmarksResponse(ImageResult):
+    """``POST /landmarks`` answer."""
+
+    labels: list[str] = Field(description="Landmark names, in the order of each face's points.")
+    faces_source: Literal["request", "whole_image"]
+    options: dict = Field(description="Options actually used.")
+    faces: list[FaceResult]
+    overlay: EncodedImage | None = None
+    timings_ms: TimingsMs

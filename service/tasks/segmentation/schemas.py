@@ -1,0 +1,92 @@
+"""Segmentation request options and answer (``POST /segment``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.tasks.schemas import EncodedImage, ImageInput, TaskResult, TimingsMs
+
+
+class SegmentOptions(BaseModel):
+    """Options of a segmentation request. Omitted test-time options take the model's defaults."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="Model name; default: the default segmentation model.")
+    scales: list[float] | Literal["multi"] | None = Field(
+        None, description="Test scales (the long side becomes base_size*scale). 'multi': the "
+        "model's official multi-scale set. Default: the model's scales (usually [1.0]).",
+    )
+    flip: bool | None = Field(None, description="Also run mirrored passes (default: model's).")
+    window: Literal["cityscapes", "base"] | None = Field(
+        None, description="Sliding-window variant override (default: model's).",
+    )
+    label_map: bool = Field(True, description="Return the label map as a palette PNG (base64).")
+    rle: bool = Field(False, description="Return a COCO RLE mask per class present.")
+    confidence: bool = Field(False, description="Return the per-pixel confidence (max score / "
+                             "sum of scores) as an 8-bit PNG.")
+    overlay: bool = Field(False, description="Return the image blended with the class colours.")
+    overlay_format: Literal["jpeg", "png"] = "jpeg"
+    overlay_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the class colours.")
+    label_ids: bool = Field(False, description="Also return the map in dataset label ids "
+                            "(Cityscapes: train id -> id) as an 8-bit PNG.")
+
+    @field_validator("scales")
+    @classmethod
+    def _check_scales(cls, v):  # type: ignore[no-untyped-def]
+        if isinstance(v, list):
+            if not 1 <= len(v) <= 8:
+                raise ValueError("give 1 to 8 scales")
+            for s in v:
+                if not 0.1 <= s <= 4.0:
+                    raise ValueError(f"scale {s} outside 0.1..4.0")
+        return v
+
+
+class SegmentRequest(ImageInput, SegmentOptions):
+    """JSON body of ``POST /segment``: a base64 image plus options."""
+
+
+class ClassStat(BaseModel):
+    """One class present in the label map."""
+
+    id: int
+    name: str
+    pixels: int
+    fraction: float = Field(description="pixels / (width * height).")
+    rle: dict | None = Field(None, description="COCO RLE {size: [h, w], counts} of this class.")
+
+
+class UsedOptions(BaseModel):
+    """The test-time options a request ran with (request values, else the model's defaults)."""
+
+    scales: list[float]
+    flip: bool
+    window: str
+    base_size: int
+    crop_size: tuple[int, int]
+    resize_to_square: int | None
+    align_corners: bool
+    passes: int
+
+
+class SegmentResponse(TaskResult):
+    """``POST /segment`` answer: the shared head (model, random_init, image_size), then the
+    options used, the classes present and the requested maps (each ``image_size``)."""
+
+    options: UsedOptions = Field(description="Options actually used.")
+    labels: list[str] = Field(description="Class names; a label map pixel indexes this list.")
+    classes: list[ClassStat]
+    label_map: EncodedImage | None = Field(
+        None, description="Indexed PNG: pixel value = class index, palette = dataset colours."
+    )
+    confidence: EncodedImage | None = Field(
+        None, description="8-bit PNG of max score / sum of scores (255 = 1), if requested."
+    )
+    overlay: EncodedImage | None = Field(None, description="The image blended with the class "
+                                         "colours, if requested.")
+    label_ids: EncodedImage | None = Field(None, description="8-bit PNG of dataset label ids "
+                                           "(Cityscapes), if requested.")
+    timings_ms: TimingsMs
