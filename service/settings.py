@@ -49,6 +49,9 @@ class Settings(BaseSettings):
 
     # Scheduling.
     max_batch: int = Field(8, ge=1, description="Most network passes in one backend call.")
+    max_batch_pixels: int = Field(
+        2_097_152, ge=1, description="Most network-input pixels in one backend call (a larger "
+        "pass runs alone): big passes gain nothing from batching and multiply the memory.")
     max_concurrency: int = Field(2, ge=1, description="Requests running inference at once.")
     max_queue: int = Field(16, ge=0, description="Requests waiting for a slot before 429.")
     request_timeout_s: float = Field(120.0, gt=0, description="Per-request inference deadline (504).")

@@ -1,16 +1,21 @@
-"""Vectorised bilinear resampling that reproduces OpenCV and PyTorch bit-for-bit up to float rounding.
+"""Bilinear resampling as the official code does it: OpenCV on images, PyTorch on logits.
 
-* ``align_corners=False`` is both OpenCV ``INTER_LINEAR`` (used by the official code on the float
-  image) and ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` (used on
-  logits): half-pixel centres ``src = (dst + 0.5) * in / out - 0.5``, negative positions clamped to
-  0, the right/bottom tap clamped to the last pixel, no antialiasing.
-* ``align_corners=True`` is PyTorch's corner-aligned mapping ``src = dst * (in - 1) / (out - 1)``.
+* Images (:func:`resize_image`) are resized by OpenCV's own ``cv2.resize(INTER_LINEAR)``, the very
+  kernel the official test code calls: on the uint8 image (detection, LIP's square resize:
+  OpenCV's 8-bit fixed-point path) or on the float image (segmentation scales).
+* Logits (the segmentation merge) follow ``torch.nn.functional.interpolate(mode="bilinear")``.
+  ``align_corners=False`` is the same mapping as OpenCV ``INTER_LINEAR``: half-pixel centres
+  ``src = (dst + 0.5) * in / out - 0.5``, negative positions clamped to 0, the right/bottom tap
+  clamped to the last pixel, no antialiasing. ``align_corners=True`` is PyTorch's corner-aligned
+  mapping ``src = dst * (in - 1) / (out - 1)``.
 
-Resampling is separable: each axis is a 2-tap gather (``np.take``) and a weighted sum in float32.
-For finite inputs the same filter is also available as banded interpolation-matrix products
-(small single-threaded GEMMs), 2-10x faster than the gathers except when shrinking a lot; results
-agree up to float rounding. Coefficient tables and matrix blocks are cached per
-(in, out, align_corners) and read-only.
+Logit resampling is separable and works on row blocks of ``(C, h, w)`` arrays: each axis is a
+2-tap gather (``np.take``) and a weighted sum in float32 (exact, safe for ``inf``); for finite
+inputs the same filter is a banded interpolation-matrix product (small single-threaded GEMMs,
+2-10x faster than the gathers except when shrinking a lot), and a whole-width resample along W
+with ``align_corners=False`` is OpenCV's horizontal pass (1.5-2x faster than the GEMMs measured on
+the merge's shapes). All agree up to float rounding. Coefficient tables and matrix blocks are
+cached per (in, out, align_corners) and read-only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 
@@ -171,11 +177,22 @@ GEMM_MAX_SHRINK_ROWS = 2.0
 
 
 def resample_last(x: np.ndarray, c: AxisCoeffs, out_size: int, align_corners: bool,
-                  finite: bool = True) -> np.ndarray:
+                  finite: bool = True, *, whole_rows: bool = False) -> np.ndarray:
     """Resample the last axis of ``x`` with ``c = axis_coeffs(x.shape[-1], out_size, ...)``
-    (or its :meth:`~AxisCoeffs.head`), by banded GEMM when ``finite`` and cheaper, else gathers."""
+    (or its :meth:`~AxisCoeffs.head`) by banded GEMM when ``finite`` and cheaper, else gathers.
+
+    ``whole_rows``: ``x`` holds whole rows that are resampled once (not a block that other calls
+    continue): OpenCV's horizontal pass may then do it (half-pixel mapping, finite data), 1.5-2x
+    faster; its float rounding differs from the GEMM's, so blocks of one map never mix the two.
+    """
+    keep = len(c.i0)
+    if whole_rows and finite and not align_corners and keep * 4 >= out_size * 3:
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] < 32767:  # cv2.resize's limit on image height (SHRT_MAX)
+            out = cv2.resize(rows, (out_size, rows.shape[0]), interpolation=cv2.INTER_LINEAR)
+            return out[:, :keep].reshape(*x.shape[:-1], keep)
     if finite and x.shape[-1] <= GEMM_MAX_SHRINK_COLS * out_size:
-        return matmul_last(x, out_size, align_corners, keep=len(c.i0))
+        return matmul_last(x, out_size, align_corners, keep=keep)
     return gather_last(x, c)
 
 
@@ -189,26 +206,15 @@ def resample_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: i
     return gather_rows(x, c, start, stop, offset)
 
 
-def resize_finite(x: np.ndarray, size: tuple[int, int], align_corners: bool = False) -> np.ndarray:
-    """:func:`resize_bilinear` of a *finite* float32 (C, h, w) array, mostly by banded GEMMs.
-
-    Equal to the gathers up to float rounding, and faster unless it shrinks a lot (pixels, logits).
-    """
-    x = np.asarray(x, dtype=np.float32)
-    (h, w), (out_h, out_w) = x.shape[1:], (int(size[0]), int(size[1]))
-    if (h, w) == (out_h, out_w):
-        return x.copy()
-    ch = axis_coeffs(h, out_h, align_corners)
-    cw = axis_coeffs(w, out_w, align_corners)
-    cols_first = out_h * w > h * out_w  # the smaller intermediate
-    src = resample_last(x, cw, out_w, align_corners) if cols_first else x
-    out = np.empty((x.shape[0], out_h, out_w), np.float32)
-    step = 32
-    for r0 in range(0, out_h, step):
-        r1 = min(out_h, r0 + step)
-        rows = resample_rows(src, ch, r0, r1)
-        out[:, r0:r1] = rows if cols_first else resample_last(rows, cw, out_w, align_corners)
-    return out
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(image, (w, h), interpolation=INTER_LINEAR)`` of an ``H x W [x C]`` uint8 or
+    float32 image to ``size = (h, w)``: the official code's own resize (uint8: OpenCV's 11-bit
+    fixed-point path, exact 2x reductions by INTER_AREA's rounded 2x2 mean; float32: float
+    weights). The identity size returns a copy, as OpenCV does."""
+    out_h, out_w = int(size[0]), int(size[1])
+    if image.shape[:2] == (out_h, out_w):
+        return np.array(image, copy=True)
+    return cv2.resize(np.ascontiguousarray(image), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 
 def _along(x: np.ndarray, c: AxisCoeffs, axis: int) -> np.ndarray:
@@ -262,61 +268,3 @@ def resize_bilinear(
     ch = axis_coeffs(h_in, out_h, align_corners)
     cw = axis_coeffs(w_in, out_w, align_corners)
     return resize_with(x, ch, cw, h_axis, w_axis)
-
-
-# --------------------------------------------------------------------------------------------
-# OpenCV INTER_LINEAR on uint8 images (fixed point), for the official LIP square resize
-# --------------------------------------------------------------------------------------------
-
-_COEF_BITS = 11
-_COEF_SCALE = 1 << _COEF_BITS
-
-
-def _u8_coeffs(n_in: int, n_out: int, vertical: bool) -> tuple[np.ndarray, ...]:
-    """OpenCV's fixed-point taps: float32 positions, weights rounded to 11 bits.
-
-    Horizontally, positions outside the image are clamped with weight (1, 0); vertically OpenCV
-    keeps the fractional weight and clamps the row indices instead.
-    """
-    scale = 1.0 / (n_out / n_in)
-    f = ((np.arange(n_out) + 0.5) * scale - 0.5).astype(np.float32)
-    s = np.floor(f).astype(np.int64)
-    f = (f - s).astype(np.float32)
-    if not vertical:
-        low = s < 0
-        f[low], s[low] = 0.0, 0
-        high = s >= n_in - 1
-        f[high], s[high] = 0.0, n_in - 1
-    w0 = np.rint((np.float32(1.0) - f) * np.float32(_COEF_SCALE)).astype(np.int64)
-    w1 = np.rint(f * np.float32(_COEF_SCALE)).astype(np.int64)
-    return np.clip(s, 0, n_in - 1), np.clip(s + 1, 0, n_in - 1), w0, w1
-
-
-def resize_uint8_opencv(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)`` for a uint8 HxW[xC] image.
-
-    Reproduces OpenCV's 8-bit path bit for bit: 11-bit weights, integer horizontal pass, and the
-    vectorised vertical pass ``(((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16) + 2) >> 2``;
-    an exact 2x reduction is OpenCV's INTER_AREA shortcut (rounded 2x2 mean).
-    """
-    out_h, out_w = int(size[0]), int(size[1])
-    h, w = img.shape[:2]
-    if (h, w) == (out_h, out_w):
-        return np.array(img, dtype=np.uint8, copy=True)  # OpenCV copies too
-    src = img.astype(np.int64)
-    if src.ndim == 2:
-        src = src[:, :, None]
-    if h == 2 * out_h and w == 2 * out_w:
-        s = src[0::2, 0::2] + src[1::2, 0::2] + src[0::2, 1::2] + src[1::2, 1::2]
-        out = (s + 2) >> 2
-    else:
-        x0, x1, a0, a1 = _u8_coeffs(w, out_w, vertical=False)
-        y0, y1, b0, b1 = _u8_coeffs(h, out_h, vertical=True)
-        rows = np.unique(np.concatenate([y0, y1]))  # only the rows the vertical pass reads
-        hx = src[rows][:, x0] * a0[None, :, None] + src[rows][:, x1] * a1[None, :, None]
-        where = np.searchsorted(rows, np.arange(h))
-        s0, s1 = hx[where[y0]], hx[where[y1]]
-        out = (((s0 >> 4) * b0[:, None, None]) >> 16) + (((s1 >> 4) * b1[:, None, None]) >> 16)
-        out = (out + 2) >> 2
-    out = np.clip(out, 0, 255).astype(np.uint8)
-    return out[:, :, 0] if img.ndim == 2 else out

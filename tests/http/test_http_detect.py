@@ -162,9 +162,9 @@ def test_flipped_image_gives_mirrored_boxes(detector_url: str) -> None:
 
 
 def test_rescaled_copy_gives_scaled_boxes(detector_url: str) -> None:
-    from service.imaging.resize import resize_uint8_opencv
+    from service.imaging.resize import resize_image
 
-    small = resize_uint8_opencv(photo("astronaut"), (320, 320))  # exactly the network size
+    small = resize_image(photo("astronaut"), (320, 320))  # exactly the network size
     big = np.repeat(np.repeat(small, 2, 0), 2, 1)  # 640 x 640: resized back bit-exactly
     a = _detect(detector_url, small).json()["detections"]
     b = _detect(detector_url, big).json()["detections"]

@@ -1,4 +1,5 @@
-"""service.resize against OpenCV INTER_LINEAR (float32) and torch F.interpolate (both align_corners)."""
+"""service.imaging.resize: the merge's kernels against OpenCV INTER_LINEAR (float32) and torch
+F.interpolate (both align_corners), and OpenCV's image resize against the numpy kernels it replaced."""
 
 from __future__ import annotations
 
@@ -46,18 +47,71 @@ def test_uint8_input_becomes_float():
     np.testing.assert_allclose(resize_bilinear(img, (12, 16), layout="hwc"), ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("dst", [(64, 64), (473, 473), (97, 131), (600, 800), (150, 200), (1, 1),
-                                 (400, 600), (300, 400)])  # the last two: identity for some
-def test_uint8_matches_opencv_bit_exact(dst):
+def _numpy_uint8_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The gateway's previous uint8 kernel: OpenCV's 8-bit INTER_LINEAR rebuilt in numpy (11-bit
+    weights, integer horizontal pass, the vectorised vertical pass, INTER_AREA for exact 2x)."""
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = img.shape[:2]
+    if (h, w) == (out_h, out_w):
+        return img.copy()
+
+    def coeffs(n_in: int, n_out: int, vertical: bool):
+        f = ((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5).astype(np.float32)
+        s_ = np.floor(f).astype(np.int64)
+        f = (f - s_).astype(np.float32)
+        if not vertical:
+            low, high = s_ < 0, s_ >= n_in - 1
+            f[low], s_[low] = 0.0, 0
+            f[high], s_[high] = 0.0, n_in - 1
+        w0 = np.rint((np.float32(1.0) - f) * np.float32(2048)).astype(np.int64)
+        w1 = np.rint(f * np.float32(2048)).astype(np.int64)
+        return np.clip(s_, 0, n_in - 1), np.clip(s_ + 1, 0, n_in - 1), w0, w1
+
+    src = img.astype(np.int64)
+    src = src[:, :, None] if src.ndim == 2 else src
+    if h == 2 * out_h and w == 2 * out_w:
+        out = (src[0::2, 0::2] + src[1::2, 0::2] + src[0::2, 1::2] + src[1::2, 1::2] + 2) >> 2
+    else:
+        x0, x1, a0, a1 = coeffs(w, out_w, vertical=False)
+        y0, y1, b0, b1 = coeffs(h, out_h, vertical=True)
+        hx = src[:, x0] * a0[None, :, None] + src[:, x1] * a1[None, :, None]
+        s0, s1 = hx[y0], hx[y1]
+        out = (((s0 >> 4) * b0[:, None, None]) >> 16) + (((s1 >> 4) * b1[:, None, None]) >> 16)
+        out = (out + 2) >> 2
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    return out[:, :, 0] if img.ndim == 2 else out
+
+
+def _photos():
     from skimage import data
 
-    from service.imaging.resize import resize_uint8_opencv
+    return (data.coffee(), data.chelsea()[:300, :400], data.astronaut()[:, :, 0], data.rocket())
 
-    for img in (data.coffee(), data.chelsea()[:300, :400], data.astronaut()[:, :, 0]):
-        ref = cv2.resize(img, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
-        out = resize_uint8_opencv(img, dst)
-        assert out.shape == ref.shape and out.dtype == np.uint8
-        assert np.array_equal(out, ref), f"{img.shape}->{dst}: {(out != ref).mean():.5f} differ"
+
+@pytest.mark.parametrize("dst", [(64, 64), (473, 473), (97, 131), (600, 800), (150, 200), (1, 1),
+                                 (400, 600), (300, 400), (800, 1067)])  # some: identity, exact 2x
+def test_opencv_uint8_resize_equals_the_numpy_kernel_it_replaced(dst):
+    from service.imaging.resize import resize_image
+
+    for img in _photos():
+        old = _numpy_uint8_resize(img, dst)
+        out = resize_image(img, dst)
+        assert out.shape == old.shape and out.dtype == np.uint8
+        assert np.array_equal(out, old), f"{img.shape}->{dst}: {(out != old).mean():.5f} differ"
+
+
+@pytest.mark.parametrize("dst", [(200, 300), (300, 451), (512, 1024), (700, 1050), (1, 1)])
+def test_opencv_float_resize_equals_the_gathers_it_replaced(dst):
+    """The segmentation scales' image resize: OpenCV on float pixels vs the exact numpy gathers
+    the gateway used before (within float32 rounding of 0..255 pixels)."""
+    from service.imaging.resize import resize_image
+
+    for img in _photos():
+        px = img.astype(np.float32)
+        out = resize_image(px, dst)
+        old = resize_bilinear(px, dst, layout="hwc" if px.ndim == 3 else "hw")
+        assert out.shape == old.shape and out.dtype == np.float32
+        np.testing.assert_allclose(out, old, atol=1e-4, rtol=0)
 
 
 # The merge's building blocks: banded GEMMs and exact gathers, by blocks of rows, must equal the
@@ -67,7 +121,13 @@ def test_uint8_matches_opencv_bit_exact(dst):
 @pytest.mark.parametrize("src,dst", SIZES + [((128, 256), (512, 1024)), ((300, 451), (896, 1347))])
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_gemm_resize_matches_gathers_opencv_torch(src, dst, align_corners):
-    from service.imaging.resize import resize_finite
+    from service.imaging.resize import axis_coeffs, resample_last, resample_rows
+
+    def resize_finite(x, size, ac):  # the merge's two passes: along W, then rows in blocks
+        ch, cw = axis_coeffs(x.shape[1], size[0], ac), axis_coeffs(x.shape[2], size[1], ac)
+        cols = resample_last(x, cw, size[1], ac)
+        return np.concatenate([resample_rows(cols, ch, r0, min(size[0], r0 + 32))
+                               for r0 in range(0, size[0], 32)], axis=1)
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, *src)).astype(np.float32)
@@ -78,7 +138,7 @@ def test_gemm_resize_matches_gathers_opencv_torch(src, dst, align_corners):
     px = x * 60 + 128
     np.testing.assert_allclose(resize_finite(px, dst, align_corners),
                                resize_bilinear(px, dst, align_corners=align_corners), atol=1e-4)
-    if not align_corners:  # the image path of make_passes: OpenCV INTER_LINEAR on float pixels
+    if not align_corners:  # the mapping of OpenCV INTER_LINEAR on float data
         cv = cv2.resize(np.ascontiguousarray(x.transpose(1, 2, 0)), (dst[1], dst[0]),
                         interpolation=cv2.INTER_LINEAR)
         np.testing.assert_allclose(out.transpose(1, 2, 0), cv, atol=2e-6)

@@ -2,9 +2,9 @@
 
 The official test (mmdetection ``ImageTransform``): ``mmcv.imrescale`` with scale
 ``min(1333 / long, 800 / short)`` and size ``int(w * s + 0.5) x int(h * s + 0.5)`` (OpenCV bilinear
-on the uint8 image, reproduced bit-exactly by
-:func:`service.imaging.resize.resize_uint8_opencv`), then the normalised image is padded
-bottom/right with 0 to a multiple of 32, i.e. the *mean pixel* here because the graph normalises.
+on the uint8 image: :func:`service.imaging.resize.resize_image`), then the normalised image is
+padded bottom/right with 0 to a multiple of 32, i.e. the *mean pixel* here because the graph
+normalises.
 Each pass sends ``image`` and ``image_size`` = (resized h, w) before padding (models exported
 before that input existed get ``image`` alone).
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from service.contract import IMAGE, IMAGE_SIZE, DetectionMetadata, padded, rescale_size
 from service.errors import Unprocessable
-from service.imaging.resize import resize_uint8_opencv
+from service.imaging.resize import resize_image
 from service.tasks.common import Limits
 from service.tasks.detection.schemas import DetectOptions
 
@@ -121,7 +121,7 @@ class DetectionPlan:
         resized: dict[tuple[int, int], np.ndarray] = {}
         for p in self.passes_geometry:
             if p.resized not in resized:
-                resized[p.resized] = resize_uint8_opencv(image, p.resized)
+                resized[p.resized] = resize_image(image, p.resized)
             src = resized[p.resized][:, ::-1] if p.flipped else resized[p.resized]
             inputs = {IMAGE: letterbox(src, self.size_divisor, mean)}
             if self.with_size_input:

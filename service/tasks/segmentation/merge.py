@@ -14,7 +14,8 @@ produced in blocks of rows: per block, every scale computes only the rows it nee
 ``exp``, window average), resamples them onto the block and adds them up, and the block's argmax is
 taken, so no full-resolution map is ever materialised and a block's work stays in cache.
 Resampling uses small banded GEMMs (single-threaded BLAS) when every value is known finite, else
-exact 2-tap gathers. Many classes are split into channel chunks with a running argmax.
+exact 2-tap gathers. Many classes are split into channel chunks with a running argmax. Row
+blocks are independent, so they run on the gateway's CPU pool (:mod:`service.runtime.cpu`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from service.contract import LOGITS
 from service.imaging.resize import AxisCoeffs, axis_coeffs, band, resample_last, resample_rows
+from service.runtime.cpu import parallel_map
 from service.tasks.segmentation.plan import ScalePlan, SegPlan, Window
 
 
@@ -99,7 +101,7 @@ def _prepare_scale(plan: SegPlan, sp: ScalePlan, regs: list[np.ndarray], finite:
         if y1 <= win.y0 or x1 <= win.x0:
             continue  # a window entirely in the base variant's padding
         cw = axis_coeffs(lg.shape[2], sp.pass_size[1], ac).head(x1 - win.x0)
-        u = resample_last(lg, cw, sp.pass_size[1], ac, finite)
+        u = resample_last(lg, cw, sp.pass_size[1], ac, finite, whole_rows=True)
         rows = axis_coeffs(lg.shape[1], sp.pass_size[0], ac)
         regions.append(_Region(win.y0, y1, win.x0, x1, u, rows, finite))
     inv_count = None
@@ -286,18 +288,26 @@ def merge_segmentation(
                  for sp, regs in zip(plan.scales, regions_per_scale)]
         rows = max(1, int(block_bytes // (4 * (c1 - c0) * widest * ratio)))
         if not lip:
-            for r0 in range(0, H, rows):
+            def block(r0: int, c0: int = c0, works: list[_ScaleWork] = works) -> None:
                 r1 = min(H, r0 + rows)
                 acc.update(_source_rows(works, r0, r1, take_exp=not fast), c0, r0)
+
+            parallel_map(block, range(0, H, rows))  # blocks write disjoint rows of acc
             continue
         source = np.empty((c1 - c0, Hs, Ws), np.float32)
-        for r0 in range(0, Hs, rows):
+
+        def source_block(r0: int, works: list[_ScaleWork] = works) -> None:
             r1 = min(Hs, r0 + rows)
             source[:, r0:r1] = _source_rows(works, r0, r1, take_exp=True)
+
+        parallel_map(source_block, range(0, Hs, rows))
         final = _Resample.make((Hs, Ws), (H, W), plan.align_corners, finite)
-        rows = max(1, int(block_bytes // (4 * (c1 - c0) * max(W, Ws) * max(1.0, Hs / H))))
-        for r0 in range(0, H, rows):
-            r1 = min(H, r0 + rows)
+        rows_out = max(1, int(block_bytes // (4 * (c1 - c0) * max(W, Ws) * max(1.0, Hs / H))))
+
+        def final_block(r0: int, c0: int = c0) -> None:
+            r1 = min(H, r0 + rows_out)
             a, b = band(final.ch, r0, r1)
             acc.update(final.block(source[:, a:b], a, r0, r1), c0, r0)
+
+        parallel_map(final_block, range(0, H, rows_out))
     return MergeResult(labels=acc.labels, confidence=acc.confidence())

@@ -27,7 +27,7 @@ import numpy as np
 
 from service.contract import IMAGE, SegmentationMetadata
 from service.errors import Unprocessable
-from service.imaging.resize import resize_finite, resize_uint8_opencv
+from service.imaging.resize import resize_image
 from service.tasks.common import Limits
 from service.tasks.segmentation.schemas import SegmentOptions
 
@@ -129,31 +129,60 @@ class SegPlan:
         if self.source_size == self.original_size:
             return rgb.astype(np.float32)
         # The official code resizes the *uint8* image (OpenCV fixed point) before normalising.
-        return resize_uint8_opencv(rgb, self.source_size).astype(np.float32)
+        return resize_image(rgb, self.source_size).astype(np.float32)
 
-    def passes(self, rgb: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """Network inputs (``image``: CHW float32 pixels, padding 0 = the official ``-mean/std``)
-        in plan order.
+    def passes(self, rgb: np.ndarray) -> "SegmentationPasses":
+        """The network inputs in plan order, made on demand (see :class:`SegmentationPasses`)."""
+        return SegmentationPasses(self, rgb)
 
-        Per scale, per region: the pass, then (with flip) its mirror image. Passes may be views (a
-        window, a mirror) of the scale's image: the runner copies them into batches anyway.
-        """
-        src = np.ascontiguousarray(self.source_image(rgb).transpose(2, 0, 1))
-        passes: list[dict[str, np.ndarray]] = []
-        for sp in self.scales:
-            chw = resize_finite(src, sp.size)  # OpenCV INTER_LINEAR convention (half-pixel)
-            regions = [Window(0, sp.size[0], 0, sp.size[1])] if sp.windows is None else sp.windows
-            for win in regions:
-                crop = chw[:, win.y0 : min(win.y1, sp.size[0]), win.x0 : min(win.x1, sp.size[1])]
-                ph, pw = sp.pass_size
-                if crop.shape[1:] != (ph, pw):
-                    padded = np.zeros((3, ph, pw), np.float32)
-                    padded[:, : crop.shape[1], : crop.shape[2]] = crop
-                    crop = padded
-                passes.append({IMAGE: crop})
-                if self.flip:
-                    passes.append({IMAGE: crop[:, :, ::-1]})
-        return passes
+
+class SegmentationPasses:
+    """The passes of a :class:`SegPlan` (``image``: CHW float32 pixels, padding 0 = the official
+    ``-mean/std``), made when the runner batches them: a request never holds all its inputs
+    (30 passes of a 2048x1024 image at 6 scales + flip are 0.7 GB).
+
+    Per scale, per region: the pass, then (with flip) its mirror image. A pass is a view (a
+    window, a transposition, a mirror) of its scale's resized image where no padding is needed;
+    the runner copies it into the batch. The resized image of the last scale asked for is kept.
+    """
+
+    def __init__(self, plan: SegPlan, rgb: np.ndarray) -> None:
+        self.plan = plan
+        self._src = plan.source_image(rgb)
+        self._index = [(k, r, flipped) for k, sp in enumerate(plan.scales)
+                       for r in range(sp.n_regions) for flipped in ((False, True) if plan.flip
+                                                                    else (False,))]
+        self._scale: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def signature(self, i: int) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+        """``image``'s shape and dtype (every pass of a scale has the scale's pass size)."""
+        ph, pw = self.plan.scales[self._index[i][0]].pass_size
+        return ((IMAGE, (3, ph, pw), "<f4"),)
+
+    def _scaled(self, k: int) -> np.ndarray:
+        if self._scale is None or self._scale[0] != k:
+            self._scale = None  # release the previous scale first
+            size = self.plan.scales[k].size
+            # The official resize of the float image (OpenCV INTER_LINEAR, channels last).
+            hwc = resize_image(self._src, size) if size != self._src.shape[:2] else self._src
+            self._scale = (k, hwc)
+        return self._scale[1]
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        k, r, flipped = self._index[i]
+        sp = self.plan.scales[k]
+        h, w = sp.size
+        win = Window(0, h, 0, w) if sp.windows is None else sp.windows[r]
+        crop = self._scaled(k)[win.y0 : min(win.y1, h), win.x0 : min(win.x1, w)].transpose(2, 0, 1)
+        ph, pw = sp.pass_size
+        if crop.shape[1:] != (ph, pw):
+            padded = np.zeros((3, ph, pw), np.float32)
+            padded[:, : crop.shape[1], : crop.shape[2]] = crop
+            crop = padded
+        return {IMAGE: crop[:, :, ::-1] if flipped else crop}
 
 
 def scaled_size(h: int, w: int, base_size: int, scale: float) -> tuple[int, int]:
