@@ -14,6 +14,7 @@ from service.http.body_limit import BodyLimitMiddleware
 from service.http.handlers import install_error_handlers
 from service.http.metrics import Metrics, metrics_middleware
 from service.http.routers import detect, health, landmarks, metrics, models, segment
+from service.runtime import cpu
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
 from service.runtime.runner import InferenceRunner
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cpu.configure(settings.cpu_threads)
         be = backend or make_backend(settings)
         await be.start()
         app.state.backend = be

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         None, description="Execution providers in order; default: CUDA if available, then CPU."
     )
     executor_threads: int = Field(0, ge=0, description="Thread pool for ORT calls; 0 = max_concurrency.")
+    cpu_threads: int = Field(
+        0, ge=0, description="Threads of the gateway's parallel CPU work (merge row blocks); 0 = "
+        "one per CPU.")
 
     # Default model per task (None: the first model of that task, by name).
     default_segmentation_model: str | None = None

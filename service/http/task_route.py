@@ -47,7 +47,8 @@ async def serve_task(request: Request, ctx: TaskContext, task: TaskDef[Any, Any,
                             timings=ctx.timings, media=media)
     headers = result_headers(meta, image)
     if isinstance(answer, Binary):
-        return Response(answer.data, media_type=answer.media_type, headers=headers)
+        return Response(answer.data, media_type=answer.media_type,
+                        headers={**headers, **answer.headers})
     return json_response(answer, headers)
 
 

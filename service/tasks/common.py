@@ -19,7 +19,7 @@ layer only reads the request, picks the model, decodes the image and writes the 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 import numpy as np
@@ -82,10 +82,12 @@ class Plan(Protocol):
 
 @dataclass(frozen=True)
 class Binary:
-    """An answer that is not JSON: the bytes and their media type (e.g. the label-map PNG)."""
+    """An answer that is not JSON: the bytes, their media type (e.g. the label-map PNG) and the
+    headers that describe them (e.g. the shape of a raw array)."""
 
     data: bytes
     media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Resolved = TypeVar("Resolved")

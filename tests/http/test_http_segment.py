@@ -80,6 +80,27 @@ def test_json_base64_and_accept_png_agree(gateway_url):
     assert np.array_equal(a, read_png(r3.json()["label_map"]["data"]))
 
 
+def test_binary_label_maps_equal_the_png(gateway_url):
+    """``Accept: application/octet-stream`` and ``application/x-npy`` answer the same label map as
+    the PNG, uint8, with its shape and dtype in the headers."""
+    png = photo_png()
+    files = {"file": ("a.png", png, "image/png")}
+    ref = read_png(httpx.post(f"{gateway_url}/segment", files=files, data={"model": "seg_pascal"},
+                              headers={"Accept": "image/png"}, timeout=120).content)
+    raw = httpx.post(f"{gateway_url}/segment", files=files, data={"model": "seg_pascal"},
+                     headers={"Accept": "application/octet-stream"}, timeout=120)
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/octet-stream"
+    assert raw.headers["x-label-map-shape"] == "160,240" and raw.headers["x-label-map-dtype"] == "uint8"
+    assert len(raw.content) == 160 * 240
+    assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(160, 240), ref)
+    npy = httpx.post(f"{gateway_url}/segment", files=files, data={"model": "seg_pascal"},
+                     headers={"Accept": "application/x-npy"}, timeout=120)
+    assert npy.status_code == 200 and npy.headers["content-type"] == "application/x-npy"
+    arr = np.load(io.BytesIO(npy.content), allow_pickle=False)
+    assert arr.dtype == np.uint8 and np.array_equal(arr, ref)
+    assert npy.headers["x-model"] == "seg_pascal"
+
+
 def test_form_fields_and_multi_scales(gateway_url):
     r = httpx.post(f"{gateway_url}/segment", files={"file": ("a.png", photo_png((120, 80)), "image/png")},
                    data={"model": "seg_lip", "scales": "multi", "flip": "false", "label_map": "false"},

@@ -1,6 +1,9 @@
-"""Segmentation answers: the label map as JSON (class stats, RLE, PNGs, overlay) or as a PNG."""
+"""Segmentation answers: JSON (class stats, RLE, PNGs, overlay), or the label map alone as a PNG,
+as raw bytes or as a NumPy ``.npy`` file (for clients that want neither PNG nor base64)."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 
@@ -14,14 +17,33 @@ from service.tasks.segmentation.plan import SegmentationRequest, SegPlan
 from service.tasks.segmentation.schemas import ClassStat, SegmentResponse, UsedOptions
 
 PNG = "image/png"
+RAW = "application/octet-stream"
+NPY = "application/x-npy"
+MEDIA_TYPES = (JSON, PNG, RAW, NPY)
+
+
+def label_array(labels: np.ndarray) -> np.ndarray:
+    """The label map in the smallest unsigned type that holds every class index."""
+    return labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
 
 
 def respond(rgb: np.ndarray, meta: SegmentationMetadata, req: SegmentationRequest, plan: SegPlan,
             merged: MergeResult, media: str = JSON) -> SegmentResponse | Binary:
-    """The answer in ``media``: JSON, or the label map PNG itself (``image/png``)."""
+    """The answer in ``media``: JSON, or the label map itself as a palette PNG (``image/png``),
+    raw row-major bytes (``application/octet-stream``, shape and dtype in ``X-Label-Map-Shape``
+    ``H,W`` and ``X-Label-Map-Dtype``) or a ``.npy`` file (``application/x-npy``)."""
     labels = merged.labels
     if media == PNG:
         return Binary(encode.label_png(labels, meta.palette), PNG)
+    if media in (RAW, NPY):
+        arr = label_array(labels)
+        described = {"X-Label-Map-Shape": f"{arr.shape[0]},{arr.shape[1]}",
+                     "X-Label-Map-Dtype": str(arr.dtype)}
+        if media == RAW:
+            return Binary(arr.tobytes(), RAW, described)
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        return Binary(buf.getvalue(), NPY, described)
     opts, proto = req.options, meta.segmentation
     stats = encode.class_stats(labels, meta.labels)
     if opts.rle:
