@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -238,3 +239,37 @@ def test_base64_forms():
     with pytest.raises(ServiceError) as info:
         decode_base64("QUJD" * 100, Settings(max_body_bytes=100))
     assert info.value.status_code == 413
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "LA", "I;16"])
+def test_opencv_png_decode_equals_pillow_on_real_photos(mode):
+    """The OpenCV fast path for PNG gives Pillow's pixels exactly (modes it does not take fall
+    back to Pillow, so they agree trivially)."""
+    from skimage import data
+
+    from service.imaging import decode as dec
+
+    for photo in (data.astronaut(), data.coffee(), data.chelsea()):
+        im = Image.fromarray(photo)
+        if mode == "RGBA":
+            alpha = (np.arange(photo.shape[1]) % 256).astype(np.uint8)[None].repeat(photo.shape[0], 0)
+            im = Image.fromarray(np.dstack([photo, alpha]), "RGBA")
+        elif mode == "I;16":
+            im = Image.fromarray(photo[..., 0].astype(np.uint16) * 257)
+        elif mode != "RGB":
+            im = im.convert(mode)
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        data_ = buf.getvalue()
+        with Image.open(io.BytesIO(data_)) as opened:
+            fast = dec._opencv_png(data_, opened)
+            if mode in dec._OPENCV_PNG_MODES:
+                assert fast is not None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                opened.load()
+                ref = dec._to_rgb(opened, "PNG")
+        got = decode_image(data_)
+        assert np.array_equal(got, ref), mode
+        if fast is not None:
+            assert np.array_equal(fast, ref), mode
