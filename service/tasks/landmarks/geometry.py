@@ -186,7 +186,8 @@ def bytescale_lut(cmin: float, cmax: float) -> np.ndarray:
     return (np.clip(y, 0, 255) + np.float32(0.5)).astype(np.uint8)
 
 
-def _shrunk_region(image: np.ndarray, geo: CropGeometry, x0: int, x1: int, y0: int, y1: int, stretch: bool) -> np.ndarray:
+def _shrunk_region(image: np.ndarray, geo: CropGeometry, x0: int, x1: int, y0: int, y1: int,
+                   stretch: bool, image_range: tuple[int, int] | None) -> np.ndarray:
     """Pixels ``[y0:y1, x0:x1]`` of the official shrunk image, computed for that region only.
 
     Pillow's ``resize(box=...)`` samples the same full-image pixel grid (centres at
@@ -203,7 +204,8 @@ def _shrunk_region(image: np.ndarray, geo: CropGeometry, x0: int, x1: int, y0: i
     src = image[sy0:sy1, sx0:sx1]
     if stretch:
         # bytescale of the *whole* float image (its global min/max), as imresize did.
-        src = bytescale_lut(image.min(), image.max())[src]
+        lo, hi = image_range if image_range is not None else (image.min(), image.max())
+        src = bytescale_lut(lo, hi)[src]
     pil = Image.fromarray(np.ascontiguousarray(src))
     box = (bx0 - sx0, by0 - sy0, bx1 - sx0, by1 - sy0)
     return np.asarray(pil.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=box))
@@ -215,11 +217,14 @@ def crop_face(
     output_size: Sequence[int] = (256, 256),
     *,
     contrast_stretch: bool = True,
+    image_range: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, CropGeometry]:
     """The official face crop of an ``H x W x 3`` uint8 RGB image.
 
     Returns the ``out_h x out_w x 3`` float32 crop in pixel units (0..255, not normalised; the
-    graph normalises) and its :class:`CropGeometry`.
+    graph normalises) and its :class:`CropGeometry`. ``image_range`` is the image's
+    ``(min, max)`` when the caller knows it (the shrink step's contrast stretch needs it; several
+    faces of one image then scan it once).
     """
     ht, wd = image.shape[:2]
     geo = crop_geometry(face, (wd, ht), output_size)
@@ -235,7 +240,7 @@ def crop_face(
     inside = x1 > x0 and y1 > y0
     if inside:
         if geo.shrink > 1:
-            region = _shrunk_region(image, geo, x0, x1, y0, y1, contrast_stretch)
+            region = _shrunk_region(image, geo, x0, x1, y0, y1, contrast_stretch, image_range)
         else:
             region = image[y0:y1, x0:x1]
         canvas[y0 - uly : y1 - uly, x0 - ulx : x1 - ulx] = region

@@ -121,9 +121,11 @@ class LandmarkPlan:
     def passes(self, image: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Each face's crop (``3 x h x w`` float32 pixels), then (flip) its mirror."""
         passes = []
+        # The shrink step stretches by the whole image's range: scan it once for all faces.
+        image_range = (int(image.min()), int(image.max())) if len(self.faces) > 1 else None
         for face in self.faces:
             crop, _ = crop_face(image, face, self.input_size,
-                                contrast_stretch=self.contrast_stretch)
+                                contrast_stretch=self.contrast_stretch, image_range=image_range)
             chw = np.ascontiguousarray(crop.transpose(2, 0, 1))
             passes.append({IMAGE: chw})
             if self.flip:
