@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         False, description="Let ORT worker threads spin after a run (faster back-to-back runs on "
         "dedicated cores; slower pre/post-processing when cores are shared)."
     )
+    ort_cpu_arena: bool = Field(
+        True, description="ONNX Runtime's CPU memory arena (off: every tensor from malloc).")
+    ort_shrink_arena: bool = Field(
+        True, description="Hand the arena's unused chunks back after each run, so memory returns "
+        "to its resting level after a large request.")
     ort_providers: list[str] | None = Field(
         None, description="Execution providers in order; default: CUDA if available, then CPU."
     )

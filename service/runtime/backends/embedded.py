@@ -52,6 +52,19 @@ def session_options(settings: Settings):  # -> onnxruntime.SessionOptions (impor
         # Spinning ORT workers keep the cores busy after a run, slowing the merge that
         # follows it on small machines (measured: 102 ms -> 67 ms on 2 cores).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.enable_cpu_mem_arena = settings.ort_cpu_arena
+    return opts
+
+
+def run_options(settings: Settings):  # -> onnxruntime.RunOptions
+    """Options of every ``session.run``: with the arena kept, its chunks that a large request
+    needed are handed back after each run (``ort_shrink_arena``), so the gateway's memory returns
+    to its resting level instead of keeping the largest request's high-water mark."""
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    if settings.ort_cpu_arena and settings.ort_shrink_arena:
+        opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return opts
 
 
@@ -67,6 +80,7 @@ class EmbeddedBackend:
         threads = settings.executor_threads or settings.max_concurrency
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ort")
         self._started = False
+        self._run_options = run_options(settings)
 
     def _providers(self) -> list[str]:
         import onnxruntime as ort
@@ -124,7 +138,7 @@ class EmbeddedBackend:
             raise ModelNotFound(f"model '{model}' is not served")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, _run, session, inputs)
+            return await loop.run_in_executor(self._pool, _run, session, inputs, self._run_options)
         except RuntimeError as exc:
             if "shutdown" in str(exc):
                 raise Unavailable("backend is shutting down", retry_after=1) from exc
@@ -135,7 +149,7 @@ class EmbeddedBackend:
             raise BackendError(f"inference failed for '{model}': {exc}") from exc
 
 
-def _run(session, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+def _run(session, inputs: dict[str, np.ndarray], options) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     names = [o.name for o in session.get_outputs()]
-    outs = session.run(names, inputs)
+    outs = session.run(names, inputs, options)
     return dict(zip(names, outs))
