@@ -22,6 +22,15 @@ from typing import Literal
 from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
 from service.imaging.palette import voc_palette
 from service.contract import (
+    IMAGE,
+    IMAGE_SIZE,
+    BOXES,
+    HEATMAPS,
+    LABELS,
+    LOGITS,
+    MMDET_PIXEL_MEAN,
+    MMDET_PIXEL_STD,
+    SCORES,
     DetectionMetadata,
     DetectionProtocol,
     ExportInfo,
@@ -35,18 +44,11 @@ from service.contract import (
     WeightsInfo,
 )
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
 SCALES_STANDARD: list[float] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 SCALES_PASCAL: list[float] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
 
 LANDMARK_INPUT_SIZE: tuple[int, int] = (256, 256)
 LANDMARK_HEATMAP_SIZE: tuple[int, int] = (64, 64)
-
-#: mmdetection ``img_norm_cfg`` of the HRNet-Object-Detection configs: RGB, pixel units.
-DETECTION_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
-DETECTION_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +308,7 @@ DATASETS: dict[str, DatasetInfo] = {
             label_ids=list(COCO_LABEL_IDS),
             # Official test: fit 1333x800 keeping aspect, pad to 32; score 0.05, NMS 0.5, 100 boxes.
             detection=DetectionProtocol(max_size=(1333, 800), size_divisor=32),
-            normalization=Normalization(mean=DETECTION_PIXEL_MEAN, std=DETECTION_PIXEL_STD,
+            normalization=Normalization(mean=MMDET_PIXEL_MEAN, std=MMDET_PIXEL_STD,
                                         pixel_scale=1.0),
             aliases=("coco2017", "coco_2017", "mscoco"),
         ),
@@ -383,24 +385,24 @@ def io_specs(task: str, num_outputs: int) -> tuple[list[TensorSpec], list[Tensor
     """Graph inputs/outputs (batch excluded) of an exported network of this task."""
     if task == "segmentation":
         return (
-            [TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1])],
-            [TensorSpec(name="logits", dtype="FP32", dims=[num_outputs, -1, -1])],
+            [TensorSpec(name=IMAGE, dtype="FP32", dims=[3, -1, -1])],
+            [TensorSpec(name=LOGITS, dtype="FP32", dims=[num_outputs, -1, -1])],
         )
     if task == "landmarks":
         h, w = LANDMARK_INPUT_SIZE
         hh, hw = LANDMARK_HEATMAP_SIZE
         return (
-            [TensorSpec(name="image", dtype="FP32", dims=[3, h, w])],
-            [TensorSpec(name="heatmaps", dtype="FP32", dims=[num_outputs, hh, hw])],
+            [TensorSpec(name=IMAGE, dtype="FP32", dims=[3, h, w])],
+            [TensorSpec(name=HEATMAPS, dtype="FP32", dims=[num_outputs, hh, hw])],
         )
     if task == "detection":
         # One image per call; image_size = (valid_h, valid_w) of the resized image before padding.
         return (
-            [TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1]),
-             TensorSpec(name="image_size", dtype="INT64", dims=[2])],
-            [TensorSpec(name="boxes", dtype="FP32", dims=[-1, 4]),
-             TensorSpec(name="scores", dtype="FP32", dims=[-1]),
-             TensorSpec(name="labels", dtype="INT64", dims=[-1])],
+            [TensorSpec(name=IMAGE, dtype="FP32", dims=[3, -1, -1]),
+             TensorSpec(name=IMAGE_SIZE, dtype="INT64", dims=[2])],
+            [TensorSpec(name=BOXES, dtype="FP32", dims=[-1, 4]),
+             TensorSpec(name=SCORES, dtype="FP32", dims=[-1]),
+             TensorSpec(name=LABELS, dtype="INT64", dims=[-1])],
         )
     raise NotImplementedError(f"no tensor specs for task {task!r} yet")
 

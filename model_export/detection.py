@@ -46,15 +46,13 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
 
+from service.contract import MMDET_PIXEL_MEAN, MMDET_PIXEL_STD
+
 from model_export.archs import backbone_config, register_task
 from model_export.hrnet import HighResolutionNet, HRNetConfig
 
 Convention = Literal["legacy", "continuous"]
 CONVENTIONS: tuple[str, ...] = ("legacy", "continuous")
-
-#: RGB mean/std in pixel units (mmdetection ``img_norm_cfg``).
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 # |log(16/1000)|: mmdet's wh_ratio_clip and torchvision's bbox_xform_clip.
 _DELTA_CLIP = math.log(1000.0 / 16)
@@ -363,9 +361,9 @@ class HRNetFasterRCNN(nn.Module):
         self.cfg = cfg
         self.backbone_cfg = backbone_cfg
         off = cfg.box_offset
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1),
+        self.register_buffer("pixel_mean", torch.tensor(MMDET_PIXEL_MEAN).view(1, 3, 1, 1),
                              persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1),
+        self.register_buffer("pixel_std", torch.tensor(MMDET_PIXEL_STD).view(1, 3, 1, 1),
                              persistent=False)
         self.backbone = HRNetFPN(backbone_cfg, cfg.neck_channels)
         anchors = AnchorGrid(cfg.anchor_strides, cfg.anchor_scales, cfg.anchor_ratios,

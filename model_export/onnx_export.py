@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model_export.datasets import IMAGENET_MEAN, IMAGENET_STD, LANDMARK_INPUT_SIZE
+from service.contract import HEATMAPS, IMAGE, IMAGENET_MEAN, IMAGENET_STD, LOGITS
 
-INPUT_NAME = "image"
-OUTPUT_NAMES = {"segmentation": "logits", "landmarks": "heatmaps"}
+from model_export.datasets import LANDMARK_INPUT_SIZE
+
+OUTPUT_NAMES = {"segmentation": LOGITS, "landmarks": HEATMAPS}
 DEFAULT_OPSET = 18
 # The TorchScript exporter's ceiling in this torch version.
 MAX_OPSET = 20
@@ -88,9 +89,9 @@ def export_onnx(
     # parity check runs batches > 1 to prove it.
     example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255.0
     out_name = OUTPUT_NAMES[task]
-    dynamic_axes: dict[str, dict[int, str]] = {INPUT_NAME: {0: "batch"}, out_name: {0: "batch"}}
+    dynamic_axes: dict[str, dict[int, str]] = {IMAGE: {0: "batch"}, out_name: {0: "batch"}}
     if task == "segmentation":
-        dynamic_axes[INPUT_NAME].update({2: "height", 3: "width"})
+        dynamic_axes[IMAGE].update({2: "height", 3: "width"})
         dynamic_axes[out_name].update({2: "out_height", 3: "out_width"})
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated upstream but is the robust path for dynamic H/W.
@@ -102,7 +103,7 @@ def export_onnx(
             (example,),
             str(path),
             dynamo=False,
-            input_names=[INPUT_NAME],
+            input_names=[IMAGE],
             output_names=[out_name],
             dynamic_axes=dynamic_axes,
             opset_version=opset,
@@ -306,7 +307,7 @@ def check_parity(
             with torch.no_grad():
                 ref = net(torch.from_numpy(normalise(pixels))).numpy()
             t1 = time.perf_counter()
-            got = session.run([out_name], {INPUT_NAME: pixels})[0]
+            got = session.run([out_name], {IMAGE: pixels})[0]
             t2 = time.perf_counter()
             report.cases.append(_compare(ref, got, task, size, batch, names, thresholds, t1 - t0, t2 - t1))
     return report

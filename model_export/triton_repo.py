@@ -27,8 +27,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from service.contract import (
-    METADATA_FILENAME, METADATA_PARAMETER, DetectionMetadata, LandmarkMetadata, ModelMetadata,
-    SegmentationMetadata, padded,
+    IMAGE_SIZE, METADATA_FILENAME, METADATA_PARAMETER, DetectionMetadata, LandmarkMetadata,
+    ModelMetadata, SegmentationMetadata, padded,
 )
 
 CONFIG_FILENAME = "config.pbtxt"
@@ -37,7 +37,6 @@ ONNX_FILENAME = "model.onnx"
 PLAN_FILENAME = "model.plan"
 VERSION = "1"
 WARMUP_DIRNAME = "warmup"
-SIZE_INPUT_NAME = "image_size"
 
 _DTYPES = {
     "FP32": mc.TYPE_FP32,
@@ -131,10 +130,10 @@ def build_model_config(
 def warmup_files(metadata: ModelMetadata, options: TritonOptions | None = None) -> dict[str, bytes]:
     """Data files of the warm-up sample (``warmup/<name>``): the ``image_size`` value, if any."""
     options = options or TritonOptions()
-    if options.warmup == "none" or not any(s.name == SIZE_INPUT_NAME for s in metadata.inputs):
+    if options.warmup == "none" or not any(s.name == IMAGE_SIZE for s in metadata.inputs):
         return {}
     h, w = options.warmup_size or representative_size(metadata)
-    return {f"{SIZE_INPUT_NAME}_{h}x{w}": np.array([h, w], "<i8").tobytes()}
+    return {f"{IMAGE_SIZE}_{h}x{w}": np.array([h, w], "<i8").tobytes()}
 
 
 def _add_warmup(cfg: mc.ModelConfig, metadata: ModelMetadata, options: TritonOptions) -> None:
@@ -145,9 +144,9 @@ def _add_warmup(cfg: mc.ModelConfig, metadata: ModelMetadata, options: TritonOpt
         dims = [int(d) for d in spec.dims]
         inp = sample.inputs[spec.name]
         inp.data_type = _DTYPES[spec.dtype]
-        if spec.name == SIZE_INPUT_NAME:
+        if spec.name == IMAGE_SIZE:
             inp.dims.extend(dims)
-            inp.input_data_file = f"{SIZE_INPUT_NAME}_{h}x{w}"  # written by write_entry
+            inp.input_data_file = f"{IMAGE_SIZE}_{h}x{w}"  # written by write_entry
             continue
         if len(dims) == 3:
             dims = [dims[0], h, w]
