@@ -1,27 +1,26 @@
 """Registry of named HRNetV2 architectures, with torchvision-style builder functions.
 
 ``build_model(task, arch, num_outputs)`` is the one entry point the exporter needs; the named
-builders (``hrnetv2_w48_seg``, ``hrnetv2_w18_landmarks``, ...) are conveniences. Another task (e.g.
-detection) plugs in with :func:`register_task`::
-
-    register_task("detection", my_builder, archs=["hrnetv2_w18", "hrnetv2_w32"])
-
-where ``my_builder(arch, num_outputs, **options) -> nn.Module``.
+builders (``hrnetv2_w48_seg``, ``hrnetv2_w18_landmarks``, ...) are conveniences. Every task has an
+explicit entry in :data:`_TASKS` (its builder and the arch names it accepts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import nn
 
-from model_export.heads import HRNetLandmarks, HRNetSegmentation
-from model_export.hrnet import HRNET_CONFIGS, FuseUpsample, HRNetConfig
+from model_export.nets.detection import Convention, HRNetFasterRCNN, build_faster_rcnn
+from model_export.nets.heads import HRNetLandmarks, HRNetSegmentation
+from model_export.nets.hrnet import HRNET_CONFIGS, FuseUpsample, HRNetConfig
 
 #: Every backbone name, smallest first.
 ARCH_NAMES: tuple[str, ...] = tuple(HRNET_CONFIGS)
+
+#: Backbones with released (or MMDetection) HRNetV2p Faster R-CNN checkpoints.
+DETECTION_ARCHS: tuple[str, ...] = ("hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w40", "hrnetv2_w48")
 
 
 class TaskBuilder(Protocol):
@@ -36,74 +35,12 @@ class _TaskEntry:
     archs: tuple[str, ...]
 
 
-_TASKS: dict[str, _TaskEntry] = {}
-# Modules that register further tasks when imported; they import this module, so they are loaded
-# lazily (on the first lookup) rather than at the top.
-_PLUGINS: tuple[str, ...] = ("model_export.detection",)
-_plugins_loaded = False
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    import importlib
-
-    for module in _PLUGINS:
-        importlib.import_module(module)
-
-
-def register_task(task: str, builder: TaskBuilder, archs: Iterable[str]) -> None:
-    """Register (or replace) the builder of ``task`` for the given backbone names."""
-    archs = tuple(archs)
-    unknown = [a for a in archs if a not in HRNET_CONFIGS]
-    if unknown:
-        raise ValueError(f"unknown archs {unknown}; valid: {', '.join(ARCH_NAMES)}")
-    _TASKS[task] = _TaskEntry(builder, archs)
-
-
 def backbone_config(arch: str) -> HRNetConfig:
     """Backbone config of a registry name: ``backbone_config("hrnetv2_w48").width == 48``."""
     try:
         return HRNET_CONFIGS[arch]
     except KeyError:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCH_NAMES)}") from None
-
-
-def list_tasks() -> list[str]:
-    """Registered task names."""
-    _load_plugins()
-    return list(_TASKS)
-
-
-def list_archs(task: str) -> list[str]:
-    """Arch names available for ``task``; ValueError for an unknown task."""
-    return list(_entry(task).archs)
-
-
-def _entry(task: str) -> _TaskEntry:
-    _load_plugins()
-    try:
-        return _TASKS[task]
-    except KeyError:
-        raise ValueError(f"unknown task {task!r}; valid: {', '.join(_TASKS)}") from None
-
-
-def build_model(task: str, arch: str, num_outputs: int, *, align_corners: bool = False,
-                **options: Any) -> nn.Module:
-    """Build ``arch`` for ``task`` with ``num_outputs`` classes / landmarks, randomly initialised.
-
-    ``options`` go to the task's builder (for HRNet heads: ``fuse_upsample``). Raises ValueError
-    naming the valid tasks / archs on bad input.
-    """
-    entry = _entry(task)
-    if arch not in entry.archs:
-        raise ValueError(f"unknown arch {arch!r} for task {task!r}; valid: "
-                         f"{', '.join(entry.archs)}")
-    if int(num_outputs) < 1:
-        raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
-    return entry.builder(arch, int(num_outputs), align_corners=align_corners, **options)
 
 
 def _build_segmentation(arch: str, num_outputs: int, *, align_corners: bool = False,
@@ -118,8 +55,53 @@ def _build_landmarks(arch: str, num_outputs: int, *, align_corners: bool = False
                           fuse_upsample=fuse_upsample)
 
 
-register_task("segmentation", _build_segmentation, ARCH_NAMES)
-register_task("landmarks", _build_landmarks, ARCH_NAMES)
+def _build_detection(arch: str, num_outputs: int, *, align_corners: bool = False,
+                     convention: Convention = "legacy", **overrides: object) -> HRNetFasterRCNN:
+    """``num_outputs`` counts the background (81 for COCO)."""
+    del align_corners  # HRFPN upsamples with align_corners=False, as the official code
+    return build_faster_rcnn(backbone_config(arch), convention=convention,
+                             num_classes=num_outputs, **overrides)
+
+
+_TASKS: dict[str, _TaskEntry] = {
+    "segmentation": _TaskEntry(_build_segmentation, ARCH_NAMES),
+    "landmarks": _TaskEntry(_build_landmarks, ARCH_NAMES),
+    "detection": _TaskEntry(_build_detection, DETECTION_ARCHS),
+}
+
+
+def list_tasks() -> list[str]:
+    """Registered task names."""
+    return list(_TASKS)
+
+
+def list_archs(task: str) -> list[str]:
+    """Arch names available for ``task``; ValueError for an unknown task."""
+    return list(_entry(task).archs)
+
+
+def _entry(task: str) -> _TaskEntry:
+    try:
+        return _TASKS[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(_TASKS)}") from None
+
+
+def build_model(task: str, arch: str, num_outputs: int, *, align_corners: bool = False,
+                **options: Any) -> nn.Module:
+    """Build ``arch`` for ``task`` with ``num_outputs`` classes / landmarks, randomly initialised.
+
+    ``options`` go to the task's builder (for HRNet heads: ``fuse_upsample``; for detection:
+    ``convention`` and DetectionConfig fields). Raises ValueError naming the valid tasks / archs
+    on bad input.
+    """
+    entry = _entry(task)
+    if arch not in entry.archs:
+        raise ValueError(f"unknown arch {arch!r} for task {task!r}; valid: "
+                         f"{', '.join(entry.archs)}")
+    if int(num_outputs) < 1:
+        raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
+    return entry.builder(arch, int(num_outputs), align_corners=align_corners, **options)
 
 
 # Named builders (torchvision style). Defaults: Cityscapes' 19 classes, 300W's 68 landmarks.

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model_export.hrnet import HRNET_CONFIGS
+from model_export.nets.hrnet import HRNET_CONFIGS
 
 __all__ = [
     "CheckpointError",

@@ -39,7 +39,7 @@ from model_export.checkpoints import (
     file_sha256,
     read_checkpoint,
 )
-from model_export.detection import Convention, HRNetFasterRCNN
+from model_export.nets.detection import Convention, HRNetFasterRCNN
 
 #: Box arithmetic of each format.
 FORMAT_CONVENTION: dict[str, Convention] = {

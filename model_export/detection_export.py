@@ -33,7 +33,7 @@ from service.contract import (
     BOXES, IMAGE, IMAGE_SIZE, LABELS, MMDET_PIXEL_MEAN, SCORES, rescale_size,
 )
 
-from model_export.detection import HRNetFasterRCNN
+from model_export.nets.detection import HRNetFasterRCNN
 
 INPUT_NAMES = (IMAGE, IMAGE_SIZE)
 OUTPUT_NAMES = (BOXES, SCORES, LABELS)

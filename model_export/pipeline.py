@@ -403,13 +403,13 @@ def _build_detection(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, 
                               file=Path(req.checkpoint).name,  # type: ignore[arg-type]
                               sha256=report.info.sha256)
     else:
-        from model_export.detection import make_demo_detector
+        from model_export.nets.detection import make_demo_detector
 
         with stage(log, f"random init (seed {seed}, class logits widened)"):
             make_demo_detector(model, seed=seed)
         weights = WeightsInfo(random_init=True, origin="random-init", format="random-init")
         notes.append(f"Random-init seed {seed}; class logits widened so that some boxes pass the "
-                     "score threshold (model_export.detection.make_demo_detector).")
+                     "score threshold (model_export.nets.detection.make_demo_detector).")
     if overrides:
         notes.append(f"Test settings differ from the official ones: {overrides}.")
     cfg = model.cfg

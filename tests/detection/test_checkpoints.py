@@ -9,7 +9,7 @@ import torch
 
 from model_export.archs import backbone_config
 from model_export.checkpoints import CheckpointError
-from model_export.detection import build_faster_rcnn, make_demo_detector
+from model_export.nets.detection import build_faster_rcnn, make_demo_detector
 from model_export.detection_checkpoints import (
     inspect_detection,
     load_detection_checkpoint,

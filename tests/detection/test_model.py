@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model_export.archs import backbone_config, build_model, list_archs
-from model_export.detection import (
+from model_export.nets.detection import (
     AnchorGrid,
     DeltaCoder,
     HRNetFPN,

@@ -19,8 +19,8 @@ from model_export.archs import (
     list_archs,
     list_tasks,
 )
-from model_export.heads import HRNetLandmarks, HRNetSegmentation
-from model_export.hrnet import HighResolutionNet
+from model_export.nets.heads import HRNetLandmarks, HRNetSegmentation
+from model_export.nets.hrnet import HighResolutionNet
 
 torch.set_num_threads(1)
 

@@ -146,7 +146,7 @@ def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
 def detection_checkpoint(tmp_path_factory) -> Path:
     """A demo-random HRNetV2p-W18 Faster R-CNN saved as an HRNet-Object-Detection release."""
     from model_export.archs import backbone_config
-    from model_export.detection import build_faster_rcnn, make_demo_detector
+    from model_export.nets.detection import build_faster_rcnn, make_demo_detector
     from model_export.detection_checkpoints import to_checkpoint
 
     torch.manual_seed(3)

@@ -2,8 +2,8 @@
 
 Module layout (state-dict prefixes):
 
-* ``backbone.body``: :class:`~model_export.hrnet.HighResolutionNet` with nearest-neighbour fuse
-  upsampling, as in HRNet-Object-Detection (``backbone.*`` in the official checkpoints);
+* ``backbone.body``: :class:`~model_export.nets.hrnet.HighResolutionNet` with nearest-neighbour
+  fuse upsampling, as in HRNet-Object-Detection (``backbone.*`` in the official checkpoints);
 * ``backbone.neck``: :class:`HRFPN` (official ``neck.reduction_conv.0`` and ``neck.fpn_conv.{0..4}``);
 * ``rpn``: torchvision ``RegionProposalNetwork`` with ``RPNHead`` (``rpn.head.conv.0.0``,
   ``rpn.head.cls_logits``, ``rpn.head.bbox_pred`` <- mmdet ``rpn_conv/rpn_cls/rpn_reg``);
@@ -48,8 +48,7 @@ from torchvision.ops import roi_align
 
 from service.contract import MMDET_PIXEL_MEAN, MMDET_PIXEL_STD
 
-from model_export.archs import backbone_config, register_task
-from model_export.hrnet import HighResolutionNet, HRNetConfig
+from model_export.nets.hrnet import HighResolutionNet, HRNetConfig
 
 Convention = Literal["legacy", "continuous"]
 CONVENTIONS: tuple[str, ...] = ("legacy", "continuous")
@@ -423,21 +422,6 @@ def build_faster_rcnn(backbone_cfg: HRNetConfig, *, convention: Convention = "le
     """A randomly initialised HRNetV2p Faster R-CNN in eval mode."""
     cfg = detection_config(convention, num_classes=num_classes, **overrides)
     return HRNetFasterRCNN(backbone_cfg, cfg).eval()
-
-
-#: Backbones with released (or MMDetection) HRNetV2p Faster R-CNN checkpoints.
-DETECTION_ARCHS: tuple[str, ...] = ("hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w40", "hrnetv2_w48")
-
-
-def _build_detection(arch: str, num_outputs: int, *, align_corners: bool = False,
-                     convention: Convention = "legacy", **overrides: object) -> HRNetFasterRCNN:
-    """``archs.build_model("detection", arch, 81)`` entry; ``num_outputs`` counts the background."""
-    del align_corners  # HRFPN upsamples with align_corners=False, as the official code
-    return build_faster_rcnn(backbone_config(arch), convention=convention,
-                             num_classes=num_outputs, **overrides)
-
-
-register_task("detection", _build_detection, DETECTION_ARCHS)
 
 
 @torch.no_grad()
