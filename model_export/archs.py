@@ -19,8 +19,14 @@ from model_export.nets.hrnet import HRNET_CONFIGS, FuseUpsample, HRNetConfig
 #: Every backbone name, smallest first.
 ARCH_NAMES: tuple[str, ...] = tuple(HRNET_CONFIGS)
 
-#: Backbones with released (or MMDetection) HRNetV2p Faster R-CNN checkpoints.
-DETECTION_ARCHS: tuple[str, ...] = ("hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w40", "hrnetv2_w48")
+#: Detection arch -> its backbone: the HRNetV2p Faster R-CNNs with released (or MMDetection)
+#: checkpoints, named as the official configs name them (``faster_rcnn_hrnetv2p_w18``).
+DETECTION_BACKBONES: dict[str, str] = {
+    "hrnetv2p_w18": "hrnetv2_w18",
+    "hrnetv2p_w32": "hrnetv2_w32",
+    "hrnetv2p_w40": "hrnetv2_w40",
+    "hrnetv2p_w48": "hrnetv2_w48",
+}
 
 
 class TaskBuilder(Protocol):
@@ -33,6 +39,7 @@ class TaskBuilder(Protocol):
 class _TaskEntry:
     builder: TaskBuilder
     archs: tuple[str, ...]
+    title: str = ""  # what the archs are, where their names do not say it
 
 
 def backbone_config(arch: str) -> HRNetConfig:
@@ -59,14 +66,14 @@ def _build_detection(arch: str, num_outputs: int, *, align_corners: bool = False
                      convention: Convention = "legacy", **overrides: object) -> HRNetFasterRCNN:
     """``num_outputs`` counts the background (81 for COCO)."""
     del align_corners  # HRFPN upsamples with align_corners=False, as the official code
-    return build_faster_rcnn(backbone_config(arch), convention=convention,
+    return build_faster_rcnn(backbone_config(DETECTION_BACKBONES[arch]), convention=convention,
                              num_classes=num_outputs, **overrides)
 
 
 _TASKS: dict[str, _TaskEntry] = {
     "segmentation": _TaskEntry(_build_segmentation, ARCH_NAMES),
     "landmarks": _TaskEntry(_build_landmarks, ARCH_NAMES),
-    "detection": _TaskEntry(_build_detection, DETECTION_ARCHS),
+    "detection": _TaskEntry(_build_detection, tuple(DETECTION_BACKBONES), "HRNetV2p Faster R-CNN"),
 }
 
 
@@ -78,6 +85,11 @@ def list_tasks() -> list[str]:
 def list_archs(task: str) -> list[str]:
     """Arch names available for ``task``; ValueError for an unknown task."""
     return list(_entry(task).archs)
+
+
+def task_title(task: str) -> str:
+    """What ``task``'s archs are when their names do not say it ('' for the HRNetV2 heads)."""
+    return _entry(task).title
 
 
 def _entry(task: str) -> _TaskEntry:

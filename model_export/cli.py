@@ -40,8 +40,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=EXPORT_TASKS, help="network head")
-    p.add_argument("--arch", help="backbone, e.g. hrnetv2_w48 (see list-archs; detection also "
-                   "accepts hrnetv2p_w18 ...); optional with --checkpoint when the file reveals it")
+    p.add_argument("--arch", help="architecture, e.g. hrnetv2_w48, or hrnetv2p_w18 for detection "
+                   "(see list-archs); optional with --checkpoint when the file reveals it")
     p.add_argument("--dataset", required=True, help="label set and protocol (see list-datasets)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="weights file; format auto-detected")
@@ -163,13 +163,13 @@ def _cmd_list_datasets(task: str | None) -> int:
 
 
 def _cmd_list_archs(task: str | None) -> int:
-    from model_export.archs import list_archs, list_tasks
+    from model_export.archs import list_archs, list_tasks, task_title
 
     for t in list_tasks():
         if task and t != task:
             continue
-        extra = " (HRNetV2p Faster R-CNN; also as hrnetv2p_w*)" if t == "detection" else ""
-        print(f"{t}: {', '.join(list_archs(t))}{extra}")
+        title = task_title(t)
+        print(f"{t}: {', '.join(list_archs(t))}" + (f" ({title})" if title else ""))
     return 0
 
 

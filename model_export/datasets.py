@@ -407,11 +407,6 @@ def io_specs(task: str, num_outputs: int) -> tuple[list[TensorSpec], list[Tensor
     raise NotImplementedError(f"no tensor specs for task {task!r} yet")
 
 
-def detection_arch_name(arch: str) -> str:
-    """The recorded name of a detection backbone: ``hrnetv2_w18`` -> ``hrnetv2p_w18`` (HRNetV2p)."""
-    return arch.replace("hrnetv2_", "hrnetv2p_", 1) if arch.startswith("hrnetv2_") else arch
-
-
 def detection_protocol(
     dataset: DatasetInfo,
     *,
@@ -451,8 +446,8 @@ def build_metadata(
 
     ``align_corners`` defaults by ``weights.origin``. Segmentation protocol overrides
     (``base_size``/``crop_size``) that differ from the official values are recorded in ``notes``.
-    Detection: ``detection`` is the protocol the graph was built for (default: the dataset's),
-    ``arch`` is recorded as ``hrnetv2p_*`` and the graph serves one image per call.
+    Detection: ``detection`` is the protocol the graph was built for (default: the dataset's)
+    and the graph serves one image per call.
     """
     ds = dataset if isinstance(dataset, DatasetInfo) else get_dataset(dataset)
     if ds.task != task:
@@ -494,7 +489,6 @@ def build_metadata(
             "pixel, i.e. 0 after normalisation); `image_size` = [valid_h, valid_w] before "
             "padding, to which boxes are clipped.",
         ]
-        arch = detection_arch_name(arch)
         max_batch_size = 1
     else:
         raise NotImplementedError(f"build_metadata does not handle task {task!r} yet")

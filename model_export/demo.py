@@ -148,7 +148,7 @@ def _det_demo(repo: Path) -> "ExportRequest":
 
     return ExportRequest(
         task="detection",
-        arch="hrnetv2_w18",
+        arch="hrnetv2p_w18",
         dataset="coco",
         name="hrnetv2p_w18_faster_rcnn_coco",
         repo=repo,

@@ -39,6 +39,7 @@ from model_export.checkpoints import (
     file_sha256,
     read_checkpoint,
 )
+from model_export.archs import DETECTION_BACKBONES
 from model_export.nets.detection import Convention, HRNetFasterRCNN
 
 #: Box arithmetic of each format.
@@ -107,17 +108,18 @@ def detect_detection_format(sd: Mapping[str, Any]) -> str:
 
 
 def _arch(sd: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """Backbone facts and registry name (``hrnetv2_w{C}``) from the ``backbone.*`` tensors."""
+    """Backbone facts and detection arch (``hrnetv2p_w{C}``) from the ``backbone.*`` tensors."""
     body = {k[len("backbone."):]: v for k, v in sd.items()
             if isinstance(k, str) and k.startswith("backbone.") and isinstance(v, Tensor)}
-    facts, arch = _guess_backbone(body)
+    facts, backbone = _guess_backbone(body)
+    arch = next((a for a, b in DETECTION_BACKBONES.items() if b == backbone), None)
     if arch is None and isinstance(body.get("transition1.0.0.weight"), Tensor):
-        arch = f"hrnetv2_w{int(body['transition1.0.0.weight'].shape[0])}"
+        arch = f"hrnetv2p_w{int(body['transition1.0.0.weight'].shape[0])}"
     return facts, arch
 
 
 def inspect_detection(obj: Any) -> CheckpointInfo:
-    """Format, origin, arch (``hrnetv2_w{C}``) and class count (with background) of a file."""
+    """Format, origin, arch (``hrnetv2p_w{C}``) and class count (with background) of a file."""
     sd, wrapping, _, _ = _state_dict(obj)
     fmt = detect_detection_format(sd)
     cls = sd.get("roi_head.bbox_head.fc_cls.weight", sd.get("bbox_head.fc_cls.weight"))

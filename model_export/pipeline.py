@@ -70,8 +70,8 @@ def stage(log: Log, title: str) -> Iterator[None]:
 class ExportRequest:
     """One model to export. Exactly one of ``checkpoint`` / ``random_init`` must be given.
 
-    Detection (``task="detection"``, dataset ``coco``): ``arch`` may be given as ``hrnetv2p_w18``
-    too; ``max_size`` is the (long, short) resize limit recorded in the metadata (default the
+    Detection (``task="detection"``, dataset ``coco``): ``arch`` is e.g. ``hrnetv2p_w18``;
+    ``max_size`` is the (long, short) resize limit recorded in the metadata (default the
     official 1333x800); ``detection_overrides`` go to ``detection_config`` (e.g. a smaller
     ``rpn_post_nms_top_n`` for CPU demos; recorded in the notes); ``trace_size`` and
     ``parity_sizes`` are resize limits of the tracing and parity photos; the graph serves one
@@ -180,16 +180,6 @@ RANDOM_INIT_BANNER = (
 )
 
 
-DETECTION_ARCH_ALIAS = "hrnetv2p_"
-
-
-def canonical_arch(task: str, arch: str | None) -> str | None:
-    """Registry name of ``arch``: detection accepts ``hrnetv2p_w18`` for ``hrnetv2_w18``."""
-    if arch is not None and task == "detection" and arch.startswith(DETECTION_ARCH_ALIAS):
-        return "hrnetv2_" + arch[len(DETECTION_ARCH_ALIAS):]
-    return arch
-
-
 def _validate(req: ExportRequest) -> None:
     if not _NAME_RE.match(req.name):
         raise ExportError(f"model name {req.name!r} must match {_NAME_RE.pattern}")
@@ -229,7 +219,7 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     _validate(req)
     ds = get_dataset(req.dataset)
     repo = Path(req.repo)
-    arch = canonical_arch(req.task, req.arch)
+    arch = req.arch
     if req.checkpoint is not None:
         from model_export.checkpoints import inspect_checkpoint
 

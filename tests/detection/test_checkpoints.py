@@ -39,7 +39,7 @@ def test_each_format_loads_strictly(source, tmp_path: Path, fmt: str, origin: st
     torch.save(ck, path)
     info = inspect_detection(ck)
     assert (info.format, info.origin, info.arch, info.num_outputs) == (fmt, origin,
-                                                                       "hrnetv2_w18", 81)
+                                                                       "hrnetv2p_w18", 81)
     model = build_faster_rcnn(backbone_config("hrnetv2_w18"), **FAST)
     report = load_detection_checkpoint(model, path)
     assert report.info.sha256 and report.loaded > 1500
@@ -98,11 +98,11 @@ def test_generic_inspect_recognises_detection_files(source, tmp_path: Path) -> N
     torch.save(to_checkpoint(source, "hrnet-det"), path)
     info = inspect_checkpoint(path)
     assert (info.format, info.origin, info.task, info.arch, info.num_outputs) == (
-        "hrnet-det", "official", "detection", "hrnetv2_w18", 81)
+        "hrnet-det", "official", "detection", "hrnetv2p_w18", 81)
     assert info.sha256 == file_sha256(path) and info.backbone["width"] == 18
     text = info.summary()
-    for part in ("hrnet-det", "detection", "hrnetv2_w18", "81 (80 + background)", "'legacy'",
-                 "--task detection --arch hrnetv2_w18 --dataset coco"):
+    for part in ("hrnet-det", "detection", "hrnetv2p_w18", "81 (80 + background)", "'legacy'",
+                 "--task detection --arch hrnetv2p_w18 --dataset coco"):
         assert part in text, part
 
 

@@ -40,7 +40,7 @@ def test_entry_metadata_and_parity(det_repo: Path) -> None:
     meta = ModelMetadata.from_json((entry / "hrnet.json").read_text())
     assert meta == metadata_from_config(read_config(entry))
     assert meta.task == "detection" and meta.max_batch_size == 1 and meta.dataset == "coco"
-    assert meta.arch == "hrnetv2p_w18"  # given as the alias, recorded as HRNetV2p
+    assert meta.arch == "hrnetv2p_w18"  # the detection arch's registry name
     assert meta.labels[0] == "__background__" and meta.labels[1] == "person" and len(meta.labels) == 81
     assert meta.label_ids[80] == 90 and meta.weights.random_init
     assert [(i.name, i.dtype, i.dims) for i in meta.inputs] == [

@@ -43,8 +43,8 @@ def test_wider_parameter_counts_match_published(arch: str, published: float) -> 
 
 
 def test_registered_archs_and_builder() -> None:
-    assert list_archs("detection") == ["hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w40", "hrnetv2_w48"]
-    model = build_model("detection", "hrnetv2_w48", 81)
+    assert list_archs("detection") == ["hrnetv2p_w18", "hrnetv2p_w32", "hrnetv2p_w40", "hrnetv2p_w48"]
+    model = build_model("detection", "hrnetv2p_w48", 81)
     assert model.backbone.neck.reduction_conv[0].in_channels == 15 * 48
 
 

@@ -62,7 +62,7 @@ def test_listings(capsys) -> None:
     assert "hrnetv2_w18_small_v1" in out and "hrnetv2_w48" in out
     assert main(["list-archs"]) == 0
     (det,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("detection:")]
-    assert "hrnetv2_w18, hrnetv2_w32, hrnetv2_w40, hrnetv2_w48" in det and "hrnetv2p" in det
+    assert "hrnetv2p_w18, hrnetv2p_w32, hrnetv2p_w40, hrnetv2p_w48" in det
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
     assert (seg.arch, seg.dataset, seg.base_size, seg.crop_size) == ("hrnetv2_w18_small_v1", "cityscapes", 1024, (512, 1024))
     assert DEMO_CITYSCAPES_NOTE in seg.notes and seg.random_init
     assert (face.arch, face.dataset, face.task) == ("hrnetv2_w18", "300w", "landmarks")
-    assert (det.task, det.arch, det.dataset, det.max_size) == ("detection", "hrnetv2_w18", "coco", (800, 480))
+    assert (det.task, det.arch, det.dataset, det.max_size) == ("detection", "hrnetv2p_w18", "coco", (800, 480))
     assert det.random_init and DEMO_DETECTION_NOTE in det.notes
     assert det.detection_overrides["rpn_post_nms_top_n"] < 2000
     assert set(DEMO_FACTORIES) == {"segmentation", "landmarks", "detection"}
@@ -160,8 +160,8 @@ def test_inspect_detection_checkpoint(detection_checkpoint, capsys) -> None:
     assert main(["inspect", str(detection_checkpoint)]) == 0
     out = capsys.readouterr().out
     for part in ("format:        hrnet-det (origin official)", "task:          detection",
-                 "arch:          hrnetv2_w18", "81 (80 + background)", "box arithmetic 'legacy'",
-                 "sha256:", "--task detection --arch hrnetv2_w18 --dataset coco"):
+                 "arch:          hrnetv2p_w18", "81 (80 + background)", "box arithmetic 'legacy'",
+                 "sha256:", "--task detection --arch hrnetv2p_w18 --dataset coco"):
         assert part in out, part
 
 
@@ -192,7 +192,7 @@ def test_export_detection_checkpoint_via_cli(detection_checkpoint, tmp_path, cap
     (["--opset", "15"], "opset >= 16"),
 ])
 def test_export_detection_rejects_bad_options(extra, message, tmp_path, capsys) -> None:
-    code = main(["export", "--task", "detection", "--arch", "hrnetv2_w18", "--dataset", "coco",
+    code = main(["export", "--task", "detection", "--arch", "hrnetv2p_w18", "--dataset", "coco",
                  "--random-init", "--name", "det", "--repo", str(tmp_path), *extra])
     assert code == EXIT_FAILED
     assert message in capsys.readouterr().err
