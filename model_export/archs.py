@@ -1,8 +1,8 @@
-"""Registry of named HRNetV2 architectures, with torchvision-style builder functions.
+"""Registry of the networks by task and arch name: ``build_model(task, arch, num_outputs)``.
 
-``build_model(task, arch, num_outputs)`` is the one entry point the exporter needs; the named
-builders (``hrnetv2_w48_seg``, ``hrnetv2_w18_landmarks``, ...) are conveniences. Every task has an
-explicit entry in :data:`_TASKS` (its builder and the arch names it accepts).
+Every task has an explicit entry (its builder and the arch names it accepts): segmentation and
+landmarks take every HRNetV2 backbone (``hrnetv2_w18_small_v1`` ... ``hrnetv2_w64``); detection
+takes the HRNetV2p Faster R-CNNs ``hrnetv2p_w18/w32/w40/w48``, each built on its backbone.
 """
 
 from __future__ import annotations
@@ -114,106 +114,3 @@ def build_model(task: str, arch: str, num_outputs: int, *, align_corners: bool =
     if int(num_outputs) < 1:
         raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
     return entry.builder(arch, int(num_outputs), align_corners=align_corners, **options)
-
-
-# Named builders (torchvision style). Defaults: Cityscapes' 19 classes, 300W's 68 landmarks.
-
-def hrnetv2_w18_small_v1_seg(num_classes: int = 19, *, align_corners: bool = False
-                             ) -> HRNetSegmentation:
-    """HRNetV2-W18-Small-v1 segmentation network (1,540,819 params with 19 classes)."""
-    return _build_segmentation("hrnetv2_w18_small_v1", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w18_small_v2_seg(num_classes: int = 19, *, align_corners: bool = False
-                             ) -> HRNetSegmentation:
-    """HRNetV2-W18-Small-v2 segmentation network (3,939,579 params with 19 classes)."""
-    return _build_segmentation("hrnetv2_w18_small_v2", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w18_seg(num_classes: int = 19, *, align_corners: bool = False) -> HRNetSegmentation:
-    """HRNetV2-W18 segmentation network."""
-    return _build_segmentation("hrnetv2_w18", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w30_seg(num_classes: int = 19, *, align_corners: bool = False) -> HRNetSegmentation:
-    """HRNetV2-W30 segmentation network."""
-    return _build_segmentation("hrnetv2_w30", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w32_seg(num_classes: int = 19, *, align_corners: bool = False) -> HRNetSegmentation:
-    """HRNetV2-W32 segmentation network."""
-    return _build_segmentation("hrnetv2_w32", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w40_seg(num_classes: int = 19, *, align_corners: bool = False) -> HRNetSegmentation:
-    """HRNetV2-W40 segmentation network."""
-    return _build_segmentation("hrnetv2_w40", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w44_seg(num_classes: int = 19, *, align_corners: bool = False) -> HRNetSegmentation:
-    """HRNetV2-W44 segmentation network."""
-    return _build_segmentation("hrnetv2_w44", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w48_seg(num_classes: int = 19, *, align_corners: bool = False) -> HRNetSegmentation:
-    """HRNetV2-W48 segmentation network (65,859,379 params with 19 classes)."""
-    return _build_segmentation("hrnetv2_w48", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w64_seg(num_classes: int = 19, *, align_corners: bool = False) -> HRNetSegmentation:
-    """HRNetV2-W64 segmentation network."""
-    return _build_segmentation("hrnetv2_w64", num_classes, align_corners=align_corners)
-
-
-def hrnetv2_w18_small_v1_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                                   ) -> HRNetLandmarks:
-    """HRNetV2-W18-Small-v1 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w18_small_v1", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w18_small_v2_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                                   ) -> HRNetLandmarks:
-    """HRNetV2-W18-Small-v2 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w18_small_v2", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w18_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                          ) -> HRNetLandmarks:
-    """The official HRNetV2-W18 face network (9,654,398 params with 68 landmarks)."""
-    return _build_landmarks("hrnetv2_w18", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w30_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                          ) -> HRNetLandmarks:
-    """HRNetV2-W30 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w30", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w32_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                          ) -> HRNetLandmarks:
-    """HRNetV2-W32 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w32", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w40_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                          ) -> HRNetLandmarks:
-    """HRNetV2-W40 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w40", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w44_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                          ) -> HRNetLandmarks:
-    """HRNetV2-W44 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w44", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w48_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                          ) -> HRNetLandmarks:
-    """HRNetV2-W48 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w48", num_landmarks, align_corners=align_corners)
-
-
-def hrnetv2_w64_landmarks(num_landmarks: int = 68, *, align_corners: bool = False
-                          ) -> HRNetLandmarks:
-    """HRNetV2-W64 backbone with the official landmark head."""
-    return _build_landmarks("hrnetv2_w64", num_landmarks, align_corners=align_corners)
