@@ -50,6 +50,11 @@ def backbone_config(arch: str) -> HRNetConfig:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCH_NAMES)}") from None
 
 
+def detection_arch(backbone: str | None) -> str | None:
+    """The detection arch built on the backbone named ``backbone``, or None."""
+    return next((a for a, b in DETECTION_BACKBONES.items() if b == backbone), None)
+
+
 def _build_segmentation(arch: str, num_outputs: int, *, align_corners: bool = False,
                         fuse_upsample: FuseUpsample = "bilinear") -> HRNetSegmentation:
     return HRNetSegmentation(backbone_config(arch), num_outputs, align_corners=align_corners,

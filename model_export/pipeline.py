@@ -365,7 +365,8 @@ def _build_detection(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, 
     import torch
 
     from model_export.archs import build_model
-    from model_export.detection_checkpoints import FORMAT_CONVENTION, load_detection_checkpoint
+    from model_export.checkpoints import load_checkpoint
+    from model_export.checkpoints.detection import FORMAT_CONVENTION
 
     overrides = dict(req.detection_overrides)
     if info is not None:
@@ -387,7 +388,7 @@ def _build_detection(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, 
     notes: list[str] = []
     if info is not None:
         with stage(log, "loading weights"):
-            report = load_detection_checkpoint(model, req.checkpoint)  # type: ignore[arg-type]
+            report = load_checkpoint(model, req.checkpoint)  # type: ignore[arg-type]
         log(report.summary())
         weights = WeightsInfo(random_init=False, origin=info.origin, format=info.format,
                               file=Path(req.checkpoint).name,  # type: ignore[arg-type]

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_export.checkpoints import file_sha256
+from model_export.checkpoints.reading import file_sha256
 from model_export.cli import EXIT_FAILED, main
 from model_export.pipeline import ExportError, ExportRequest, export_model
 from model_export.triton_repo import metadata_from_config, read_config
 from tests.conftest import SEG_CITYSCAPES
+from tests.helpers import official_seg_checkpoint, save_checkpoint, to_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--trace-size", "64x96", "--parity-sizes", "48x80", "40x56", "--parity-batches", "1", "2"]
@@ -68,11 +69,8 @@ def test_listings(capsys) -> None:
 @pytest.fixture(scope="module")
 def official_style_checkpoint(tmp_path_factory, torch_models) -> Path:
     """The fixture's Cityscapes network saved the way official segmentation releases are."""
-    sd = {f"model.{k}": v for k, v in torch_models[SEG_CITYSCAPES].state_dict().items()}
-    sd["loss.criterion.weight"] = torch.ones(19)
     path = tmp_path_factory.mktemp("ckpt") / "hrnet_w18_small_v1_cityscapes_cls19_1024x2048_trainset.pth"
-    torch.save(sd, path)
-    return path
+    return save_checkpoint(official_seg_checkpoint(torch_models[SEG_CITYSCAPES].state_dict()), path)
 
 
 def test_inspect(official_style_checkpoint, capsys) -> None:
@@ -147,13 +145,11 @@ def detection_checkpoint(tmp_path_factory) -> Path:
     """A demo-random HRNetV2p-W18 Faster R-CNN saved as an HRNet-Object-Detection release."""
     from model_export.archs import backbone_config
     from model_export.nets.detection import build_faster_rcnn, make_demo_detector
-    from model_export.detection_checkpoints import to_checkpoint
 
     torch.manual_seed(3)
     model = make_demo_detector(build_faster_rcnn(backbone_config("hrnetv2_w18")), seed=3)
     path = tmp_path_factory.mktemp("det_ckpt") / "FasterR-CNN-HR18-1x.pth"
-    torch.save(to_checkpoint(model, "hrnet-det"), path)
-    return path
+    return save_checkpoint(to_checkpoint(model, "hrnet-det"), path)
 
 
 def test_inspect_detection_checkpoint(detection_checkpoint, capsys) -> None:

@@ -16,6 +16,8 @@ from model_export.nets.detection import (
 )
 from service.boxes import batched_nms, iou_matrix
 
+torch.set_num_threads(1)
+
 
 def _params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
