@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
-    from model_export.onnx_export import DEFAULT_OPSET
+    from model_export.onnx.hrnet import DEFAULT_OPSET
     from model_export.pipeline import ExportRequest
 
     return ExportRequest(
@@ -194,8 +194,7 @@ def _run_exports(requests: list["ExportRequest"]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from model_export.onnx_export import ParityError
-    from model_export.pipeline import ExportError
+    from model_export.errors import ExportError, ParityError
 
     try:
         if args.command == "list-datasets":

@@ -27,7 +27,8 @@ _CALIBRATION_SIZE = (128, 128)
 
 
 def _calibration_batch(size: tuple[int, int], mirror: bool) -> torch.Tensor:
-    from model_export.onnx_export import normalise, parity_images, pixel_batch
+    from model_export.onnx.hrnet import normalise
+    from model_export.onnx.photos import parity_images, pixel_batch
 
     photos = parity_images()
     pixels, _ = pixel_batch(photos, size, len(photos))

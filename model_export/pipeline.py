@@ -34,7 +34,8 @@ from model_export.datasets import (
     get_dataset,
 )
 from model_export.demo import DEMO_SEED
-from model_export.onnx_export import (
+from model_export.errors import ExportError
+from model_export.onnx.hrnet import (
     DEFAULT_OPSET,
     DEFAULT_PARITY_BATCHES,
     DEFAULT_SEG_PARITY_SIZES,
@@ -142,10 +143,6 @@ class ExportResult:
         return "\n".join(lines)
 
 
-class ExportError(RuntimeError):
-    """A request that cannot be exported (bad combination of options, wrong checkpoint...)."""
-
-
 def _versions(opset: int, fp16: bool) -> ExportInfo:
     import onnx
     import torch
@@ -197,7 +194,7 @@ def _validate(req: ExportRequest) -> None:
     if req.tensorrt_accelerator and req.instance_kind != "gpu":
         raise ExportError("--tensorrt-accelerator needs --instance-kind gpu")
     if req.task == "detection":
-        from model_export.detection_export import MIN_DETECTION_OPSET
+        from model_export.onnx.detection import MIN_DETECTION_OPSET
 
         if req.opset < MIN_DETECTION_OPSET:
             raise ExportError(f"detection export needs opset >= {MIN_DETECTION_OPSET}")
@@ -286,7 +283,7 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     write_parity(staging, parity.to_dict())
     try:
         if req.task == "detection":
-            from model_export.detection_export import require_detection_parity
+            from model_export.onnx.detection import require_detection_parity
 
             require_detection_parity(parity)
         else:
@@ -412,7 +409,7 @@ def _build_detection(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, 
 
 
 def _export_detection(req: ExportRequest, model: Any, onnx_path: Path, log: Log) -> Any:
-    from model_export.detection_export import (
+    from model_export.onnx.detection import (
         PARITY_SIZES,
         TRACE_SIZE,
         check_detection_parity,

@@ -86,7 +86,7 @@ def _session(det_repo: Path):
 
 
 def test_graph_runs_at_another_size_and_clips_to_image_size(det_repo: Path) -> None:
-    from model_export.detection_export import photo_input
+    from model_export.onnx.detection import photo_input
 
     x, hw = photo_input("astronaut", (300, 300))  # 300 x 300 padded to 320 x 320
     assert x.shape == (1, 3, 320, 320) and hw.tolist() == [[300, 300]]
@@ -101,7 +101,7 @@ def test_graph_runs_at_another_size_and_clips_to_image_size(det_repo: Path) -> N
 
 def test_zero_padding_client_gets_boxes_clipped_to_valid_size(det_repo: Path) -> None:
     """A gRPC client padding with 0 (not the mean pixel): clipping follows ``image_size`` alone."""
-    from model_export.detection_export import photo_input
+    from model_export.onnx.detection import photo_input
 
     sess = _session(det_repo)
     x, hw = photo_input("coffee", (300, 300), pad_value=0.0)  # 200 x 300 padded to 224 x 320
@@ -124,7 +124,7 @@ def test_zero_padding_client_gets_boxes_clipped_to_valid_size(det_repo: Path) ->
 def test_graph_matches_torch_with_zero_padding(det_export) -> None:
     import torch
 
-    from model_export.detection_export import match_detections, photo_input
+    from model_export.onnx.detection import match_detections, photo_input
 
     x, hw = photo_input("rocket", (256, 384), pad_value=0.0)
     with torch.no_grad():

@@ -12,7 +12,6 @@ size baked in at trace time would fail it.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import warnings
@@ -27,6 +26,8 @@ from torch import Tensor, nn
 from service.contract import HEATMAPS, IMAGE, IMAGENET_MEAN, IMAGENET_STD, LOGITS
 
 from model_export.datasets import LANDMARK_INPUT_SIZE
+from model_export.errors import ParityError
+from model_export.onnx.photos import parity_images, pixel_batch
 
 OUTPUT_NAMES = {"segmentation": LOGITS, "landmarks": HEATMAPS}
 DEFAULT_OPSET = 18
@@ -35,10 +36,6 @@ MAX_OPSET = 20
 DEFAULT_TRACE_SIZE: tuple[int, int] = (192, 320)
 DEFAULT_SEG_PARITY_SIZES: tuple[tuple[int, int], ...] = ((256, 512), (250, 375))
 DEFAULT_PARITY_BATCHES: tuple[int, ...] = (1, 2)
-
-
-class ParityError(RuntimeError):
-    """ONNX Runtime disagrees with PyTorch beyond the thresholds."""
 
 
 class PixelInput(nn.Module):
@@ -200,40 +197,6 @@ class ParityReport:
         d["passed"] = self.passed
         d["dynamic_size_checked"] = self.dynamic_size_checked
         return d
-
-
-def parity_images() -> list[tuple[str, np.ndarray]]:
-    """Real photographs shipped with scikit-image (RGB uint8), loaded offline (cached)."""
-    return list(_load_photos())
-
-
-@functools.lru_cache(maxsize=1)
-def _load_photos() -> tuple[tuple[str, np.ndarray], ...]:
-    from skimage import data
-
-    photos = []
-    for n in ("astronaut", "coffee", "chelsea"):
-        img = np.ascontiguousarray(np.asarray(getattr(data, n)())[..., :3])
-        img.setflags(write=False)
-        photos.append((n, img))
-    return tuple(photos)
-
-
-def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an RGB uint8 image to (h, w), returned as float32 pixels 0..255."""
-    from PIL import Image
-
-    h, w = size
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), dtype=np.float32)
-
-
-def pixel_batch(
-    images: list[tuple[str, np.ndarray]], size: tuple[int, int], batch: int, offset: int = 0
-) -> tuple[np.ndarray, list[str]]:
-    """``batch`` photos (cycling through ``images``) as an FP32 NCHW pixel batch."""
-    picks = [images[(offset + i) % len(images)] for i in range(batch)]
-    arr = np.stack([resize_rgb(img, size).transpose(2, 0, 1) for _, img in picks])
-    return np.ascontiguousarray(arr, dtype=np.float32), [n for n, _ in picks]
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """ONNX export of HRNetV2p Faster R-CNN with all post-processing inside the graph, and its parity
-check. ``model_export.pipeline.export_model`` drives it for ``task="detection"``.
+check. The detection exporter (``model_export.exporters.detection``) drives it.
 
 Graph I/O (one image per call; Triton ``max_batch_size: 1``, so Triton shapes carry a batch of 1):
 
@@ -33,7 +33,9 @@ from service.contract import (
     BOXES, IMAGE, IMAGE_SIZE, LABELS, MMDET_PIXEL_MEAN, SCORES, rescale_size,
 )
 
+from model_export.errors import ParityError
 from model_export.nets.detection import HRNetFasterRCNN
+from model_export.onnx.photos import photo, resize_rgb
 
 INPUT_NAMES = (IMAGE, IMAGE_SIZE)
 OUTPUT_NAMES = (BOXES, SCORES, LABELS)
@@ -112,13 +114,9 @@ def photo_input(name: str, max_size: tuple[int, int], pad_value: float | None = 
                 ) -> tuple[Tensor, Tensor]:
     """A scikit-image photo resized by the detection rule within ``max_size`` and letterboxed:
     ``(image [1, 3, H', W'], image_size [1, 2])`` tensors."""
-    from PIL import Image
-    from skimage import data
-
-    img = np.asarray(getattr(data, name)())[..., :3]
+    img = photo(name)
     nh, nw, _ = rescale_size(img.shape[0], img.shape[1], max_size)
-    resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR), np.float32)
-    image, size = letterbox(resized, pad_value=pad_value)
+    image, size = letterbox(resize_rgb(img, (nh, nw)), pad_value=pad_value)
     return torch.from_numpy(image), torch.from_numpy(size)
 
 
@@ -215,11 +213,9 @@ class DetectionParityReport:
 
 
 def require_detection_parity(report: DetectionParityReport) -> None:
-    """Raise :class:`model_export.onnx_export.ParityError` unless every case passed."""
+    """Raise :class:`~model_export.errors.ParityError` unless every case passed."""
     if report.passed:
         return
-    from model_export.onnx_export import ParityError
-
     raise ParityError(
         "ONNX Runtime detections differ from PyTorch (need >= "
         f"{report.min_match_rate:.0%} matched at IoU >= {report.iou}, |score err| <= "
