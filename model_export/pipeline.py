@@ -33,8 +33,8 @@ from model_export.datasets import (
     detection_protocol,
     get_dataset,
 )
-from model_export.demo import DEMO_SEED
 from model_export.errors import ExportError
+from model_export.random_init import DEMO_SEED
 from model_export.onnx.hrnet import (
     DEFAULT_OPSET,
     DEFAULT_PARITY_BATCHES,
@@ -253,7 +253,7 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     else:
         model, weights = _build_hrnet(req, arch, ds, info, align_corners, seed, log)
         if req.random_init:
-            notes.append(f"Random-init seed {seed} (model_export.demo.randomize_for_demo).")
+            notes.append(f"Random-init seed {seed} (model_export.random_init.randomize_for_demo).")
     model.eval()
 
     fp16 = req.tensorrt_accelerator == "fp16"
@@ -335,7 +335,7 @@ def _build_hrnet(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, alig
             file=Path(req.checkpoint).name,  # type: ignore[arg-type]
             sha256=report.info.sha256,
         )
-    from model_export.demo import randomize_for_demo
+    from model_export.random_init import randomize_for_demo
 
     with stage(log, f"random init (seed {seed}, BN statistics from sample photos)"):
         randomize_for_demo(model, seed)
@@ -391,13 +391,13 @@ def _build_detection(req: ExportRequest, arch: str, ds: DatasetInfo, info: Any, 
                               file=Path(req.checkpoint).name,  # type: ignore[arg-type]
                               sha256=report.info.sha256)
     else:
-        from model_export.nets.detection import make_demo_detector
+        from model_export.random_init import make_demo_detector
 
         with stage(log, f"random init (seed {seed}, class logits widened)"):
             make_demo_detector(model, seed=seed)
         weights = WeightsInfo(random_init=True, origin="random-init", format="random-init")
         notes.append(f"Random-init seed {seed}; class logits widened so that some boxes pass the "
-                     "score threshold (model_export.nets.detection.make_demo_detector).")
+                     "score threshold (model_export.random_init.make_demo_detector).")
     if overrides:
         notes.append(f"Test settings differ from the official ones: {overrides}.")
     cfg = model.cfg

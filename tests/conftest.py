@@ -1,6 +1,6 @@
 """Session fixtures shared by all test folders: a small exported model repository.
 
-``model_repo`` exports four random-init models (``model_export.demo.randomize_for_demo``: seeded
+``model_repo`` exports four random-init models (``model_export.random_init.randomize_for_demo``: seeded
 weights, BatchNorm statistics from sample photos, so label maps and heatmap peaks vary across the
 image) into one temporary Triton-layout repository, once per session:
 

@@ -422,19 +422,3 @@ def build_faster_rcnn(backbone_cfg: HRNetConfig, *, convention: Convention = "le
     """A randomly initialised HRNetV2p Faster R-CNN in eval mode."""
     cfg = detection_config(convention, num_classes=num_classes, **overrides)
     return HRNetFasterRCNN(backbone_cfg, cfg).eval()
-
-
-@torch.no_grad()
-def make_demo_detector(model: HRNetFasterRCNN, *, seed: int = 0, logit_std: float = 4.0
-                       ) -> HRNetFasterRCNN:
-    """Give a randomly initialised detector confident-enough class scores to emit detections.
-
-    Random heads give near-uniform softmax scores (1/81 < the 0.05 threshold), so nothing would
-    come out and parity checks would compare empty sets. Widening the class-logit weights spreads
-    the scores so that some classes pass the threshold; outputs remain meaningless.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    cls = model.roi_heads.box_predictor.cls_score
-    cls.weight.copy_(torch.randn(cls.weight.shape, generator=gen) * logit_std)
-    cls.bias.zero_()
-    return model

@@ -145,7 +145,8 @@ def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
 def detection_checkpoint(tmp_path_factory) -> Path:
     """A demo-random HRNetV2p-W18 Faster R-CNN saved as an HRNet-Object-Detection release."""
     from model_export.archs import backbone_config
-    from model_export.nets.detection import build_faster_rcnn, make_demo_detector
+    from model_export.nets.detection import build_faster_rcnn
+    from model_export.random_init import make_demo_detector
 
     torch.manual_seed(3)
     model = make_demo_detector(build_faster_rcnn(backbone_config("hrnetv2_w18")), seed=3)

@@ -12,8 +12,9 @@ from model_export.checkpoints import inspect_checkpoint, load_checkpoint
 from model_export.checkpoints.detection import convert_detection_state_dict, inspect_detection
 from model_export.checkpoints.matching import CheckpointError
 from model_export.checkpoints.reading import file_sha256
-from model_export.nets.detection import build_faster_rcnn, make_demo_detector
+from model_export.nets.detection import build_faster_rcnn
 from model_export.onnx.detection import photo_input
+from model_export.random_init import make_demo_detector
 from tests.conftest import DET_FAST as FAST
 from tests.helpers import save_checkpoint, to_checkpoint
 
