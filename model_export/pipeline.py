@@ -26,13 +26,8 @@ from typing import Any, Literal
 
 from service.contract import DetectionProtocol, ExportInfo, ModelMetadata, WeightsInfo
 
-from model_export.datasets import (
-    DatasetInfo,
-    build_metadata,
-    default_align_corners,
-    detection_protocol,
-    get_dataset,
-)
+from model_export.datasets import DatasetInfo, get_dataset
+from model_export.metadata import build_metadata, default_align_corners, detection_protocol
 from model_export.errors import ExportError
 from model_export.random_init import DEMO_SEED
 from model_export.onnx.hrnet import (

@@ -7,7 +7,7 @@ import json
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from model_export.datasets import build_metadata
+from model_export.metadata import build_metadata
 from model_export.tensorrt import (
     TensorRTUnavailable,
     TrtProfile,
