@@ -42,7 +42,7 @@ from model_export.onnx.hrnet import (
     export_onnx,
     require_parity,
 )
-from model_export.triton_repo import EntryPaths, TritonOptions, write_entry, write_parity
+from model_export.repository import EntryPaths, TritonOptions, write_entry, write_parity
 
 Log = Callable[[str], None]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -33,7 +33,7 @@ def _detect(url: str, rgb: np.ndarray, **options) -> httpx.Response:
 
 
 def test_entry_metadata_and_parity(det_repo: Path) -> None:
-    from model_export.triton_repo import metadata_from_config, read_config
+    from model_export.repository import metadata_from_config, read_config
     from service.contract import ModelMetadata
 
     entry = det_repo / MODEL_NAME
@@ -62,7 +62,7 @@ def test_entry_metadata_and_parity(det_repo: Path) -> None:
 def test_triton_config_has_both_inputs_and_warmup_data(det_repo: Path) -> None:
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from model_export.triton_repo import read_config
+    from model_export.repository import read_config
 
     entry = det_repo / MODEL_NAME
     cfg = read_config(entry)

@@ -14,7 +14,7 @@ from model_export.checkpoints.reading import file_sha256
 from model_export.cli import EXIT_FAILED, main
 from model_export.errors import ExportError
 from model_export.pipeline import ExportRequest, export_model
-from model_export.triton_repo import metadata_from_config, read_config
+from model_export.repository import metadata_from_config, read_config
 from tests.conftest import SEG_CITYSCAPES
 from tests.helpers import official_seg_checkpoint, save_checkpoint, to_checkpoint
 

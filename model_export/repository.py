@@ -1,9 +1,11 @@
-"""Triton model repository entries: ``config.pbtxt``, ``hrnet.json``, ``parity.json``, ``1/model.onnx``.
+"""Production Triton repository entries: ``config.pbtxt``, ``hrnet.json``, ``parity.json``,
+``warmup/`` and ``1/model.onnx`` (or ``1/model.plan``, :mod:`model_export.tensorrt`).
 
 ``config.pbtxt`` is rendered from a ``tritonclient.grpc.model_config_pb2.ModelConfig`` message with
 ``google.protobuf.text_format``, so it is valid by construction. :func:`read_config` parses one back
 and :func:`write_config` writes any ``ModelConfig``; a test harness can therefore derive a variant
-of an entry (e.g. a CPU python-backend one) with ``read_config`` -> edit -> ``write_config``.
+of an entry with ``read_config`` -> edit -> ``write_config``, as the CPU twin of
+:mod:`model_export.triton_cpu` does.
 
 The repository metadata (:class:`service.contract.ModelMetadata`) is stored twice: pretty-printed
 in ``hrnet.json`` and compact in the config's ``parameters { key: "hrnet_metadata" }``.
