@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from model_export.exporters import DetectionExport, SegmentationExport
 from model_export.pipeline import ExportRequest
+from model_export.repository import TritonOptions
+
+# Demo entries run on CPU instances (python -m model_export demo --instance-kind overrides it).
+_CPU = TritonOptions(instance_kind="cpu")
 
 DEMO_CITYSCAPES_NOTE = (
     "Demo protocol: Cityscapes base size reduced from 2048 to 1024 and crop from 1024x2048 to "
@@ -21,10 +26,9 @@ def _seg_demo(repo: Path) -> ExportRequest:
         name="hrnet_w18s1_cityscapes",
         repo=repo,
         random_init=True,
-        base_size=1024,
-        crop_size=(512, 1024),
+        options=SegmentationExport(base_size=1024, crop_size=(512, 1024)),
         notes=[DEMO_CITYSCAPES_NOTE],
-        instance_kind="cpu",
+        triton=_CPU,
     )
 
 
@@ -36,7 +40,7 @@ def _face_demo(repo: Path) -> ExportRequest:
         name="hrnet_w18_300w",
         repo=repo,
         random_init=True,
-        instance_kind="cpu",
+        triton=_CPU,
     )
 
 
@@ -56,11 +60,9 @@ def _det_demo(repo: Path) -> ExportRequest:
         name="hrnetv2p_w18_faster_rcnn_coco",
         repo=repo,
         random_init=True,
-        max_size=DEMO_DETECTION_MAX_SIZE,
-        detection_overrides=dict(DEMO_DETECTION_RPN),
-        max_batch_size=1,
+        options=DetectionExport(max_size=DEMO_DETECTION_MAX_SIZE, overrides=dict(DEMO_DETECTION_RPN)),
         notes=[DEMO_DETECTION_NOTE],
-        instance_kind="cpu",
+        triton=_CPU,
     )
 
 

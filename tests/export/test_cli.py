@@ -129,12 +129,12 @@ def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
     reqs = {r.name: r for r in demo_requests(tmp_path)}
     seg, face = reqs["hrnet_w18s1_cityscapes"], reqs["hrnet_w18_300w"]
     det = reqs["hrnetv2p_w18_faster_rcnn_coco"]
-    assert (seg.arch, seg.dataset, seg.base_size, seg.crop_size) == ("hrnetv2_w18_small_v1", "cityscapes", 1024, (512, 1024))
+    assert (seg.arch, seg.dataset, seg.options.base_size, seg.options.crop_size) == ("hrnetv2_w18_small_v1", "cityscapes", 1024, (512, 1024))
     assert DEMO_CITYSCAPES_NOTE in seg.notes and seg.random_init
     assert (face.arch, face.dataset, face.task) == ("hrnetv2_w18", "300w", "landmarks")
-    assert (det.task, det.arch, det.dataset, det.max_size) == ("detection", "hrnetv2p_w18", "coco", (800, 480))
+    assert (det.task, det.arch, det.dataset, det.options.max_size) == ("detection", "hrnetv2p_w18", "coco", (800, 480))
     assert det.random_init and DEMO_DETECTION_NOTE in det.notes
-    assert det.detection_overrides["rpn_post_nms_top_n"] < 2000
+    assert det.options.overrides["rpn_post_nms_top_n"] < 2000
     assert set(DEMO_FACTORIES) == {"segmentation", "landmarks", "detection"}
 
 
@@ -195,6 +195,26 @@ def test_export_detection_rejects_bad_options(extra, message, tmp_path, capsys) 
     assert code == EXIT_FAILED
     assert message in capsys.readouterr().err
     assert not (tmp_path / "det").exists()
+
+
+@pytest.mark.parametrize("task,arch,dataset,extra,message", [
+    ("segmentation", "hrnetv2_w18_small_v1", "cityscapes", ["--max-size", "640", "384"],
+     "--max-size and RPN settings apply to detection only"),
+    ("landmarks", "hrnetv2_w18", "300w", ["--rpn-top-n", "500", "100"],
+     "--max-size and RPN settings apply to detection only"),
+    ("detection", "hrnetv2p_w18", "coco", ["--crop-size", "512", "512"],
+     "--base-size/--crop-size are segmentation options; detection takes --max-size LONG SHORT"),
+    ("segmentation", "hrnetv2_w18_small_v1", "cityscapes",
+     ["--tensorrt-accelerator", "fp16", "--instance-kind", "cpu"],
+     "--tensorrt-accelerator needs --instance-kind gpu"),
+])
+def test_export_rejects_options_of_other_tasks(task, arch, dataset, extra, message, tmp_path,
+                                               capsys) -> None:
+    code = main(["export", "--task", task, "--arch", arch, "--dataset", dataset, "--random-init",
+                 "--name", "x", "--repo", str(tmp_path), *extra])
+    assert code == EXIT_FAILED
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_detection_dataset_needs_detection_task(tmp_path, capsys) -> None:
