@@ -43,7 +43,7 @@ class _TaskEntry:
 
 
 def backbone_config(arch: str) -> HRNetConfig:
-    """Backbone config of a registry name: ``backbone_config("hrnetv2_w48").width == 48``."""
+    """Config of a backbone name: ``backbone_config("hrnetv2_w48").width == 48``."""
     try:
         return HRNET_CONFIGS[arch]
     except KeyError:

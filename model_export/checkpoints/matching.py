@@ -227,7 +227,7 @@ def map_keys(sd: StateDict, mapper: KeyMapper | None) -> MappedKeys:
             ignored[file_key] = target.reason
         elif target is None:
             unexpected.append(file_key)
-        elif target in tensors:
+        elif target in tensors:  # e.g. v0.6 and 1.x names of one neck conv: never pick silently
             unexpected.append(f"{file_key} (duplicate of {sources[target]})")
         else:
             tensors[target] = v

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from model_export.errors import ExportError
 from model_export.exporters.base import Exporter
@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 #: What ``ExportRequest.options`` may hold (the class of the request's task).
-ExportOptions = Union[SegmentationExport, LandmarkExport, DetectionExport]
+ExportOptions = SegmentationExport | LandmarkExport | DetectionExport
 
 #: The exporter of each task.
 EXPORTERS: dict[str, Exporter[Any, Any]] = {

@@ -34,16 +34,24 @@ class HRNetOptions(Protocol):
     """The options segmentation and landmarks both have."""
 
     @property
-    def align_corners(self) -> bool | None: ...
+    def align_corners(self) -> bool | None:
+        """Bilinear convention; None: by checkpoint origin."""
+        ...
 
     @property
-    def max_batch_size(self) -> int: ...
+    def max_batch_size(self) -> int:
+        """Triton's ``max_batch_size``."""
+        ...
 
     @property
-    def parity_batches(self) -> tuple[int, ...]: ...
+    def parity_batches(self) -> tuple[int, ...]:
+        """Batch sizes of the parity check."""
+        ...
 
     @property
-    def thresholds(self) -> ParityThresholds: ...
+    def thresholds(self) -> ParityThresholds:
+        """Pass criteria of the parity check."""
+        ...
 
 
 HRNetOptionsT = TypeVar("HRNetOptionsT", bound=HRNetOptions)

@@ -165,6 +165,7 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
+        """Some case ran, and every case passed."""
         return bool(self.cases) and all(c.passed for c in self.cases)
 
     @property
@@ -193,6 +194,7 @@ class ParityReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the entry's ``parity.json``)."""
         d = asdict(self)
         d["passed"] = self.passed
         d["dynamic_size_checked"] = self.dynamic_size_checked
