@@ -44,13 +44,15 @@ def median_ms(fn, repeat: int) -> float:
 def export_random_face(repo: Path) -> None:
     import torch
 
+    from model_export.exporters import LandmarkExport
     from model_export.pipeline import ExportRequest, export_model
+    from model_export.repository import TritonOptions
 
     torch.set_num_threads(1)
     export_model(
         ExportRequest(name="face_300w", task="landmarks", arch="hrnetv2_w18", dataset="300w", repo=repo,
-                      random_init=True, seed=0, max_batch_size=8, instance_kind="cpu", warmup="none",
-                      parity_batches=(1,)),
+                      random_init=True, seed=0, options=LandmarkExport(max_batch_size=8, parity_batches=(1,)),
+                      triton=TritonOptions(instance_kind="cpu", warmup="none")),
         log=lambda _m: None,
     )
 

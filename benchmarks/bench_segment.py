@@ -44,15 +44,19 @@ from _common import bare_session, first_model, gateway, photo, run_batched  # no
 def _export(repo: Path, threads: int) -> str:
     import torch
 
+    from model_export.exporters import SegmentationExport
     from model_export.pipeline import ExportRequest, export_model
+    from model_export.repository import TritonOptions
 
     torch.set_num_threads(threads)
     name = "bench_cityscapes"
     if not (repo / name / "1" / "model.onnx").is_file():
         export_model(ExportRequest(
             task="segmentation", arch="hrnetv2_w18_small_v1", dataset="cityscapes", name=name,
-            repo=repo, random_init=True, base_size=1024, crop_size=(512, 1024), max_batch_size=4,
-            instance_kind="cpu", warmup="none", parity_sizes=[(128, 256)], parity_batches=(1,),
+            repo=repo, random_init=True,
+            options=SegmentationExport(base_size=1024, crop_size=(512, 1024), max_batch_size=4,
+                                       parity_sizes=[(128, 256)], parity_batches=(1,)),
+            triton=TritonOptions(instance_kind="cpu", warmup="none"),
         ), log=lambda _m: None)
     return name
 

@@ -10,18 +10,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any
 
 from model_export.datasets import DATASETS
+from model_export.errors import ExportError, ParityError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch-heavy: imported when a command needs them, so --help stays light
+    from model_export.exporters import (
+        DetectionExport,
+        ExportOptions,
+        LandmarkExport,
+        SegmentationExport,
+    )
     from model_export.pipeline import ExportRequest
 
 EXIT_FAILED = 1
 EXIT_PARITY = 3
-#: Tasks ``export`` offers (kept static so that ``--help`` needs no torch import).
-EXPORT_TASKS: list[str] = ["segmentation", "landmarks", "detection"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -39,9 +45,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _add_export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, choices=EXPORT_TASKS, help="network head")
-    p.add_argument("--arch", help="backbone, e.g. hrnetv2_w48 (see list-archs; detection also "
-                   "accepts hrnetv2p_w18 ...); optional with --checkpoint when the file reveals it")
+    p.add_argument("--task", required=True, choices=list(TASK_OPTIONS), help="network head")
+    p.add_argument("--arch", help="architecture, e.g. hrnetv2_w48, or hrnetv2p_w18 for detection "
+                   "(see list-archs); optional with --checkpoint when the file reveals it")
     p.add_argument("--dataset", required=True, help="label set and protocol (see list-datasets)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="weights file; format auto-detected")
@@ -105,9 +111,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reject_detection_flags(a: argparse.Namespace) -> None:
+    if a.max_size is not None or a.rpn_top_n:
+        raise ExportError("--max-size and RPN settings apply to detection only")
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags given on the command line (the others keep the options' defaults)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _segmentation_options(a: argparse.Namespace) -> "SegmentationExport":
+    from model_export.exporters import SegmentationExport
+
+    _reject_detection_flags(a)
+    return SegmentationExport(
+        max_batch_size=a.max_batch_size,
+        parity_batches=tuple(a.parity_batches),
+        **_given(base_size=a.base_size, crop_size=tuple(a.crop_size) if a.crop_size else None,
+                 align_corners=a.align_corners, trace_size=a.trace_size,
+                 parity_sizes=tuple(a.parity_sizes) if a.parity_sizes else None),
+    )
+
+
+def _landmark_options(a: argparse.Namespace) -> "LandmarkExport":
+    from model_export.exporters import LandmarkExport
+
+    _reject_detection_flags(a)
+    return LandmarkExport(max_batch_size=a.max_batch_size, parity_batches=tuple(a.parity_batches),
+                          **_given(align_corners=a.align_corners))
+
+
+def _detection_options(a: argparse.Namespace) -> "DetectionExport":
+    from model_export.exporters import DetectionExport
+
+    if a.base_size is not None or a.crop_size is not None:
+        raise ExportError("--base-size/--crop-size are segmentation options; detection takes "
+                          "--max-size LONG SHORT")
+    rpn = ({"rpn_pre_nms_top_n": a.rpn_top_n[0], "rpn_post_nms_top_n": a.rpn_top_n[1]}
+           if a.rpn_top_n else {})
+    return DetectionExport(
+        overrides=rpn,
+        **_given(max_size=tuple(a.max_size) if a.max_size else None, trace_size=a.trace_size,
+                 parity_sizes=tuple(a.parity_sizes) if a.parity_sizes else None),
+    )
+
+
+#: The tasks ``export`` offers, each with its options from the flags (kept free of torch imports
+#: so that ``--help`` needs none; ``model_export.exporters.EXPORTERS`` has the same tasks).
+TASK_OPTIONS: dict[str, Callable[[argparse.Namespace], "ExportOptions"]] = {
+    "segmentation": _segmentation_options,
+    "landmarks": _landmark_options,
+    "detection": _detection_options,
+}
+
+
 def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
-    from model_export.onnx_export import DEFAULT_OPSET
+    from model_export.onnx.hrnet import DEFAULT_OPSET
     from model_export.pipeline import ExportRequest
+    from model_export.repository import TritonOptions
 
     return ExportRequest(
         task=a.task,
@@ -118,25 +180,16 @@ def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
         checkpoint=a.checkpoint,
         random_init=a.random_init,
         seed=a.seed,
-        align_corners=a.align_corners,
-        base_size=a.base_size,
-        crop_size=tuple(a.crop_size) if a.crop_size else None,
-        max_batch_size=a.max_batch_size,
-        instance_kind=a.instance_kind,
-        instance_count=a.instance_count,
-        tensorrt_accelerator=a.tensorrt_accelerator,
         tensorrt_plan=a.tensorrt_plan,
         opset=a.opset or DEFAULT_OPSET,
-        trace_size=a.trace_size,
-        parity_sizes=a.parity_sizes,
-        parity_batches=tuple(a.parity_batches),
-        warmup=a.warmup,
         overwrite=not a.no_overwrite,
-        max_size=tuple(a.max_size) if a.max_size else None,
-        detection_overrides=(
-            {"rpn_pre_nms_top_n": a.rpn_top_n[0], "rpn_post_nms_top_n": a.rpn_top_n[1]}
-            if a.rpn_top_n else {}
+        triton=TritonOptions(
+            instance_kind=a.instance_kind,
+            instance_count=a.instance_count,
+            warmup=a.warmup,
+            tensorrt_fp16=a.tensorrt_accelerator == "fp16",
         ),
+        options=TASK_OPTIONS[a.task](a),
     )
 
 
@@ -163,13 +216,13 @@ def _cmd_list_datasets(task: str | None) -> int:
 
 
 def _cmd_list_archs(task: str | None) -> int:
-    from model_export.archs import list_archs, list_tasks
+    from model_export.archs import list_archs, list_tasks, task_title
 
     for t in list_tasks():
         if task and t != task:
             continue
-        extra = " (HRNetV2p Faster R-CNN; also as hrnetv2p_w*)" if t == "detection" else ""
-        print(f"{t}: {', '.join(list_archs(t))}{extra}")
+        title = task_title(t)
+        print(f"{t}: {', '.join(list_archs(t))}" + (f" ({title})" if title else ""))
     return 0
 
 
@@ -194,9 +247,6 @@ def _run_exports(requests: list["ExportRequest"]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from model_export.onnx_export import ParityError
-    from model_export.pipeline import ExportError
-
     try:
         if args.command == "list-datasets":
             return _cmd_list_datasets(args.task)
@@ -214,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from model_export.demo import demo_requests
 
-            reqs = [replace(r, instance_kind=args.instance_kind)
+            reqs = [replace(r, triton=replace(r.triton, instance_kind=args.instance_kind))
                     for r in demo_requests(args.repo, args.tasks)]
             return _run_exports(reqs)
     except ParityError as exc:

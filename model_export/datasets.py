@@ -1,4 +1,4 @@
-"""Dataset metadata: class / landmark names, palettes, flip pairs and official test protocols.
+"""Dataset facts: class / landmark names, palettes, flip pairs, official test protocols, aliases.
 
 Facts come from the official repositories (HRNet-Semantic-Segmentation ``lib/datasets/*.py`` and
 experiment configs, HRNet-Facial-Landmark-Detection ``lib/utils/transforms.py`` and
@@ -11,7 +11,8 @@ that the official saver writes into PNGs; for PASCAL-Context-59 (whose class 0 i
 60-class background being ignored) class ``i`` takes VOC colour ``i + 1`` so a class has the same
 colour in the 59- and 60-class models and no real class is black.
 
-This module is torch-free on purpose: the CLI lists datasets without importing torch.
+This module is torch-free on purpose: the CLI lists datasets without importing torch. What an
+export writes from these facts into a model's metadata is :mod:`model_export.metadata`.
 """
 
 from __future__ import annotations
@@ -19,34 +20,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
-from service.imaging.palette import voc_palette
 from service.contract import (
-    DetectionMetadata,
+    MMDET_PIXEL_MEAN,
+    MMDET_PIXEL_STD,
     DetectionProtocol,
-    ExportInfo,
-    LandmarkMetadata,
     LandmarkProtocol,
-    ModelMetadata,
     Normalization,
-    SegmentationMetadata,
     SegmentationProtocol,
-    TensorSpec,
-    WeightsInfo,
+    Task,
 )
+from service.imaging.palette import voc_palette
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
 
 SCALES_STANDARD: list[float] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 SCALES_PASCAL: list[float] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
 
 LANDMARK_INPUT_SIZE: tuple[int, int] = (256, 256)
 LANDMARK_HEATMAP_SIZE: tuple[int, int] = (64, 64)
-
-#: mmdetection ``img_norm_cfg`` of the HRNet-Object-Detection configs: RGB, pixel units.
-DETECTION_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
-DETECTION_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,15 +151,12 @@ def _zero_based(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 # Registry
 # --------------------------------------------------------------------------------------------
 
-DatasetTask = Literal["segmentation", "landmarks", "detection"]
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     """Everything the exporter knows about one dataset (one trained head)."""
 
     name: str
-    task: DatasetTask
+    task: Task
     title: str
     labels: list[str]
     palette: list[tuple[int, int, int]] | None = None
@@ -306,7 +294,7 @@ DATASETS: dict[str, DatasetInfo] = {
             label_ids=list(COCO_LABEL_IDS),
             # Official test: fit 1333x800 keeping aspect, pad to 32; score 0.05, NMS 0.5, 100 boxes.
             detection=DetectionProtocol(max_size=(1333, 800), size_divisor=32),
-            normalization=Normalization(mean=DETECTION_PIXEL_MEAN, std=DETECTION_PIXEL_STD,
+            normalization=Normalization(mean=MMDET_PIXEL_MEAN, std=MMDET_PIXEL_STD,
                                         pixel_scale=1.0),
             aliases=("coco2017", "coco_2017", "mscoco"),
         ),
@@ -322,199 +310,3 @@ def get_dataset(name: str) -> DatasetInfo:
             return info
     known = ", ".join(sorted(DATASETS))
     raise KeyError(f"unknown dataset {name!r}; known datasets: {known}")
-
-
-# --------------------------------------------------------------------------------------------
-# Settings that depend on the checkpoint
-# --------------------------------------------------------------------------------------------
-
-# Bilinear convention by checkpoint origin. Official pytorch-v1.1/master call interpolate without
-# the argument (False); the HRNet-OCR branch's plain-HRNet W48 Cityscapes/LIP/PASCAL configs set
-# False; MMSegmentation/MMPose/MMDetection use False. (HRNet-OCR's ADE20K/COCO-Stuff and OCR
-# models use True: export those with --align-corners.)
-ALIGN_CORNERS_BY_ORIGIN: dict[str, bool] = {
-    "official": False,
-    "mmseg": False,
-    "mmpose": False,
-    "mmdet": False,
-    "mmdet-legacy": False,
-    "random-init": False,
-    "torch": False,
-}
-
-
-def default_align_corners(origin: str) -> bool:
-    """The align_corners a checkpoint of this origin was trained and tested with."""
-    return ALIGN_CORNERS_BY_ORIGIN.get(origin, False)
-
-
-def segmentation_protocol(
-    dataset: DatasetInfo,
-    *,
-    base_size: int | None = None,
-    crop_size: tuple[int, int] | None = None,
-) -> SegmentationProtocol:
-    """The dataset's official protocol with optional base/crop overrides.
-
-    A square-resizing dataset (LIP) keeps ``resize_to_square == base_size`` and, unless given,
-    ``crop_size == (base_size, base_size)``, as in the official configuration.
-    """
-    proto = dataset.segmentation
-    if proto is None:
-        raise ValueError(f"dataset {dataset.name!r} is not a segmentation dataset")
-    update: dict[str, object] = {}
-    if base_size is not None:
-        if base_size < 8:
-            raise ValueError(f"base size {base_size} is too small")
-        update["base_size"] = int(base_size)
-        if proto.resize_to_square is not None:
-            update["resize_to_square"] = int(base_size)
-            if crop_size is None:
-                update["crop_size"] = (int(base_size), int(base_size))
-    if crop_size is not None:
-        h, w = (int(v) for v in crop_size)
-        if h < 8 or w < 8:
-            raise ValueError(f"crop size {crop_size} is too small")
-        update["crop_size"] = (h, w)
-    return proto.model_copy(update=update) if update else proto
-
-
-def io_specs(task: str, num_outputs: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Graph inputs/outputs (batch excluded) of an exported network of this task."""
-    if task == "segmentation":
-        return (
-            [TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1])],
-            [TensorSpec(name="logits", dtype="FP32", dims=[num_outputs, -1, -1])],
-        )
-    if task == "landmarks":
-        h, w = LANDMARK_INPUT_SIZE
-        hh, hw = LANDMARK_HEATMAP_SIZE
-        return (
-            [TensorSpec(name="image", dtype="FP32", dims=[3, h, w])],
-            [TensorSpec(name="heatmaps", dtype="FP32", dims=[num_outputs, hh, hw])],
-        )
-    if task == "detection":
-        # One image per call; image_size = (valid_h, valid_w) of the resized image before padding.
-        return (
-            [TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1]),
-             TensorSpec(name="image_size", dtype="INT64", dims=[2])],
-            [TensorSpec(name="boxes", dtype="FP32", dims=[-1, 4]),
-             TensorSpec(name="scores", dtype="FP32", dims=[-1]),
-             TensorSpec(name="labels", dtype="INT64", dims=[-1])],
-        )
-    raise NotImplementedError(f"no tensor specs for task {task!r} yet")
-
-
-def detection_arch_name(arch: str) -> str:
-    """The recorded name of a detection backbone: ``hrnetv2_w18`` -> ``hrnetv2p_w18`` (HRNetV2p)."""
-    return arch.replace("hrnetv2_", "hrnetv2p_", 1) if arch.startswith("hrnetv2_") else arch
-
-
-def detection_protocol(
-    dataset: DatasetInfo,
-    *,
-    max_size: tuple[int, int] | None = None,
-    **settings: object,
-) -> DetectionProtocol:
-    """The dataset's detection protocol with an optional ``(long, short)`` resize limit and the
-    model's own test settings (``score_threshold``, ``nms_iou``, ``box_convention``...)."""
-    proto = dataset.detection
-    if proto is None:
-        raise ValueError(f"dataset {dataset.name!r} is not a detection dataset")
-    update: dict[str, object] = dict(settings)
-    if max_size is not None:
-        long_side, short_side = max(max_size), min(max_size)
-        if short_side < 32:
-            raise ValueError(f"max size {max_size} is too small")
-        update["max_size"] = (int(long_side), int(short_side))
-    return proto.model_copy(update=update) if update else proto
-
-
-def build_metadata(
-    *,
-    name: str,
-    task: str,
-    arch: str,
-    dataset: str | DatasetInfo,
-    weights: WeightsInfo,
-    export: ExportInfo,
-    max_batch_size: int,
-    align_corners: bool | None = None,
-    base_size: int | None = None,
-    crop_size: tuple[int, int] | None = None,
-    detection: DetectionProtocol | None = None,
-    notes: list[str] | None = None,
-) -> ModelMetadata:
-    """Assemble the repository metadata of one exported model.
-
-    ``align_corners`` defaults by ``weights.origin``. Segmentation protocol overrides
-    (``base_size``/``crop_size``) that differ from the official values are recorded in ``notes``.
-    Detection: ``detection`` is the protocol the graph was built for (default: the dataset's),
-    ``arch`` is recorded as ``hrnetv2p_*`` and the graph serves one image per call.
-    """
-    ds = dataset if isinstance(dataset, DatasetInfo) else get_dataset(dataset)
-    if ds.task != task:
-        raise ValueError(f"dataset {ds.name!r} is for task {ds.task!r}, not {task!r}")
-    if align_corners is None:
-        align_corners = default_align_corners(weights.origin)
-    all_notes = list(notes or [])
-    if weights.random_init:
-        all_notes.insert(0, "RANDOM-INIT WEIGHTS: outputs are meaningless; for tests and demos only.")
-    inputs, outputs = io_specs(task, ds.num_outputs)
-    seg = lm = det = None
-    if task == "segmentation":
-        seg = segmentation_protocol(ds, base_size=base_size, crop_size=crop_size)
-        official = ds.segmentation
-        assert official is not None
-        if seg.base_size != official.base_size or tuple(seg.crop_size) != tuple(official.crop_size):
-            all_notes.append(
-                f"Protocol differs from the official {ds.name} test: base size {seg.base_size} "
-                f"(official {official.base_size}), crop {seg.crop_size[0]}x{seg.crop_size[1]} "
-                f"(official {official.crop_size[0]}x{official.crop_size[1]})."
-            )
-    elif task == "landmarks":
-        lm = ds.landmarks
-    elif task == "detection":
-        det = detection or detection_protocol(ds)
-        official = ds.detection
-        assert official is not None
-        if tuple(det.max_size) != tuple(official.max_size):
-            all_notes.append(
-                f"Protocol differs from the official {ds.name} test: images are resized to fit "
-                f"{det.max_size[0]}x{det.max_size[1]} (official "
-                f"{official.max_size[0]}x{official.max_size[1]})."
-            )
-        all_notes += [
-            "labels: index into `labels` (0 = background, never emitted); label_ids gives the "
-            "dataset category id.",
-            "inputs: `image` = RGB pixels of the image resized to fit max_size (mmcv imrescale), "
-            "padded bottom/right to a multiple of size_divisor (the official padding is the mean "
-            "pixel, i.e. 0 after normalisation); `image_size` = [valid_h, valid_w] before "
-            "padding, to which boxes are clipped.",
-        ]
-        arch = detection_arch_name(arch)
-        max_batch_size = 1
-    else:
-        raise NotImplementedError(f"build_metadata does not handle task {task!r} yet")
-    common = dict(
-        name=name,
-        arch=arch,
-        dataset=ds.name,
-        labels=list(ds.labels),
-        palette=list(ds.palette) if ds.palette is not None else None,
-        label_ids=list(ds.label_ids) if ds.label_ids is not None else None,
-        flip_pairs=list(ds.flip_pairs),
-        normalization=ds.normalization,
-        align_corners=bool(align_corners),
-        inputs=inputs,
-        outputs=outputs,
-        max_batch_size=int(max_batch_size),
-        weights=weights,
-        export=export,
-        notes=all_notes,
-    )
-    if seg is not None:
-        return SegmentationMetadata(segmentation=seg, **common)
-    if lm is not None:
-        return LandmarkMetadata(landmarks=lm, **common)
-    return DetectionMetadata(detection=det, **common)

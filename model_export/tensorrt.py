@@ -20,7 +20,7 @@ from pathlib import Path
 
 from service.contract import LandmarkMetadata, ModelMetadata, SegmentationMetadata
 
-from model_export.triton_repo import PLAN_FILENAME, EntryPaths, TritonOptions, write_entry
+from model_export.repository import PLAN_FILENAME, EntryPaths, TritonOptions, write_entry
 
 TRT_SUFFIX = "_trt"
 # The smallest side a whole-image pass may have (scale 0.5 of a small image); below, HRNet's four

@@ -1,6 +1,6 @@
 """Session fixtures shared by all test folders: a small exported model repository.
 
-``model_repo`` exports four random-init models (``model_export.demo.randomize_for_demo``: seeded
+``model_repo`` exports four random-init models (``model_export.random_init.randomize_for_demo``: seeded
 weights, BatchNorm statistics from sample photos, so label maps and heatmap peaks vary across the
 image) into one temporary Triton-layout repository, once per session:
 
@@ -43,24 +43,29 @@ _SEG_PARITY = [(64, 128), (50, 75)]
 
 
 def _requests(repo: Path) -> list[Any]:
+    from model_export.exporters import LandmarkExport, SegmentationExport
     from model_export.pipeline import ExportRequest
+    from model_export.repository import TritonOptions
 
     common: dict[str, Any] = dict(
         repo=repo,
         random_init=True,
         seed=TEST_SEED,
-        max_batch_size=4,
-        instance_kind="cpu",
-        warmup="none",
-        parity_batches=(1, 2),
+        triton=TritonOptions(instance_kind="cpu", warmup="none"),
     )
-    seg: dict[str, Any] = dict(common, task="segmentation", arch="hrnetv2_w18_small_v1",
-                               trace_size=_SEG_TRACE, parity_sizes=_SEG_PARITY)
+    seg: dict[str, Any] = dict(common, task="segmentation", arch="hrnetv2_w18_small_v1")
+
+    def seg_options(base_size: int, crop_size: tuple[int, int]) -> SegmentationExport:
+        return SegmentationExport(base_size=base_size, crop_size=crop_size, max_batch_size=4,
+                                  trace_size=_SEG_TRACE, parity_sizes=_SEG_PARITY,
+                                  parity_batches=(1, 2))
+
     return [
-        ExportRequest(name=SEG_CITYSCAPES, dataset="cityscapes", base_size=256, crop_size=(128, 256), **seg),
-        ExportRequest(name=SEG_PASCAL, dataset="pascal_context_59", base_size=160, crop_size=(128, 128), **seg),
-        ExportRequest(name=SEG_LIP, dataset="lip", base_size=96, crop_size=(96, 96), **seg),
-        ExportRequest(name=FACE_300W, task="landmarks", arch="hrnetv2_w18", dataset="300w", **common),
+        ExportRequest(name=SEG_CITYSCAPES, dataset="cityscapes", options=seg_options(256, (128, 256)), **seg),
+        ExportRequest(name=SEG_PASCAL, dataset="pascal_context_59", options=seg_options(160, (128, 128)), **seg),
+        ExportRequest(name=SEG_LIP, dataset="lip", options=seg_options(96, (96, 96)), **seg),
+        ExportRequest(name=FACE_300W, task="landmarks", arch="hrnetv2_w18", dataset="300w",
+                      options=LandmarkExport(max_batch_size=4, parity_batches=(1, 2)), **common),
     ]
 
 
@@ -103,14 +108,17 @@ def det_export(tmp_path_factory: pytest.TempPathFactory) -> Any:
     parity + metadata + Triton config)."""
     import torch
 
+    from model_export.exporters import DetectionExport
     from model_export.pipeline import ExportRequest, export_model
+    from model_export.repository import TritonOptions
 
     torch.set_num_threads(1)  # as tests/detection always ran it; fastest on a busy 2-core box
     repo = tmp_path_factory.mktemp("det_repo")
     req = ExportRequest(task="detection", arch="hrnetv2p_w18", dataset="coco", name=DET_MODEL,
-                        repo=repo, random_init=True, seed=0, max_size=(480, 320),
-                        parity_sizes=[(256, 384)], detection_overrides=dict(DET_FAST),
-                        instance_kind="cpu")
+                        repo=repo, random_init=True, seed=0,
+                        options=DetectionExport(max_size=(480, 320), parity_sizes=[(256, 384)],
+                                                overrides=dict(DET_FAST)),
+                        triton=TritonOptions(instance_kind="cpu"))
     return export_model(req, log=lambda _msg: None)
 
 

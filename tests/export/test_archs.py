@@ -9,18 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from model_export.archs import (
-    ARCH_NAMES,
-    backbone_config,
-    build_model,
-    hrnetv2_w18_landmarks,
-    hrnetv2_w18_small_v1_seg,
-    hrnetv2_w48_seg,
-    list_archs,
-    list_tasks,
-)
-from model_export.heads import HRNetLandmarks, HRNetSegmentation
-from model_export.hrnet import HighResolutionNet
+from model_export.archs import ARCH_NAMES, backbone_config, build_model, list_archs, list_tasks
+from model_export.nets.heads import HRNetLandmarks, HRNetSegmentation
+from model_export.nets.hrnet import HighResolutionNet
 
 torch.set_num_threads(1)
 
@@ -88,7 +79,7 @@ def test_every_arch_builds_and_runs_both_tasks(arch: str) -> None:
 @pytest.mark.parametrize("size", [(50, 70), (33, 97), (65, 64)])
 def test_output_is_quarter_resolution_with_ceil_rounding(size: tuple[int, int]) -> None:
     h, w = size
-    model = hrnetv2_w18_small_v1_seg(num_classes=3).eval()
+    model = build_model("segmentation", "hrnetv2_w18_small_v1", 3).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, h, w))
     assert tuple(out.shape) == (2, 3, _quarter(h), _quarter(w))
@@ -105,11 +96,11 @@ def test_state_dict_matches_official_manifest(manifest: str) -> None:
     assert sum(p.numel() for p in model.parameters()) == params
 
 
-def test_named_builders() -> None:
-    seg = hrnetv2_w48_seg(59, align_corners=True)
+def test_registry_builds_the_official_networks() -> None:
+    seg = build_model("segmentation", "hrnetv2_w48", 59, align_corners=True)
     assert isinstance(seg, HRNetSegmentation) and seg.align_corners
     assert seg.last_layer[3].out_channels == 59
-    face = hrnetv2_w18_landmarks()
+    face = build_model("landmarks", "hrnetv2_w18", 68)
     assert isinstance(face, HRNetLandmarks)
     assert face.head[3].out_channels == 68
     assert not face.align_corners
@@ -132,8 +123,8 @@ def test_build_model_rejects_bad_names() -> None:
 
 def test_align_corners_flag_is_wired() -> None:
     torch.manual_seed(0)
-    a = hrnetv2_w18_small_v1_seg(4).eval()
-    b = hrnetv2_w18_small_v1_seg(4, align_corners=True).eval()
+    a = build_model("segmentation", "hrnetv2_w18_small_v1", 4).eval()
+    b = build_model("segmentation", "hrnetv2_w18_small_v1", 4, align_corners=True).eval()
     b.load_state_dict(a.state_dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -173,7 +164,7 @@ def test_nearest_fuse_layers_for_detection() -> None:
 
 def test_bilinear_scale_matches_official_on_multiples_of_32() -> None:
     torch.manual_seed(0)
-    official = hrnetv2_w18_landmarks(8).eval()
+    official = build_model("landmarks", "hrnetv2_w18", 8).eval()
     mm = build_model("landmarks", "hrnetv2_w18", 8, fuse_upsample="bilinear_scale").eval()
     mm.load_state_dict(official.state_dict())
     with torch.no_grad():

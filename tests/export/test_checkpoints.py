@@ -13,16 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from model_export.archs import build_model
-from model_export.checkpoints import (
-    CheckpointError,
-    OpaqueObject,
-    convert_state_dict,
-    detect_format,
-    file_sha256,
-    inspect_checkpoint,
-    load_checkpoint,
-    read_checkpoint,
-)
+from model_export.checkpoints import detect_format, inspect_checkpoint, load_checkpoint
+from model_export.checkpoints.hrnet import convert_state_dict
+from model_export.checkpoints.matching import CheckpointError
+from model_export.checkpoints.reading import OpaqueObject, file_sha256, read_checkpoint
+from tests.helpers import official_seg_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -77,14 +72,8 @@ def _head_split(sd: dict[str, Tensor], head: str) -> tuple[dict[str, Tensor], di
     return backbone, heads
 
 
-# The file layouts below are written out independently of the loader's mapping tables.
-
-def official_seg(sd: dict[str, Tensor], *, nbt: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {f"model.{k}": v for k, v in sd.items()
-                           if nbt or not k.endswith("num_batches_tracked")}
-    out["loss.criterion.weight"] = torch.rand(19)
-    return out
-
+# The file layouts below (and tests.helpers.official_seg_checkpoint) are written out
+# independently of the loader's mapping tables.
 
 def mmseg(sd: dict[str, Tensor]) -> dict[str, Any]:
     backbone, head = _head_split(sd, "last_layer")
@@ -116,11 +105,6 @@ def mmpose1(sd: dict[str, Tensor]) -> dict[str, Any]:
     return {"meta": {"dataset_meta": {"num_keypoints": 68}}, "state_dict": state}
 
 
-def _save(obj: Any, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
-
-
 def _assert_same(src: nn.Module, dst: nn.Module, size: tuple[int, int] = (64, 64)) -> None:
     s, d = src.state_dict(), dst.state_dict()
     assert list(s) == list(d)
@@ -134,7 +118,7 @@ def _assert_same(src: nn.Module, dst: nn.Module, size: tuple[int, int] = (64, 64
 # ---------------------------------------------------------------------------------- formats
 
 def test_official_seg_release(seg_model: nn.Module, tmp_path: Path) -> None:
-    path = _save(official_seg(seg_model.state_dict()), tmp_path / "seg.pth")
+    path = save_checkpoint(official_seg_checkpoint(seg_model.state_dict()), tmp_path / "seg.pth")
     target = build_model("segmentation", SEG_ARCH, 19)
     report = load_checkpoint(target, path)
     _assert_same(seg_model, target.eval(), (64, 96))
@@ -148,7 +132,7 @@ def test_official_seg_release(seg_model: nn.Module, tmp_path: Path) -> None:
 
 def test_official_seg_without_num_batches_tracked(seg_model: nn.Module, tmp_path: Path) -> None:
     ckpt = {"epoch": 484, "best_mIoU": 0.70,
-            "state_dict": official_seg(seg_model.state_dict(), nbt=False),
+            "state_dict": official_seg_checkpoint(seg_model.state_dict(), num_batches_tracked=False),
             "optimizer": {"state": {}, "param_groups": [{"lr": 0.01}]}}
     target = build_model("segmentation", SEG_ARCH, 19)
     path = tmp_path / "old.pth.tar"
@@ -166,8 +150,8 @@ def test_official_seg_without_num_batches_tracked(seg_model: nn.Module, tmp_path
 
 def test_official_face_bare_and_module_prefixed(face_model: nn.Module, tmp_path: Path) -> None:
     sd = face_model.state_dict()
-    bare = _save(dict(sd), tmp_path / "HR18-WFLW.pth")
-    wrapped = _save({"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    bare = save_checkpoint(dict(sd), tmp_path / "HR18-WFLW.pth")
+    wrapped = save_checkpoint({"state_dict": {f"module.{k}": v for k, v in sd.items()}},
                     tmp_path / "HR18-300W.pth")
     for path in (bare, wrapped):
         target = build_model("landmarks", FACE_ARCH, 68)
@@ -183,7 +167,7 @@ def test_mmseg_fcn_checkpoint(seg_model: nn.Module, tmp_path: Path) -> None:
     source.load_state_dict(seg_model.state_dict())
     with torch.no_grad():
         source.last_layer[0].bias.zero_()  # MMSeg's conv has no bias
-    path = _save(mmseg(source.state_dict()), tmp_path / "fcn_hr18s.pth")
+    path = save_checkpoint(mmseg(source.state_dict()), tmp_path / "fcn_hr18s.pth")
     target = build_model("segmentation", SEG_ARCH, 19, fuse_upsample="bilinear_scale")
     report = load_checkpoint(target, path)
     _assert_same(source.eval(), target.eval(), (70, 90))
@@ -197,14 +181,14 @@ def test_mmseg_fcn_checkpoint(seg_model: nn.Module, tmp_path: Path) -> None:
 
 def test_mm_checkpoint_into_official_upsampling_warns(seg_model: nn.Module,
                                                       tmp_path: Path) -> None:
-    path = _save(mmseg(seg_model.state_dict()), tmp_path / "fcn.pth")
+    path = save_checkpoint(mmseg(seg_model.state_dict()), tmp_path / "fcn.pth")
     report = load_checkpoint(build_model("segmentation", SEG_ARCH, 19), path)
     assert len(report.warnings) == 1 and "multiples of 32" in report.warnings[0]
 
 
 @pytest.mark.parametrize("layout", [mmpose0, mmpose1])
 def test_mmpose_face_checkpoints(layout: Any, face_model: nn.Module, tmp_path: Path) -> None:
-    path = _save(layout(face_model.state_dict()), tmp_path / "hrnetv2_w18_300w.pth")
+    path = save_checkpoint(layout(face_model.state_dict()), tmp_path / "hrnetv2_w18_300w.pth")
     target = build_model("landmarks", FACE_ARCH, 68, fuse_upsample="bilinear_scale")
     report = load_checkpoint(target, path)
     _assert_same(face_model, target.eval())
@@ -214,7 +198,7 @@ def test_mmpose_face_checkpoints(layout: Any, face_model: nn.Module, tmp_path: P
 
 def test_foreign_objects_become_inert_placeholders(seg_model: nn.Module,
                                                   tmp_path: Path) -> None:
-    obj = read_checkpoint(_save(mmseg(seg_model.state_dict()), tmp_path / "mm.pth"))
+    obj = read_checkpoint(save_checkpoint(mmseg(seg_model.state_dict()), tmp_path / "mm.pth"))
     assert isinstance(obj["meta"]["custom"], OpaqueObject)
     assert isinstance(obj["meta"]["hist"], OpaqueObject)
     assert detect_format(obj).format == "mmseg"
@@ -225,7 +209,7 @@ def test_code_in_a_checkpoint_never_runs(seg_model: nn.Module, tmp_path: Path) -
     ckpt = mmseg(seg_model.state_dict())
     ckpt["meta"]["evil"] = Evil(marker)
     with pytest.raises(CheckpointError, match="safely.*posix.system"):
-        read_checkpoint(_save(ckpt, tmp_path / "evil.pth"))
+        read_checkpoint(save_checkpoint(ckpt, tmp_path / "evil.pth"))
     assert not marker.exists()
 
 
@@ -239,11 +223,11 @@ def test_code_in_a_checkpoint_never_runs(seg_model: nn.Module, tmp_path: Path) -
 ])
 def test_inspect(fmt: str, task: str, arch: str, n: int, seg_model: nn.Module,
                  face_model: nn.Module, tmp_path: Path) -> None:
-    obj = {"official-seg": lambda: official_seg(seg_model.state_dict()),
+    obj = {"official-seg": lambda: official_seg_checkpoint(seg_model.state_dict()),
            "mmseg": lambda: mmseg(seg_model.state_dict()),
            "official-face": lambda: face_model.state_dict(),
            "mmpose": lambda: mmpose0(face_model.state_dict())}[fmt]()
-    path = _save(obj, tmp_path / "x.pth")
+    path = save_checkpoint(obj, tmp_path / "x.pth")
     info = inspect_checkpoint(path)
     assert (info.format, info.task, info.arch, info.num_outputs) == (fmt, task, arch, n)
     assert info.sha256 == file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -253,7 +237,7 @@ def test_inspect(fmt: str, task: str, arch: str, n: int, seg_model: nn.Module,
 
 def test_inspect_guesses_other_archs_and_detection() -> None:
     w48 = build_model("segmentation", "hrnetv2_w48", 59).state_dict()
-    info = detect_format(official_seg(w48))
+    info = detect_format(official_seg_checkpoint(w48))
     assert (info.arch, info.num_outputs) == ("hrnetv2_w48", 59)
     assert info.backbone["width"] == 48 and info.backbone["modules"] == (1, 4, 3)
     s2 = build_model("landmarks", "hrnetv2_w18_small_v2", 98).state_dict()
@@ -276,7 +260,7 @@ def _fails(obj: Any, model: nn.Module) -> CheckpointError:
 
 
 def test_missing_key(seg_model: nn.Module) -> None:
-    obj = official_seg(seg_model.state_dict())
+    obj = official_seg_checkpoint(seg_model.state_dict())
     del obj["model.stage2.0.branches.0.0.conv1.weight"]
     err = _fails(obj, build_model("segmentation", SEG_ARCH, 19))
     assert err.missing == ["stage2.0.branches.0.0.conv1.weight"]
@@ -285,22 +269,22 @@ def test_missing_key(seg_model: nn.Module) -> None:
 
 
 def test_unexpected_keys(seg_model: nn.Module) -> None:
-    obj = official_seg(seg_model.state_dict())
+    obj = official_seg_checkpoint(seg_model.state_dict())
     obj["model.aux_layer.weight"] = torch.zeros(3)
     err = _fails(obj, build_model("segmentation", SEG_ARCH, 19))
     assert err.unexpected == ["model.aux_layer.weight (-> aux_layer.weight)"]
     assert "aux_layer.weight" in str(err)
-    ckpt = {"state_dict": official_seg(seg_model.state_dict()), "ema": {"decay": 0.9}}
+    ckpt = {"state_dict": official_seg_checkpoint(seg_model.state_dict()), "ema": {"decay": 0.9}}
     err = _fails(ckpt, build_model("segmentation", SEG_ARCH, 19))
     assert err.unexpected == ["ema (top-level entry)"]
-    obj = official_seg(seg_model.state_dict())
+    obj = official_seg_checkpoint(seg_model.state_dict())
     obj["conv1.weight"] = obj["model.conv1.weight"]  # the same tensor twice
     err = _fails(obj, build_model("segmentation", SEG_ARCH, 19))
     assert err.unexpected == ["conv1.weight (duplicate of model.conv1.weight)"]
 
 
 def test_wrong_shape_and_wrong_class_count(seg_model: nn.Module) -> None:
-    obj = official_seg(seg_model.state_dict())
+    obj = official_seg_checkpoint(seg_model.state_dict())
     err = _fails(obj, build_model("segmentation", SEG_ARCH, 20))
     assert [m[0] for m in err.mismatched] == ["last_layer.3.weight", "last_layer.3.bias"]
     assert err.mismatched[1][1:] == ((19,), (20,))
@@ -308,7 +292,7 @@ def test_wrong_shape_and_wrong_class_count(seg_model: nn.Module) -> None:
 
 
 def test_wrong_arch(seg_model: nn.Module) -> None:
-    err = _fails(official_seg(seg_model.state_dict()),
+    err = _fails(official_seg_checkpoint(seg_model.state_dict()),
                  build_model("segmentation", "hrnetv2_w18_small_v2", 19))
     assert err.missing and err.mismatched
     assert "hrnetv2_w18_small_v1" in str(err) and "hrnetv2_w18_small_v2" in str(err)
@@ -346,7 +330,7 @@ def test_not_a_checkpoint_file(content: bytes, tmp_path: Path) -> None:
 
 def test_not_a_checkpoint_object(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds a list"):
-        read_checkpoint(_save([torch.zeros(1)], tmp_path / "list.pth"))
+        read_checkpoint(save_checkpoint([torch.zeros(1)], tmp_path / "list.pth"))
     with pytest.raises(CheckpointError, match="no tensors"):
         detect_format({"epoch": 3, "note": "hi"})
     with pytest.raises(CheckpointError, match="unrecognised checkpoint"):

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_export.checkpoints import file_sha256
+from model_export.checkpoints.reading import file_sha256
 from model_export.cli import EXIT_FAILED, main
-from model_export.pipeline import ExportError, ExportRequest, export_model
-from model_export.triton_repo import metadata_from_config, read_config
+from model_export.errors import ExportError
+from model_export.pipeline import ExportRequest, export_model
+from model_export.repository import metadata_from_config, read_config
 from tests.conftest import SEG_CITYSCAPES
+from tests.helpers import official_seg_checkpoint, save_checkpoint, to_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--trace-size", "64x96", "--parity-sizes", "48x80", "40x56", "--parity-batches", "1", "2"]
@@ -62,17 +64,14 @@ def test_listings(capsys) -> None:
     assert "hrnetv2_w18_small_v1" in out and "hrnetv2_w48" in out
     assert main(["list-archs"]) == 0
     (det,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("detection:")]
-    assert "hrnetv2_w18, hrnetv2_w32, hrnetv2_w40, hrnetv2_w48" in det and "hrnetv2p" in det
+    assert "hrnetv2p_w18, hrnetv2p_w32, hrnetv2p_w40, hrnetv2p_w48" in det
 
 
 @pytest.fixture(scope="module")
 def official_style_checkpoint(tmp_path_factory, torch_models) -> Path:
     """The fixture's Cityscapes network saved the way official segmentation releases are."""
-    sd = {f"model.{k}": v for k, v in torch_models[SEG_CITYSCAPES].state_dict().items()}
-    sd["loss.criterion.weight"] = torch.ones(19)
     path = tmp_path_factory.mktemp("ckpt") / "hrnet_w18_small_v1_cityscapes_cls19_1024x2048_trainset.pth"
-    torch.save(sd, path)
-    return path
+    return save_checkpoint(official_seg_checkpoint(torch_models[SEG_CITYSCAPES].state_dict()), path)
 
 
 def test_inspect(official_style_checkpoint, capsys) -> None:
@@ -130,12 +129,12 @@ def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
     reqs = {r.name: r for r in demo_requests(tmp_path)}
     seg, face = reqs["hrnet_w18s1_cityscapes"], reqs["hrnet_w18_300w"]
     det = reqs["hrnetv2p_w18_faster_rcnn_coco"]
-    assert (seg.arch, seg.dataset, seg.base_size, seg.crop_size) == ("hrnetv2_w18_small_v1", "cityscapes", 1024, (512, 1024))
+    assert (seg.arch, seg.dataset, seg.options.base_size, seg.options.crop_size) == ("hrnetv2_w18_small_v1", "cityscapes", 1024, (512, 1024))
     assert DEMO_CITYSCAPES_NOTE in seg.notes and seg.random_init
     assert (face.arch, face.dataset, face.task) == ("hrnetv2_w18", "300w", "landmarks")
-    assert (det.task, det.arch, det.dataset, det.max_size) == ("detection", "hrnetv2_w18", "coco", (800, 480))
+    assert (det.task, det.arch, det.dataset, det.options.max_size) == ("detection", "hrnetv2p_w18", "coco", (800, 480))
     assert det.random_init and DEMO_DETECTION_NOTE in det.notes
-    assert det.detection_overrides["rpn_post_nms_top_n"] < 2000
+    assert det.options.overrides["rpn_post_nms_top_n"] < 2000
     assert set(DEMO_FACTORIES) == {"segmentation", "landmarks", "detection"}
 
 
@@ -146,22 +145,21 @@ def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
 def detection_checkpoint(tmp_path_factory) -> Path:
     """A demo-random HRNetV2p-W18 Faster R-CNN saved as an HRNet-Object-Detection release."""
     from model_export.archs import backbone_config
-    from model_export.detection import build_faster_rcnn, make_demo_detector
-    from model_export.detection_checkpoints import to_checkpoint
+    from model_export.nets.detection import build_faster_rcnn
+    from model_export.random_init import make_demo_detector
 
     torch.manual_seed(3)
     model = make_demo_detector(build_faster_rcnn(backbone_config("hrnetv2_w18")), seed=3)
     path = tmp_path_factory.mktemp("det_ckpt") / "FasterR-CNN-HR18-1x.pth"
-    torch.save(to_checkpoint(model, "hrnet-det"), path)
-    return path
+    return save_checkpoint(to_checkpoint(model, "hrnet-det"), path)
 
 
 def test_inspect_detection_checkpoint(detection_checkpoint, capsys) -> None:
     assert main(["inspect", str(detection_checkpoint)]) == 0
     out = capsys.readouterr().out
     for part in ("format:        hrnet-det (origin official)", "task:          detection",
-                 "arch:          hrnetv2_w18", "81 (80 + background)", "box arithmetic 'legacy'",
-                 "sha256:", "--task detection --arch hrnetv2_w18 --dataset coco"):
+                 "arch:          hrnetv2p_w18", "81 (80 + background)", "box arithmetic 'legacy'",
+                 "sha256:", "--task detection --arch hrnetv2p_w18 --dataset coco"):
         assert part in out, part
 
 
@@ -192,11 +190,31 @@ def test_export_detection_checkpoint_via_cli(detection_checkpoint, tmp_path, cap
     (["--opset", "15"], "opset >= 16"),
 ])
 def test_export_detection_rejects_bad_options(extra, message, tmp_path, capsys) -> None:
-    code = main(["export", "--task", "detection", "--arch", "hrnetv2_w18", "--dataset", "coco",
+    code = main(["export", "--task", "detection", "--arch", "hrnetv2p_w18", "--dataset", "coco",
                  "--random-init", "--name", "det", "--repo", str(tmp_path), *extra])
     assert code == EXIT_FAILED
     assert message in capsys.readouterr().err
     assert not (tmp_path / "det").exists()
+
+
+@pytest.mark.parametrize("task,arch,dataset,extra,message", [
+    ("segmentation", "hrnetv2_w18_small_v1", "cityscapes", ["--max-size", "640", "384"],
+     "--max-size and RPN settings apply to detection only"),
+    ("landmarks", "hrnetv2_w18", "300w", ["--rpn-top-n", "500", "100"],
+     "--max-size and RPN settings apply to detection only"),
+    ("detection", "hrnetv2p_w18", "coco", ["--crop-size", "512", "512"],
+     "--base-size/--crop-size are segmentation options; detection takes --max-size LONG SHORT"),
+    ("segmentation", "hrnetv2_w18_small_v1", "cityscapes",
+     ["--tensorrt-accelerator", "fp16", "--instance-kind", "cpu"],
+     "--tensorrt-accelerator needs --instance-kind gpu"),
+])
+def test_export_rejects_options_of_other_tasks(task, arch, dataset, extra, message, tmp_path,
+                                               capsys) -> None:
+    code = main(["export", "--task", task, "--arch", arch, "--dataset", dataset, "--random-init",
+                 "--name", "x", "--repo", str(tmp_path), *extra])
+    assert code == EXIT_FAILED
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_detection_dataset_needs_detection_task(tmp_path, capsys) -> None:

@@ -20,14 +20,14 @@ def _detect(url: str, rgb: np.ndarray, **options) -> httpx.Response:
 
 
 def test_entry_metadata_and_parity(det_repo: Path) -> None:
-    from model_export.triton_repo import metadata_from_config, read_config
+    from model_export.repository import metadata_from_config, read_config
     from service.contract import ModelMetadata
 
     entry = det_repo / MODEL_NAME
     meta = ModelMetadata.from_json((entry / "hrnet.json").read_text())
     assert meta == metadata_from_config(read_config(entry))
     assert meta.task == "detection" and meta.max_batch_size == 1 and meta.dataset == "coco"
-    assert meta.arch == "hrnetv2p_w18"  # given as the alias, recorded as HRNetV2p
+    assert meta.arch == "hrnetv2p_w18"  # the detection arch's registry name
     assert meta.labels[0] == "__background__" and meta.labels[1] == "person" and len(meta.labels) == 81
     assert meta.label_ids[80] == 90 and meta.weights.random_init
     assert [(i.name, i.dtype, i.dims) for i in meta.inputs] == [
@@ -49,7 +49,7 @@ def test_entry_metadata_and_parity(det_repo: Path) -> None:
 def test_triton_config_has_both_inputs_and_warmup_data(det_repo: Path) -> None:
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from model_export.triton_repo import read_config
+    from model_export.repository import read_config
 
     entry = det_repo / MODEL_NAME
     cfg = read_config(entry)
@@ -73,7 +73,7 @@ def _session(det_repo: Path):
 
 
 def test_graph_runs_at_another_size_and_clips_to_image_size(det_repo: Path) -> None:
-    from model_export.detection_export import photo_input
+    from model_export.onnx.detection import photo_input
 
     x, hw = photo_input("astronaut", (300, 300))  # 300 x 300 padded to 320 x 320
     assert x.shape == (1, 3, 320, 320) and hw.tolist() == [[300, 300]]
@@ -88,7 +88,7 @@ def test_graph_runs_at_another_size_and_clips_to_image_size(det_repo: Path) -> N
 
 def test_zero_padding_client_gets_boxes_clipped_to_valid_size(det_repo: Path) -> None:
     """A gRPC client padding with 0 (not the mean pixel): clipping follows ``image_size`` alone."""
-    from model_export.detection_export import photo_input
+    from model_export.onnx.detection import photo_input
 
     sess = _session(det_repo)
     x, hw = photo_input("coffee", (300, 300), pad_value=0.0)  # 200 x 300 padded to 224 x 320
@@ -111,7 +111,7 @@ def test_zero_padding_client_gets_boxes_clipped_to_valid_size(det_repo: Path) ->
 def test_graph_matches_torch_with_zero_padding(det_export) -> None:
     import torch
 
-    from model_export.detection_export import match_detections, photo_input
+    from model_export.onnx.detection import match_detections, photo_input
 
     x, hw = photo_input("rocket", (256, 384), pad_value=0.0)
     with torch.no_grad():

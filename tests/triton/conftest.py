@@ -30,7 +30,7 @@ def triton_install() -> TritonInstall:
 @pytest.fixture(scope="session")
 def serving_repo(model_repo: Path, det_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository holding every session model (segmentation, landmarks, detection) as links."""
-    from model_export.triton_repo import CONFIG_FILENAME
+    from model_export.repository import CONFIG_FILENAME
 
     dst = tmp_path_factory.mktemp("serving_repo")
     for repo in (model_repo, det_repo):

@@ -11,8 +11,9 @@ import pytest
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from model_export.triton_cpu import main, write_cpu_variant
-from model_export.triton_repo import read_config
+from model_export.triton_cpu import write_cpu_variant
+from model_export.triton_cpu.__main__ import main
+from model_export.repository import read_config
 
 
 def test_twin_keeps_the_interface(model_repo: Path, tmp_path: Path) -> None:

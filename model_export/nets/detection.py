@@ -2,8 +2,8 @@
 
 Module layout (state-dict prefixes):
 
-* ``backbone.body``: :class:`~model_export.hrnet.HighResolutionNet` with nearest-neighbour fuse
-  upsampling, as in HRNet-Object-Detection (``backbone.*`` in the official checkpoints);
+* ``backbone.body``: :class:`~model_export.nets.hrnet.HighResolutionNet` with nearest-neighbour
+  fuse upsampling, as in HRNet-Object-Detection (``backbone.*`` in the official checkpoints);
 * ``backbone.neck``: :class:`HRFPN` (official ``neck.reduction_conv.0`` and ``neck.fpn_conv.{0..4}``);
 * ``rpn``: torchvision ``RegionProposalNetwork`` with ``RPNHead`` (``rpn.head.conv.0.0``,
   ``rpn.head.cls_logits``, ``rpn.head.bbox_pred`` <- mmdet ``rpn_conv/rpn_cls/rpn_reg``);
@@ -46,15 +46,12 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
 
-from model_export.archs import backbone_config, register_task
-from model_export.hrnet import HighResolutionNet, HRNetConfig
+from service.contract import MMDET_PIXEL_MEAN, MMDET_PIXEL_STD
+
+from model_export.nets.hrnet import HighResolutionNet, HRNetConfig
 
 Convention = Literal["legacy", "continuous"]
 CONVENTIONS: tuple[str, ...] = ("legacy", "continuous")
-
-#: RGB mean/std in pixel units (mmdetection ``img_norm_cfg``).
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 # |log(16/1000)|: mmdet's wh_ratio_clip and torchvision's bbox_xform_clip.
 _DELTA_CLIP = math.log(1000.0 / 16)
@@ -363,9 +360,9 @@ class HRNetFasterRCNN(nn.Module):
         self.cfg = cfg
         self.backbone_cfg = backbone_cfg
         off = cfg.box_offset
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1),
+        self.register_buffer("pixel_mean", torch.tensor(MMDET_PIXEL_MEAN).view(1, 3, 1, 1),
                              persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1),
+        self.register_buffer("pixel_std", torch.tensor(MMDET_PIXEL_STD).view(1, 3, 1, 1),
                              persistent=False)
         self.backbone = HRNetFPN(backbone_cfg, cfg.neck_channels)
         anchors = AnchorGrid(cfg.anchor_strides, cfg.anchor_scales, cfg.anchor_ratios,
@@ -425,34 +422,3 @@ def build_faster_rcnn(backbone_cfg: HRNetConfig, *, convention: Convention = "le
     """A randomly initialised HRNetV2p Faster R-CNN in eval mode."""
     cfg = detection_config(convention, num_classes=num_classes, **overrides)
     return HRNetFasterRCNN(backbone_cfg, cfg).eval()
-
-
-#: Backbones with released (or MMDetection) HRNetV2p Faster R-CNN checkpoints.
-DETECTION_ARCHS: tuple[str, ...] = ("hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w40", "hrnetv2_w48")
-
-
-def _build_detection(arch: str, num_outputs: int, *, align_corners: bool = False,
-                     convention: Convention = "legacy", **overrides: object) -> HRNetFasterRCNN:
-    """``archs.build_model("detection", arch, 81)`` entry; ``num_outputs`` counts the background."""
-    del align_corners  # HRFPN upsamples with align_corners=False, as the official code
-    return build_faster_rcnn(backbone_config(arch), convention=convention,
-                             num_classes=num_outputs, **overrides)
-
-
-register_task("detection", _build_detection, DETECTION_ARCHS)
-
-
-@torch.no_grad()
-def make_demo_detector(model: HRNetFasterRCNN, *, seed: int = 0, logit_std: float = 4.0
-                       ) -> HRNetFasterRCNN:
-    """Give a randomly initialised detector confident-enough class scores to emit detections.
-
-    Random heads give near-uniform softmax scores (1/81 < the 0.05 threshold), so nothing would
-    come out and parity checks would compare empty sets. Widening the class-logit weights spreads
-    the scores so that some classes pass the threshold; outputs remain meaningless.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    cls = model.roi_heads.box_predictor.cls_score
-    cls.weight.copy_(torch.randn(cls.weight.shape, generator=gen) * logit_std)
-    cls.bias.zero_()
-    return model

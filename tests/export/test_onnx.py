@@ -10,17 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.onnx_export import (
-    ParityError,
+from model_export.errors import ParityError
+from model_export.onnx.hrnet import (
     PixelInput,
     check_parity,
     heatmap_peaks,
     normalise,
     onnx_session,
-    parity_images,
-    pixel_batch,
     require_parity,
 )
+from model_export.onnx.photos import parity_images, pixel_batch
 from tests.conftest import FACE_300W, SEG_CITYSCAPES, SEG_LIP, SEG_PASCAL
 
 # Trace size of the session fixture is 80x112; these differ from it and from each other, and the

@@ -1,12 +1,12 @@
-"""CPU test variants of model repository entries, for a real ``tritonserver`` without GPU backends.
+"""The CPU twin of a model repository, for tests and development only (never for production).
 
-The production repository (``model_export.triton_repo``) uses ``platform: "onnxruntime_onnx"``
+The production repository (:mod:`model_export.repository`) uses ``platform: "onnxruntime_onnx"``
 (or TensorRT plans), which only NVIDIA's containers provide. The ``tritonserver`` binary that the
 tests install from PyPI (``scripts/install_triton.sh``) has just the python backend, so each entry
 gets a twin in a *separate* repository directory: same name, inputs, outputs, ``max_batch_size``,
 ``dynamic_batching``, ``model_warmup`` and ``parameters`` (``hrnet_metadata`` included), but
-``backend: "python"`` with a ``model.py`` (``model_export/triton_python_model.py``) that runs the
-*same* ``model.onnx`` through ONNX Runtime. Clients cannot tell the two apart except by speed.
+``backend: "python"`` with a ``model.py`` (the template :mod:`model_export.triton_cpu.model`) that
+runs the *same* ``model.onnx`` through ONNX Runtime. Clients cannot tell the two apart except by speed.
 
 Every kind of entry works: one FP32 input and one output (segmentation, landmarks) as well as
 detection's two inputs (FP32 ``image``, INT64 ``image_size``), three outputs and
@@ -14,24 +14,27 @@ detection's two inputs (FP32 ``image``, INT64 ``image_size``), three outputs and
 detection's ``image_size``) copied, so Triton warms the twin up exactly as the original; pass
 ``warmup=False`` (CLI ``--no-warmup``) to drop them and load faster.
 
-CLI: ``python -m model_export.triton_cpu SRC_REPO_OR_ENTRY DST_REPO --pydeps DIR``.
+CLI (:mod:`model_export.triton_cpu.__main__`):
+``python -m model_export.triton_cpu SRC_REPO_OR_ENTRY DST_REPO --pydeps DIR``.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from model_export.triton_repo import (
-    CONFIG_FILENAME, ONNX_FILENAME, VERSION, WARMUP_DIRNAME, read_config, write_config,
+from service.contract import METADATA_FILENAME
+
+from model_export.repository import (
+    CONFIG_FILENAME, ONNX_FILENAME, PARITY_FILENAME, VERSION, WARMUP_DIRNAME, read_config,
+    write_config,
 )
 
-TEMPLATE = Path(__file__).with_name("triton_python_model.py")
+#: The python-backend model copied to ``<repo>/<name>/1/model.py`` of every twin.
+TEMPLATE = Path(__file__).with_name("model.py")
 ONNX_RELPATH = Path(VERSION) / ONNX_FILENAME
 
 # Fields that only make sense for the production backends (or that we set ourselves).
@@ -94,7 +97,7 @@ def write_cpu_variant(
     version_dir.mkdir(parents=True, exist_ok=True)
     write_config(dst, twin)
     shutil.copyfile(TEMPLATE, version_dir / "model.py")
-    for sidecar in ("hrnet.json", "parity.json"):
+    for sidecar in (METADATA_FILENAME, PARITY_FILENAME):
         if (src_entry / sidecar).is_file():
             shutil.copyfile(src_entry / sidecar, dst / sidecar)
     _copy_warmup_files(twin, src_entry, dst)
@@ -124,35 +127,3 @@ def write_cpu_repository(src: Path, dst_repo: Path, pydeps: Path, **kw: Any) -> 
         p for p in src.iterdir() if (p / CONFIG_FILENAME).is_file() and (p / ONNX_RELPATH).is_file()
     )
     return [write_cpu_variant(entry, dst_repo, pydeps, **kw) for entry in entries]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m model_export.triton_cpu", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("src", type=Path, help="repository (or one entry) to mirror")
-    parser.add_argument("dst", type=Path, help="destination repository for the CPU twins")
-    parser.add_argument(
-        "--pydeps", type=Path, default=Path(".cache/triton/pydeps"),
-        help="directory with numpy<2 and onnxruntime for the python backend stub",
-    )
-    parser.add_argument("--instances", type=int, default=1, help="instances per model")
-    parser.add_argument("--ort-threads", type=int, default=1, help="ORT intra-op threads (0: auto)")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="drop the entries' warm-up samples (faster loading)")
-    args = parser.parse_args(argv)
-    written = write_cpu_repository(
-        args.src, args.dst, args.pydeps, instances=args.instances, ort_threads=args.ort_threads,
-        warmup=not args.no_warmup,
-    )
-    if not written:
-        print(f"no repository entries under {args.src}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

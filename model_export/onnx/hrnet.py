@@ -12,7 +12,6 @@ size baked in at trace time would fail it.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import warnings
@@ -24,20 +23,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model_export.datasets import IMAGENET_MEAN, IMAGENET_STD, LANDMARK_INPUT_SIZE
+from service.contract import HEATMAPS, IMAGE, IMAGENET_MEAN, IMAGENET_STD, LOGITS
 
-INPUT_NAME = "image"
-OUTPUT_NAMES = {"segmentation": "logits", "landmarks": "heatmaps"}
+from model_export.datasets import LANDMARK_INPUT_SIZE
+from model_export.errors import ParityError
+from model_export.onnx.photos import parity_images, pixel_batch
+
+OUTPUT_NAMES = {"segmentation": LOGITS, "landmarks": HEATMAPS}
 DEFAULT_OPSET = 18
 # The TorchScript exporter's ceiling in this torch version.
 MAX_OPSET = 20
 DEFAULT_TRACE_SIZE: tuple[int, int] = (192, 320)
 DEFAULT_SEG_PARITY_SIZES: tuple[tuple[int, int], ...] = ((256, 512), (250, 375))
 DEFAULT_PARITY_BATCHES: tuple[int, ...] = (1, 2)
-
-
-class ParityError(RuntimeError):
-    """ONNX Runtime disagrees with PyTorch beyond the thresholds."""
 
 
 class PixelInput(nn.Module):
@@ -88,9 +86,9 @@ def export_onnx(
     # parity check runs batches > 1 to prove it.
     example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255.0
     out_name = OUTPUT_NAMES[task]
-    dynamic_axes: dict[str, dict[int, str]] = {INPUT_NAME: {0: "batch"}, out_name: {0: "batch"}}
+    dynamic_axes: dict[str, dict[int, str]] = {IMAGE: {0: "batch"}, out_name: {0: "batch"}}
     if task == "segmentation":
-        dynamic_axes[INPUT_NAME].update({2: "height", 3: "width"})
+        dynamic_axes[IMAGE].update({2: "height", 3: "width"})
         dynamic_axes[out_name].update({2: "out_height", 3: "out_width"})
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated upstream but is the robust path for dynamic H/W.
@@ -102,7 +100,7 @@ def export_onnx(
             (example,),
             str(path),
             dynamo=False,
-            input_names=[INPUT_NAME],
+            input_names=[IMAGE],
             output_names=[out_name],
             dynamic_axes=dynamic_axes,
             opset_version=opset,
@@ -167,6 +165,7 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
+        """Some case ran, and every case passed."""
         return bool(self.cases) and all(c.passed for c in self.cases)
 
     @property
@@ -195,44 +194,11 @@ class ParityReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the entry's ``parity.json``)."""
         d = asdict(self)
         d["passed"] = self.passed
         d["dynamic_size_checked"] = self.dynamic_size_checked
         return d
-
-
-def parity_images() -> list[tuple[str, np.ndarray]]:
-    """Real photographs shipped with scikit-image (RGB uint8), loaded offline (cached)."""
-    return list(_load_photos())
-
-
-@functools.lru_cache(maxsize=1)
-def _load_photos() -> tuple[tuple[str, np.ndarray], ...]:
-    from skimage import data
-
-    photos = []
-    for n in ("astronaut", "coffee", "chelsea"):
-        img = np.ascontiguousarray(np.asarray(getattr(data, n)())[..., :3])
-        img.setflags(write=False)
-        photos.append((n, img))
-    return tuple(photos)
-
-
-def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an RGB uint8 image to (h, w), returned as float32 pixels 0..255."""
-    from PIL import Image
-
-    h, w = size
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), dtype=np.float32)
-
-
-def pixel_batch(
-    images: list[tuple[str, np.ndarray]], size: tuple[int, int], batch: int, offset: int = 0
-) -> tuple[np.ndarray, list[str]]:
-    """``batch`` photos (cycling through ``images``) as an FP32 NCHW pixel batch."""
-    picks = [images[(offset + i) % len(images)] for i in range(batch)]
-    arr = np.stack([resize_rgb(img, size).transpose(2, 0, 1) for _, img in picks])
-    return np.ascontiguousarray(arr, dtype=np.float32), [n for n, _ in picks]
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
@@ -306,7 +272,7 @@ def check_parity(
             with torch.no_grad():
                 ref = net(torch.from_numpy(normalise(pixels))).numpy()
             t1 = time.perf_counter()
-            got = session.run([out_name], {INPUT_NAME: pixels})[0]
+            got = session.run([out_name], {IMAGE: pixels})[0]
             t2 = time.perf_counter()
             report.cases.append(_compare(ref, got, task, size, batch, names, thresholds, t1 - t0, t2 - t1))
     return report

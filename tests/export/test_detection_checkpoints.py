@@ -8,15 +8,17 @@ import pytest
 import torch
 
 from model_export.archs import backbone_config
-from model_export.checkpoints import CheckpointError
-from model_export.detection import build_faster_rcnn, make_demo_detector
-from model_export.detection_checkpoints import (
-    inspect_detection,
-    load_detection_checkpoint,
-    to_checkpoint,
-)
-from model_export.detection_export import photo_input
-from tests.detection.conftest import FAST
+from model_export.checkpoints import inspect_checkpoint, load_checkpoint
+from model_export.checkpoints.detection import convert_detection_state_dict, inspect_detection
+from model_export.checkpoints.matching import CheckpointError
+from model_export.checkpoints.reading import file_sha256
+from model_export.nets.detection import build_faster_rcnn
+from model_export.onnx.detection import photo_input
+from model_export.random_init import make_demo_detector
+from tests.conftest import DET_FAST as FAST
+from tests.helpers import save_checkpoint, to_checkpoint
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +37,12 @@ def test_each_format_loads_strictly(source, tmp_path: Path, fmt: str, origin: st
     ck = to_checkpoint(source, fmt)
     assert neck_key in ck["state_dict"] and cls_key in ck["state_dict"]
     assert "rpn_head.rpn_cls.weight" in ck["state_dict"]
-    path = tmp_path / f"{fmt}.pth"
-    torch.save(ck, path)
+    path = save_checkpoint(ck, tmp_path / f"{fmt}.pth")
     info = inspect_detection(ck)
     assert (info.format, info.origin, info.arch, info.num_outputs) == (fmt, origin,
-                                                                       "hrnetv2_w18", 81)
+                                                                       "hrnetv2p_w18", 81)
     model = build_faster_rcnn(backbone_config("hrnetv2_w18"), **FAST)
-    report = load_detection_checkpoint(model, path)
+    report = load_checkpoint(model, path)
     assert report.info.sha256 and report.loaded > 1500
     ref, got = source.state_dict(), model.state_dict()
     if fmt == "mmdet-v2":  # no background box deltas in 2.x+ files: zero rows (never decoded)
@@ -60,8 +61,6 @@ def test_mmdet_v2_background_last_is_remapped(source) -> None:
 
 
 def test_converted_model_reproduces_outputs(source) -> None:
-    from model_export.detection_checkpoints import convert_detection_state_dict
-
     model = build_faster_rcnn(backbone_config("hrnetv2_w18"), **FAST)
     sd, _ = convert_detection_state_dict(to_checkpoint(source, "mmdet-v2"), model)
     model.load_state_dict(sd)
@@ -81,8 +80,6 @@ def test_errors_list_missing_unexpected_and_misshaped(source) -> None:
     sd["roi_head.extra.weight"] = torch.zeros(1)
     model = build_faster_rcnn(backbone_config("hrnetv2_w18"))
     with pytest.raises(CheckpointError) as exc:
-        from model_export.detection_checkpoints import convert_detection_state_dict
-
         convert_detection_state_dict(ck, model)
     msg = str(exc.value)
     assert "backbone.neck.fpn_conv.2.bias" in exc.value.missing
@@ -92,17 +89,14 @@ def test_errors_list_missing_unexpected_and_misshaped(source) -> None:
 
 
 def test_generic_inspect_recognises_detection_files(source, tmp_path: Path) -> None:
-    from model_export.checkpoints import file_sha256, inspect_checkpoint
-
-    path = tmp_path / "FasterR-CNN-HR18-1x.pth"
-    torch.save(to_checkpoint(source, "hrnet-det"), path)
+    path = save_checkpoint(to_checkpoint(source, "hrnet-det"), tmp_path / "FasterR-CNN-HR18-1x.pth")
     info = inspect_checkpoint(path)
     assert (info.format, info.origin, info.task, info.arch, info.num_outputs) == (
-        "hrnet-det", "official", "detection", "hrnetv2_w18", 81)
+        "hrnet-det", "official", "detection", "hrnetv2p_w18", 81)
     assert info.sha256 == file_sha256(path) and info.backbone["width"] == 18
     text = info.summary()
-    for part in ("hrnet-det", "detection", "hrnetv2_w18", "81 (80 + background)", "'legacy'",
-                 "--task detection --arch hrnetv2_w18 --dataset coco"):
+    for part in ("hrnet-det", "detection", "hrnetv2p_w18", "81 (80 + background)", "'legacy'",
+                 "--task detection --arch hrnetv2p_w18 --dataset coco"):
         assert part in text, part
 
 
@@ -113,8 +107,6 @@ def test_not_a_detection_checkpoint() -> None:
 
 def test_two_file_keys_for_one_tensor_are_rejected(source) -> None:
     """A file naming one model tensor twice (v0.6 and 1.x neck names) must not load silently."""
-    from model_export.detection_checkpoints import convert_detection_state_dict
-
     ck = to_checkpoint(source, "hrnet-det")
     sd = ck["state_dict"]
     sd["neck.fpn_convs.0.conv.weight"] = torch.zeros_like(sd["neck.fpn_conv.0.weight"])

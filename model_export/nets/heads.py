@@ -1,7 +1,7 @@
 """Whole official networks: the HRNetV2 backbone plus its segmentation or landmark head.
 
-Both subclass :class:`~model_export.hrnet.HighResolutionNet`, so backbone keys stay unprefixed
-exactly as in the official state dicts, and the head sits beside them as ``last_layer``
+Both subclass :class:`~model_export.nets.hrnet.HighResolutionNet`, so backbone keys stay
+unprefixed exactly as in the official state dicts, and the head sits beside them as ``last_layer``
 (segmentation, ``seg_hrnet.py``) or ``head`` (face landmarks, the face repository's ``hrnet.py``).
 Inputs are *normalised* images, as for the official nets; outputs are at 1/4 resolution.
 """
@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from model_export.hrnet import (
+from model_export.nets.hrnet import (
     BN_MOMENTUM,
     FuseUpsample,
     HighResolutionNet,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model_export.archs import backbone_config, build_model, list_archs
-from model_export.detection import (
+from model_export.nets.detection import (
     AnchorGrid,
     DeltaCoder,
     HRNetFPN,
@@ -15,6 +15,8 @@ from model_export.detection import (
     build_faster_rcnn,
 )
 from service.tasks.detection.boxes import batched_nms, iou_matrix
+
+torch.set_num_threads(1)
 
 
 def _params(m: torch.nn.Module) -> int:
@@ -43,8 +45,8 @@ def test_wider_parameter_counts_match_published(arch: str, published: float) -> 
 
 
 def test_registered_archs_and_builder() -> None:
-    assert list_archs("detection") == ["hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w40", "hrnetv2_w48"]
-    model = build_model("detection", "hrnetv2_w48", 81)
+    assert list_archs("detection") == ["hrnetv2p_w18", "hrnetv2p_w32", "hrnetv2p_w40", "hrnetv2p_w48"]
+    model = build_model("detection", "hrnetv2p_w48", 81)
     assert model.backbone.neck.reduction_conv[0].in_channels == 15 * 48
 
 

@@ -1,5 +1,5 @@
 """ONNX export of HRNetV2p Faster R-CNN with all post-processing inside the graph, and its parity
-check. ``model_export.pipeline.export_model`` drives it for ``task="detection"``.
+check. The detection exporter (``model_export.exporters.detection``) drives it.
 
 Graph I/O (one image per call; Triton ``max_batch_size: 1``, so Triton shapes carry a batch of 1):
 
@@ -29,12 +29,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model_export.detection import PIXEL_MEAN, HRNetFasterRCNN
+from service.contract import (
+    BOXES, IMAGE, IMAGE_SIZE, LABELS, MMDET_PIXEL_MEAN, SCORES, rescale_size,
+)
 
-INPUT_NAME = "image"
-SIZE_INPUT_NAME = "image_size"
-INPUT_NAMES = (INPUT_NAME, SIZE_INPUT_NAME)
-OUTPUT_NAMES = ("boxes", "scores", "labels")
+from model_export.errors import ParityError
+from model_export.nets.detection import HRNetFasterRCNN
+from model_export.onnx.photos import photo, resize_rgb
+
+INPUT_NAMES = (IMAGE, IMAGE_SIZE)
+OUTPUT_NAMES = (BOXES, SCORES, LABELS)
 MIN_DETECTION_OPSET = 16  # RoiAlign coordinate_transformation_mode
 TRACE_SIZE = (320, 480)
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((320, 480), (480, 320))
@@ -73,11 +77,9 @@ def export_detection_onnx(model: HRNetFasterRCNN, path: str | Path, *,
         torch.onnx.export(
             graph, example, str(path), dynamo=False, opset_version=opset,
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                          SIZE_INPUT_NAME: {0: "batch"},
-                          "boxes": {0: "batch", 1: "detections"},
-                          "scores": {0: "batch", 1: "detections"},
-                          "labels": {0: "batch", 1: "detections"}},
+            dynamic_axes={IMAGE: {0: "batch", 2: "height", 3: "width"},
+                          IMAGE_SIZE: {0: "batch"},
+                          **{name: {0: "batch", 1: "detections"} for name in OUTPUT_NAMES}},
             do_constant_folding=True, external_data=False)
     import onnx
 
@@ -92,13 +94,6 @@ def export_detection_onnx(model: HRNetFasterRCNN, path: str | Path, *,
 # Test-time input (the same rule as the gateway's service/tasks/detect.py)
 
 
-def rescale_size(h: int, w: int, max_size: tuple[int, int] = (1333, 800)) -> tuple[int, int, float]:
-    """mmcv ``imrescale``: scale = min(long_max / long, short_max / short); ``int(x * s + 0.5)``."""
-    long_max, short_max = max(max_size), min(max_size)
-    scale = min(long_max / max(h, w), short_max / min(h, w))
-    return int(h * scale + 0.5), int(w * scale + 0.5), scale
-
-
 def letterbox(rgb: np.ndarray, size_divisor: int = 32, pad_value: float | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """``[H, W, 3]`` pixels -> (``image`` ``[1, 3, H', W']`` FP32 padded bottom/right to
@@ -109,7 +104,7 @@ def letterbox(rgb: np.ndarray, size_divisor: int = 32, pad_value: float | None =
     h, w = rgb.shape[:2]
     ph, pw = -(-h // size_divisor) * size_divisor, -(-w // size_divisor) * size_divisor
     out = np.empty((ph, pw, 3), np.float32)
-    out[...] = np.asarray(PIXEL_MEAN, np.float32) if pad_value is None else np.float32(pad_value)
+    out[...] = np.asarray(MMDET_PIXEL_MEAN, np.float32) if pad_value is None else np.float32(pad_value)
     out[:h, :w] = rgb
     return (np.ascontiguousarray(out.transpose(2, 0, 1)[None]),
             np.array([[h, w]], dtype=np.int64))
@@ -119,13 +114,9 @@ def photo_input(name: str, max_size: tuple[int, int], pad_value: float | None = 
                 ) -> tuple[Tensor, Tensor]:
     """A scikit-image photo resized by the detection rule within ``max_size`` and letterboxed:
     ``(image [1, 3, H', W'], image_size [1, 2])`` tensors."""
-    from PIL import Image
-    from skimage import data
-
-    img = np.asarray(getattr(data, name)())[..., :3]
+    img = photo(name)
     nh, nw, _ = rescale_size(img.shape[0], img.shape[1], max_size)
-    resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR), np.float32)
-    image, size = letterbox(resized, pad_value=pad_value)
+    image, size = letterbox(resize_rgb(img, (nh, nw)), pad_value=pad_value)
     return torch.from_numpy(image), torch.from_numpy(size)
 
 
@@ -222,11 +213,9 @@ class DetectionParityReport:
 
 
 def require_detection_parity(report: DetectionParityReport) -> None:
-    """Raise :class:`model_export.onnx_export.ParityError` unless every case passed."""
+    """Raise :class:`~model_export.errors.ParityError` unless every case passed."""
     if report.passed:
         return
-    from model_export.onnx_export import ParityError
-
     raise ParityError(
         "ONNX Runtime detections differ from PyTorch (need >= "
         f"{report.min_match_rate:.0%} matched at IoU >= {report.iou}, |score err| <= "
@@ -288,7 +277,7 @@ def check_detection_parity(model: HRNetFasterRCNN, onnx_path: str | Path, *,
             ref = tuple(t.numpy() for t in model(x, hw))
         t1 = time.perf_counter()
         got = tuple(o[0] for o in session.run(
-            list(OUTPUT_NAMES), {INPUT_NAME: x.numpy(), SIZE_INPUT_NAME: hw.numpy()}))
+            list(OUTPUT_NAMES), {IMAGE: x.numpy(), IMAGE_SIZE: hw.numpy()}))
         t2 = time.perf_counter()
         matched, serr, berr = match_detections(ref, got, report.iou)  # type: ignore[arg-type]
         report.cases.append(DetectionParityCase(

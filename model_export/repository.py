@@ -1,9 +1,11 @@
-"""Triton model repository entries: ``config.pbtxt``, ``hrnet.json``, ``parity.json``, ``1/model.onnx``.
+"""Production Triton repository entries: ``config.pbtxt``, ``hrnet.json``, ``parity.json``,
+``warmup/`` and ``1/model.onnx`` (or ``1/model.plan``, :mod:`model_export.tensorrt`).
 
 ``config.pbtxt`` is rendered from a ``tritonclient.grpc.model_config_pb2.ModelConfig`` message with
 ``google.protobuf.text_format``, so it is valid by construction. :func:`read_config` parses one back
 and :func:`write_config` writes any ``ModelConfig``; a test harness can therefore derive a variant
-of an entry (e.g. a CPU python-backend one) with ``read_config`` -> edit -> ``write_config``.
+of an entry with ``read_config`` -> edit -> ``write_config``, as the CPU twin of
+:mod:`model_export.triton_cpu` does.
 
 The repository metadata (:class:`service.contract.ModelMetadata`) is stored twice: pretty-printed
 in ``hrnet.json`` and compact in the config's ``parameters { key: "hrnet_metadata" }``.
@@ -27,8 +29,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from service.contract import (
-    METADATA_FILENAME, METADATA_PARAMETER, DetectionMetadata, LandmarkMetadata, ModelMetadata,
-    SegmentationMetadata, padded,
+    IMAGE_SIZE, METADATA_FILENAME, METADATA_PARAMETER, DetectionMetadata, LandmarkMetadata,
+    ModelMetadata, SegmentationMetadata, padded,
 )
 
 CONFIG_FILENAME = "config.pbtxt"
@@ -37,7 +39,6 @@ ONNX_FILENAME = "model.onnx"
 PLAN_FILENAME = "model.plan"
 VERSION = "1"
 WARMUP_DIRNAME = "warmup"
-SIZE_INPUT_NAME = "image_size"
 
 _DTYPES = {
     "FP32": mc.TYPE_FP32,
@@ -131,10 +132,10 @@ def build_model_config(
 def warmup_files(metadata: ModelMetadata, options: TritonOptions | None = None) -> dict[str, bytes]:
     """Data files of the warm-up sample (``warmup/<name>``): the ``image_size`` value, if any."""
     options = options or TritonOptions()
-    if options.warmup == "none" or not any(s.name == SIZE_INPUT_NAME for s in metadata.inputs):
+    if options.warmup == "none" or not any(s.name == IMAGE_SIZE for s in metadata.inputs):
         return {}
     h, w = options.warmup_size or representative_size(metadata)
-    return {f"{SIZE_INPUT_NAME}_{h}x{w}": np.array([h, w], "<i8").tobytes()}
+    return {f"{IMAGE_SIZE}_{h}x{w}": np.array([h, w], "<i8").tobytes()}
 
 
 def _add_warmup(cfg: mc.ModelConfig, metadata: ModelMetadata, options: TritonOptions) -> None:
@@ -145,9 +146,9 @@ def _add_warmup(cfg: mc.ModelConfig, metadata: ModelMetadata, options: TritonOpt
         dims = [int(d) for d in spec.dims]
         inp = sample.inputs[spec.name]
         inp.data_type = _DTYPES[spec.dtype]
-        if spec.name == SIZE_INPUT_NAME:
+        if spec.name == IMAGE_SIZE:
             inp.dims.extend(dims)
-            inp.input_data_file = f"{SIZE_INPUT_NAME}_{h}x{w}"  # written by write_entry
+            inp.input_data_file = f"{IMAGE_SIZE}_{h}x{w}"  # written by write_entry
             continue
         if len(dims) == 3:
             dims = [dims[0], h, w]

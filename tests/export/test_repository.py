@@ -1,4 +1,5 @@
-"""Repository entries: config.pbtxt parses as Triton's ModelConfig, metadata round-trips, TRT profiles."""
+"""Repository entries (ONNX and TensorRT plans): config.pbtxt parses as Triton's ModelConfig, metadata
+round-trips, TensorRT profiles."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from model_export.datasets import build_metadata
+from model_export.metadata import build_metadata
 from model_export.tensorrt import (
     TensorRTUnavailable,
     TrtProfile,
@@ -16,7 +17,7 @@ from model_export.tensorrt import (
     tensorrt_available,
     trt_metadata,
 )
-from model_export.triton_repo import (
+from model_export.repository import (
     TritonOptions,
     build_model_config,
     config_to_text,
