@@ -60,7 +60,8 @@ def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0) -> Iter
 
 def limits_for_benchmarks() -> Limits:
     """Limits that never stop a benchmark's request (its sizes are chosen by the benchmark)."""
-    return Limits(max_passes=1 << 20, max_network_pixels=1 << 40, max_faces=1 << 10)
+    return Limits(max_passes=1 << 20, max_network_pixels=1 << 40, max_detection_pixels=1 << 40,
+                  max_faces=1 << 10, timeout_s=3600.0)
 
 
 async def run_task_once(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,

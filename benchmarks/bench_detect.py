@@ -65,7 +65,7 @@ class _ReplayRunner:
     def __init__(self) -> None:
         self.outputs: list[dict[str, np.ndarray]] = []
 
-    async def run(self, meta, passes, timings=None):  # noqa: ANN001, ANN201
+    async def run(self, meta, passes, timings=None, deadline=None):  # noqa: ANN001, ANN201
         if len(passes) != len(self.outputs):
             raise RuntimeError(f"{len(passes)} passes planned, {len(self.outputs)} recorded")
         return [dict(o) for o in self.outputs]

@@ -43,6 +43,15 @@ class Settings(BaseSettings):
         64_000_000, ge=1, description="Most network-input pixels (summed over all passes) one "
         "request may plan (422); bounds the memory of large scale/flip/max_size combinations.",
     )
+    max_detection_pixels: int = Field(
+        8_000_000, ge=1, description="Most network-input pixels of one detection request (422): "
+        "a detection pixel costs far more than a segmentation one; the official single pass is "
+        "~1.07 M (800x1344), two scales + flip ~5.5 M.",
+    )
+    release_memory_pixels: int = Field(
+        2_000_000, ge=0, description="After a request of at least this many network pixels "
+        "(or image pixels), freed memory is handed back to the system (malloc_trim); 0: never.",
+    )
     max_passes: int = Field(
         256, ge=1, description="Most network passes (scales x windows x flips) one request may plan."
     )
@@ -54,7 +63,9 @@ class Settings(BaseSettings):
         "pass runs alone): big passes gain nothing from batching and multiply the memory.")
     max_concurrency: int = Field(2, ge=1, description="Requests running inference at once.")
     max_queue: int = Field(16, ge=0, description="Requests waiting for a slot before 429.")
-    request_timeout_s: float = Field(120.0, gt=0, description="Per-request inference deadline (504).")
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Deadline of a request's work after decoding: planning, queue, "
+        "inference, merge and encoding (504; work not yet started is dropped).")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 429/503.")
 
     # ONNX Runtime (embedded backend). 0 lets ORT choose.
@@ -65,7 +76,10 @@ class Settings(BaseSettings):
         "dedicated cores; slower pre/post-processing when cores are shared)."
     )
     ort_cpu_arena: bool = Field(
-        True, description="ONNX Runtime's CPU memory arena (off: every tensor from malloc).")
+        False, description="ONNX Runtime's CPU memory arena. Off (every tensor from malloc) the "
+        "memory of a large request returns to the system afterwards; on, the arena keeps its "
+        "high-water mark (measured 0.47 vs 0.17 GB after a 2048x1024 6-scale request, with the "
+        "shrinkage below) and a 1024x2048 pass runs ~3% faster.")
     ort_shrink_arena: bool = Field(
         True, description="Hand the arena's unused chunks back after each run, so memory returns "
         "to its resting level after a large request.")

@@ -174,6 +174,50 @@ async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, met
     return await run_task(task, image, meta, resolved, runner, lim, media=media)
 
 
+@contextmanager
+def gateway_process(settings: dict[str, Any], *, startup_timeout: float = 120.0
+                    ) -> Iterator[tuple[str, int]]:
+    """``python -m service`` as its own process with ``settings`` as ``HRNET_*`` variables;
+    yields ``(base URL, pid)`` once ``/readyz`` answers 200 (for what a thread cannot show: the
+    process's own memory)."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ, **{f"HRNET_{k.upper()}": str(v) for k, v in settings.items()})
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning"], env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway process on port {port} did not become ready")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def process_memory_mb(pid: int) -> tuple[float, float]:
+    """``(VmRSS, VmHWM)`` of a process in MiB (its resident memory now and at its peak)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
 # (section boundary: keep the blank lines above and below, two people edit the two sections)
 
 

@@ -112,12 +112,16 @@ class InferenceRunner:
         passes: Sequence[Pass],
         *,
         timings: Timings | None = None,
+        deadline: float | None = None,
     ) -> list[dict[str, np.ndarray]]:
         """Run ``passes`` (input name -> array, or one array for the first input; *without* the
         batch dim) through model ``meta``.
 
         Returns one dict of outputs per pass (batch dim removed), in the order of ``passes``.
-        Raises :class:`Overloaded` when the queue is full and :class:`Timeout` past the deadline.
+        Raises :class:`Overloaded` when the queue is full and :class:`Timeout` past the deadline
+        (``deadline`` in the event loop's clock; default ``request_timeout_s`` from now): waiting
+        or running, the request leaves at once, its slot is freed and its remaining batches
+        never start.
         """
         # Admission is decided synchronously (no await between the check and the reservation),
         # so concurrent requests cannot all slip past a full queue.
@@ -129,12 +133,13 @@ class InferenceRunner:
         self._gauge()
         t0 = time.perf_counter()
         queued = [True]  # cleared by _admitted once it holds a slot
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.settings.request_timeout_s
         try:
-            return await asyncio.wait_for(
-                self._admitted(meta, passes, timings, t0, queued),
-                self.settings.request_timeout_s,
-            )
-        except asyncio.TimeoutError:
+            async with asyncio.timeout_at(deadline):
+                return await self._admitted(meta, passes, timings, t0, queued)
+        except TimeoutError:
             raise Timeout(
                 f"inference did not finish within {self.settings.request_timeout_s:g} s"
             ) from None

@@ -26,7 +26,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from service.contract import ModelMetadata, Task
-from service.errors import Unprocessable
+from service.errors import Timeout, Unprocessable
+from service.runtime import memory
 from service.runtime.runner import InferenceRunner, Pass
 from service.settings import Settings
 from service.tasks.schemas import TaskResult
@@ -37,28 +38,41 @@ JSON = "application/json"
 
 @dataclass(frozen=True)
 class Limits:
-    """The per-request limits every task is held to (from the one settings object)."""
+    """The per-request limits every task is held to (from the one settings object).
+
+    Network pixels cost differently per network: a detection pixel runs a backbone, a feature
+    pyramid and two heads, so detection has its own, smaller budget (``max_detection_pixels``).
+    ``timeout_s`` bounds the whole request after decoding (plan, passes, queue, inference, merge,
+    encoding): past it the answer is 504 and no further work of the request starts.
+    """
 
     max_passes: int
     max_network_pixels: int
+    max_detection_pixels: int
     max_faces: int
+    timeout_s: float
+    release_memory_pixels: int = 0  # after a request of at least this many network pixels
 
     @classmethod
     def of(cls, settings: Settings) -> "Limits":
         """The limits configured in ``settings``."""
         return cls(max_passes=settings.max_passes, max_network_pixels=settings.max_network_pixels,
-                   max_faces=settings.max_faces)
+                   max_detection_pixels=settings.max_detection_pixels,
+                   max_faces=settings.max_faces, timeout_s=settings.request_timeout_s,
+                   release_memory_pixels=settings.release_memory_pixels)
 
-    def check(self, plan: "Plan") -> None:
-        """422 ``too_many_passes`` / ``too_many_pixels`` when ``plan`` is over a limit."""
+    def check(self, plan: "Plan", budget: str = "max_network_pixels") -> None:
+        """422 ``too_many_passes`` / ``too_many_pixels`` when ``plan`` is over a limit
+        (``budget`` names the pixel limit of the plan's task)."""
         if plan.n_passes > self.max_passes:
             raise Unprocessable(
                 f"the request needs {plan.n_passes} network passes; the limit is "
                 f"{self.max_passes} ({plan.reduce_hint})", code="too_many_passes")
-        if plan.n_pixels > self.max_network_pixels:
+        limit = getattr(self, budget)
+        if plan.n_pixels > limit:
             raise Unprocessable(
                 f"the request's passes need {plan.n_pixels} network-input pixels; the limit is "
-                f"{self.max_network_pixels} ({plan.reduce_hint})", code="too_many_pixels")
+                f"{limit} ({plan.reduce_hint})", code="too_many_pixels")
 
 
 class Plan(Protocol):
@@ -114,6 +128,8 @@ class TaskDef(Generic[Resolved, PlanT, Merged]):
     plan: Callable[[Resolved, Any, tuple[int, int]], PlanT]
     merge: Callable[[PlanT, list[dict[str, np.ndarray]]], Merged]
     respond: Callable[[np.ndarray, Any, Resolved, PlanT, Merged, str], Answer]
+    pixel_budget: str = "max_network_pixels"
+    """The :class:`Limits` field bounding this task's network pixels."""
 
 
 async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
@@ -123,19 +139,35 @@ async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelM
 
     CPU work runs in worker threads (the event loop stays free); stages are timed as
     ``preprocess``, ``queue``/``inference`` (by the runner), ``postprocess`` and ``encode``.
+    The whole run has ``limits.timeout_s``: past it :class:`~service.errors.Timeout` (504) is
+    raised at once, the inference in flight is stopped and nothing further starts (a CPU step
+    already running in a thread finishes there, its result unused).
     """
     timings = timings if timings is not None else Timings()
     plan = task.plan(resolved, meta, (int(image.shape[0]), int(image.shape[1])))
-    limits.check(plan)
-    with timings.stage("preprocess"):
-        passes: Sequence[Pass] = await asyncio.to_thread(plan.passes, image)
-    outputs = await runner.run(meta, passes, timings=timings)
-    del passes  # the inputs of a large request are not kept during the merge
-    with timings.stage("postprocess"):
-        merged = await asyncio.to_thread(task.merge, plan, outputs)
-    del outputs
-    with timings.stage("encode"):
-        answer = await asyncio.to_thread(task.respond, image, meta, resolved, plan, merged, media)
+    limits.check(plan, task.pixel_budget)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.timeout_s
+    try:
+        async with asyncio.timeout_at(deadline):
+            with timings.stage("preprocess"):
+                passes: Sequence[Pass] = await asyncio.to_thread(plan.passes, image)
+            outputs = await runner.run(meta, passes, timings=timings, deadline=deadline)
+            del passes  # the inputs of a large request are not kept during the merge
+            with timings.stage("postprocess"):
+                merged = await asyncio.to_thread(task.merge, plan, outputs)
+            del outputs
+            with timings.stage("encode"):
+                answer = await asyncio.to_thread(task.respond, image, meta, resolved, plan,
+                                                 merged, media)
+    except TimeoutError:
+        raise Timeout(f"the request did not finish within {limits.timeout_s:g} s") from None
+    finally:
+        # Large images weigh as much as many network pixels (decoded, as floats, merged maps).
+        work = max(plan.n_pixels, int(image.shape[0]) * int(image.shape[1]))
+        if limits.release_memory_pixels and work >= limits.release_memory_pixels:
+            # Off the request's path: the answer does not wait for the trim (~25 ms).
+            loop.run_in_executor(None, memory.release)
     if isinstance(answer, TaskResult):
         answer.timings_ms = timings.as_ms()
     return answer

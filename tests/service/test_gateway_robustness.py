@@ -98,7 +98,7 @@ def test_same_name_metadata_change_is_followed(client):
 
 
 class _EchoRunner:
-    async def run(self, meta, passes, *, timings=None):  # type: ignore[no-untyped-def]
+    async def run(self, meta, passes, *, timings=None, deadline=None):  # type: ignore[no-untyped-def]
         boxes = np.array([[4, 4, 30, 20], [5, 4, 31, 21]], np.float32)
         return [{"boxes": boxes, "scores": np.array([0.9, 0.8], np.float32),
                  "labels": np.array([1, 1], np.int64)} for _ in passes]

@@ -48,7 +48,7 @@ class BrightnessRunner:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    async def run(self, meta, passes, *, timings=None):
+    async def run(self, meta, passes, *, timings=None, deadline=None):
         self.calls.append(len(passes))
         out = []
         for inputs in passes:

@@ -38,5 +38,5 @@ def test_detection_over_budget_is_422_before_inference() -> None:
     with pytest.raises(Unprocessable) as err:
         asyncio.run(run_task_directly(detection.TASK, image, detector_metadata(), _NoRunner(),
                                       DetectOptions(flip=True),
-                                      limits=limits(max_network_pixels=2 * 64 * 128 - 1)))
+                                      limits=limits(max_detection_pixels=2 * 64 * 128 - 1)))
     assert err.value.status_code == 422 and "network-input pixels" in err.value.message

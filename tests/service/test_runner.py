@@ -81,3 +81,35 @@ def test_deadline_raises_timeout_and_frees_slot():
         assert runner.waiting == 0 and runner.running == 0
 
     asyncio.run(main())
+
+
+def test_batches_are_bounded_by_network_pixels():
+    """Large passes run alone, small ones share a batch up to max_batch."""
+    be = FakeBackend()
+    runner = InferenceRunner(be, Settings(max_batch=8, max_batch_pixels=64 * 64))
+    big = [np.zeros((3, 64, 64), np.float32)] * 3  # one per batch
+    small = [np.zeros((3, 16, 16), np.float32)] * 20  # 16 fit the pixel budget, 8 the batch
+    asyncio.run(runner.run(_meta(8), big + small))
+    assert sorted(c[0] for c in be.calls) == [1, 1, 1, 4, 8, 8]
+
+
+def test_deadline_drops_the_batches_not_yet_started():
+    """Past the deadline the request leaves at once: the batch in flight is abandoned and none of
+    the remaining batches is sent to the backend."""
+    be = FakeBackend(delay=0.3)
+    runner = InferenceRunner(be, Settings(max_batch=1, request_timeout_s=10))
+    passes = [np.zeros((3, 4, 4), np.float32)] * 10
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(Timeout):
+            await runner.run(_meta(1), passes, deadline=t0 + 0.45)
+        took = loop.time() - t0
+        await asyncio.sleep(0.7)  # time for more batches, were any still scheduled
+        return took
+
+    took = asyncio.run(main())
+    assert took < 0.6, f"504 after {took:.2f} s for a 0.45 s deadline"
+    assert len(be.calls) == 2  # the first finished, the second was in flight; 8 never started
+    assert runner.running == 0 and runner.waiting == 0

@@ -80,7 +80,6 @@ class EmbeddedBackend:
         threads = settings.executor_threads or settings.max_concurrency
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ort")
         self._started = False
-        self._run_options = run_options(settings)
 
     def _providers(self) -> list[str]:
         import onnxruntime as ort
@@ -137,8 +136,13 @@ class EmbeddedBackend:
                 raise Unavailable("backend not started", retry_after=1)
             raise ModelNotFound(f"model '{model}' is not served")
         loop = asyncio.get_running_loop()
+        options = run_options(self.settings)
         try:
-            return await loop.run_in_executor(self._pool, _run, session, inputs, self._run_options)
+            return await loop.run_in_executor(self._pool, _run, session, inputs, options)
+        except asyncio.CancelledError:
+            # The request left (deadline, client gone): stop the run instead of finishing it.
+            options.terminate = True
+            raise
         except RuntimeError as exc:
             if "shutdown" in str(exc):
                 raise Unavailable("backend is shutting down", retry_after=1) from exc

@@ -14,4 +14,5 @@ TASK = TaskDef(
     name="detection", options=DetectOptions, json_request=DetectRequest,
     response=DetectResponse, extras=(), media_types=(JSON,),
     resolve=plan.resolve, plan=plan.plan, merge=merge.merge, respond=respond.respond,
+    pixel_budget="max_detection_pixels",
 )
