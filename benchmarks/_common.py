@@ -30,17 +30,35 @@ from service.tasks.common import Limits, TaskDef, run_task  # noqa: E402
 from service.timings import Timings  # noqa: E402
 
 
+class Gateway(str):
+    """The base URL of a gateway process, with its ``pid`` (for its memory)."""
+
+    pid: int
+
+    def memory_mb(self) -> tuple[float, float]:
+        """``(VmRSS, VmHWM)`` of the gateway process, MiB: resident now and at its peak."""
+        return process_memory_mb(self.pid)
+
+
+def process_memory_mb(pid: int) -> tuple[float, float]:
+    """``(VmRSS, VmHWM)`` of process ``pid`` in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
 @contextmanager
-def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0) -> Iterator[str]:
+def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0) -> Iterator[Gateway]:
     """``python -m service`` in its own process (so client and server do not share a GIL), with
-    ``settings`` as ``HRNET_*`` variables; yields its base URL once ``/readyz`` answers 200."""
+    ``settings`` as ``HRNET_*`` variables; yields its base URL (a :class:`Gateway`) once
+    ``/readyz`` answers 200."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, **{f"HRNET_{k.upper()}": str(v) for k, v in settings.items()})
     proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port",
                              str(port), "--log-level", "warning"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    url = Gateway(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
@@ -99,22 +117,41 @@ def bare_session(onnx_path: Path, settings: Settings):  # -> onnxruntime.Inferen
                                 providers=["CPUExecutionProvider"])
 
 
-def run_batched(session, passes: list, max_batch: int) -> list[dict[str, np.ndarray]]:
-    """Outputs of every pass (batch dim removed), in order, batched by shape like the runner.
-
-    A pass is one array (fed to the first input) or a dict of named arrays.
-    """
-    first = session.get_inputs()[0].name
-    feeds = [p if isinstance(p, dict) else {first: p} for p in passes]
-    names = [o.name for o in session.get_outputs()]
+def batch_groups(signatures: list[tuple], settings: Settings, model_max: int) -> list[list[int]]:
+    """The batches the gateway's runner makes of passes with these input signatures: equal
+    signatures together, at most ``max_batch`` (and the model's) passes and ``max_batch_pixels``
+    network pixels per batch (``service/runtime/runner.py``)."""
     groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, f in enumerate(feeds):
-        groups[tuple(sorted((k, v.shape) for k, v in f.items()))].append(i)
+    for i, sig in enumerate(signatures):
+        groups[sig].append(i)
+    out = []
+    for sig, idx in groups.items():
+        limit = max(1, min(model_max if model_max > 0 else 1, settings.max_batch))
+        pixels = max((shape[-1] * shape[-2] for _, shape, _ in sig if len(shape) >= 2), default=0)
+        if pixels:
+            limit = min(limit, max(1, settings.max_batch_pixels // pixels))
+        out += [idx[s: s + limit] for s in range(0, len(idx), limit)]
+    return out
+
+
+def materialise(passes: Any) -> list[dict[str, np.ndarray]]:
+    """Every pass of a plan as named arrays (contiguous copies: what the runner stacks)."""
+    return [{k: np.ascontiguousarray(v) for k, v in passes[i].items()} for i in range(len(passes))]
+
+
+def run_batched(session, feeds: list[dict[str, np.ndarray]], settings: Settings,
+                model_max: int) -> list[dict[str, np.ndarray]]:
+    """``session.run`` over ``feeds`` batched exactly as the runner does; outputs per pass."""
+    names = [o.name for o in session.get_outputs()]
+    sigs = [tuple(sorted((k, v.shape, v.dtype.str) for k, v in f.items())) for f in feeds]
     out: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
-    for idx in groups.values():
-        for s in range(0, len(idx), max_batch):
-            chunk = idx[s: s + max_batch]
-            res = session.run(names, {k: np.stack([feeds[i][k] for i in chunk]) for k in feeds[chunk[0]]})
-            for j, i in enumerate(chunk):
-                out[i] = {n: r[j] for n, r in zip(names, res)}
+    for chunk in batch_groups(sigs, settings, model_max):
+        res = session.run(names, {k: np.stack([feeds[i][k] for i in chunk]) for k in feeds[chunk[0]]})
+        for j, i in enumerate(chunk):
+            out[i] = {n: r[j] for n, r in zip(names, res)}
     return out  # type: ignore[return-value]
+
+
+def idle_cpu_note() -> str:
+    """The 1-minute load average, to print beside the figures of a shared machine."""
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"

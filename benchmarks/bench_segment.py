@@ -1,44 +1,57 @@
-"""/segment: HTTP end-to-end vs bare ONNX Runtime on the same passes, and the merge, new vs old.
+"""/segment: the gateway over HTTP vs bare ONNX Runtime on the same passes, its memory vs the
+official code, its throughput at concurrency 4, the encode cost of each answer format, and the
+merge (new vs the frozen pre-rewrite one).
 
-    .venv/bin/python benchmarks/bench_segment.py [--repo DIR [--model NAME]] [--size 1024x512]
-        [--multi-scales 0.5,0.75,1,1.25,1.5,1.75] [--repeat 3] [--threads 2] [--no-http]
+    .venv/bin/python benchmarks/bench_segment.py [--repo DIR --model NAME] [--repeat 3]
+        [--threads 2] [--skip latency,formats,memory,throughput,merge]
 
-Without --repo it exports a random-init hrnetv2_w18_small_v1 Cityscapes model (base size 1024,
-crop 512x1024, like ``python -m model_export demo --tasks segmentation``) into a temp directory;
-with --repo and no --model it takes the repository's first segmentation model.
+Without --repo it exports (once, cached in $TMPDIR/hrnet_bench_official) a random-init
+hrnetv2_w18_small_v1 with the *official* Cityscapes protocol: base size 2048, crop 1024x2048,
+so a 2048x1024 image at the 6 official scales + flip runs 30 passes (6 whole, 24 windows).
+The gateway runs as its own process (``python -m service``, embedded ONNX Runtime with
+--threads intra-op threads); "bare" is ``session.run`` with the gateway's own session options
+over the very passes the gateway runs, batched as its runner batches them. Rounds interleave the
+variants so that load changes on a shared machine hit them alike; round 0 is a warm-up;
+figures are medians.
 
-For each case (scales [1] without flip; the multi-scale set with flip), measured side by side in
-one run, medians of --repeat:
-
-* bare ORT: ``session.run`` over the very passes the gateway runs, batched like its runner;
-* merge new / old: ``service.tasks.segmentation.merge.merge_segmentation`` and the frozen merge
-  (``_legacy_merge.py``) on the logits of those passes, with their label agreement;
-* HTTP: a multipart ``POST /segment`` to a gateway process (``python -m service``), with its
-  stage timings.
-
-Ratios printed: HTTP/bare (the gateway's whole overhead: decode, resize, merge, encode, HTTP) and
-merge new/old. Timings are wall-clock; run it on an otherwise idle machine.
+* latency: HTTP end-to-end / bare and the server's own inference stage / bare, per case
+  (2048x1024 single pass; 2048x1024 official 6 scales + flip; 600x400 6 scales + flip);
+* formats: the server's encode stage / its inference for each answer: JSON (label map PNG in
+  base64), image/png, application/octet-stream, application/x-npy (2048x1024 single pass);
+* memory: a fresh gateway process's RSS at rest, its peak and its RSS after the 2048x1024
+  6 scales + flip request, against the official procedure in PyTorch (``_official_segment.py``,
+  its own process) on the same image and weights, with their label agreement and times;
+* throughput: requests/s of 4 concurrent clients (small network inputs: scale 0.25, one pass
+  each) against bare ORT running the same passes from 2 threads (the gateway's default slots);
+* merge: the merge alone on the 2048x1024 6-scale logits, new / old, with label agreement.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import numpy as np
 
 # Run as a script from anywhere: _common puts the repository root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bare_session, first_model, gateway, photo, run_batched  # noqa: E402
+from _common import (  # noqa: E402
+    bare_session, first_model, gateway, idle_cpu_note, materialise, photo, run_batched,
+)
+
+MULTI = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+FORMATS = {"json": "application/json", "png": "image/png", "raw": "application/octet-stream",
+           "npy": "application/x-npy"}
 
 
 def _export(repo: Path, threads: int) -> str:
@@ -49,113 +62,230 @@ def _export(repo: Path, threads: int) -> str:
     from model_export.repository import TritonOptions
 
     torch.set_num_threads(threads)
-    name = "bench_cityscapes"
+    name = "bench_cityscapes_official"
     if not (repo / name / "1" / "model.onnx").is_file():
         export_model(ExportRequest(
             task="segmentation", arch="hrnetv2_w18_small_v1", dataset="cityscapes", name=name,
             repo=repo, random_init=True,
-            options=SegmentationExport(base_size=1024, crop_size=(512, 1024), max_batch_size=4,
-                                       parity_sizes=[(128, 256)], parity_batches=(1,)),
+            options=SegmentationExport(max_batch_size=4, parity_sizes=[(128, 256)],
+                                       parity_batches=(1,)),
             triton=TritonOptions(instance_kind="cpu", warmup="none"),
         ), log=lambda _m: None)
     return name
 
 
-def _bench_case(rgb: np.ndarray, meta, scales: list[float], flip: bool, session, max_batch: int,
-                repeat: int, post: Callable[[], dict] | None) -> dict:
-    """Rounds of: HTTP request (``post``), bare ORT over the same passes, old merge, new merge.
+def _median(values: list[float]) -> float:
+    return statistics.median(values[1:] if len(values) > 1 else values)
 
-    Interleaved, so load changes on a shared machine hit all alike; round 0 is a warm-up.
-    """
+
+def _post(client: httpx.Client, url: str, png: bytes, options: dict, accept: str = FORMATS["json"]
+          ) -> httpx.Response:
+    resp = client.post(f"{url}/segment", files={"file": ("img.png", png, "image/png")},
+                       data={"options": json.dumps(options)}, headers={"Accept": accept})
+    resp.raise_for_status()
+    return resp
+
+
+def _timings(resp: httpx.Response) -> dict[str, float]:
+    """The server's stage times (ms) from its ``Server-Timing`` header."""
+    out = {}
+    for part in resp.headers["server-timing"].split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        out[name] = float(dur)
+    return out
+
+
+def _feeds(meta, rgb: np.ndarray, scales: list[float], flip: bool) -> list[dict[str, np.ndarray]]:
+    from service.tasks.segmentation.plan import plan_segmentation
+
+    return materialise(plan_segmentation(rgb.shape[:2], meta, scales=scales, flip=flip).passes(rgb))
+
+
+def latency(client, url, meta, name, session, settings, repeat) -> list[str]:
+    lines = []
+    cases = [("2048x1024 single pass", (2048, 1024), [1.0], False),
+             ("2048x1024 official 6 scales + flip", (2048, 1024), MULTI, True),
+             ("600x400 6 scales + flip", (600, 400), MULTI, True)]
+    for label, (w, h), scales, flip in cases:
+        rgb, png = photo("coffee", w, h)
+        feeds = _feeds(meta, rgb, scales, flip)
+        options = {"model": name, "scales": scales, "flip": flip}
+        t: dict[str, list[float]] = defaultdict(list)
+        stages: list[dict[str, float]] = []
+        for _ in range(repeat + 1):
+            t0 = time.perf_counter()
+            stages.append(_timings(_post(client, url, png, options)))
+            t["http"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            run_batched(session, feeds, settings, meta.max_batch_size)
+            t["bare"].append(time.perf_counter() - t0)
+        http, bare = _median(t["http"]), _median(t["bare"])
+        inference = _median([s["inference"] / 1000 for s in stages])
+        med = {k: round(_median([s.get(k, 0.0) for s in stages]), 1) for k in stages[0]}
+        lines.append(f"{label}: {len(feeds)} passes; bare ORT {bare * 1000:.0f} ms; HTTP "
+                     f"{http * 1000:.0f} ms; ratio HTTP/bare {http / bare:.3f}; server "
+                     f"inference/bare {inference / bare:.3f}; server stages (ms) {med}")
+    return lines
+
+
+def formats(client, url, name, repeat) -> list[str]:
+    rgb, png = photo("coffee", 2048, 1024)
+    options = {"model": name, "scales": [1.0]}
+    rows = []
+    got: dict[str, list[dict]] = defaultdict(list)
+    size: dict[str, int] = {}
+    for _ in range(repeat + 1):
+        for fmt, accept in FORMATS.items():
+            resp = _post(client, url, png, options, accept)
+            got[fmt].append(_timings(resp))
+            size[fmt] = len(resp.content)
+    for fmt in FORMATS:
+        enc = _median([s["encode"] for s in got[fmt]])
+        inf = _median([s["inference"] for s in got[fmt]])
+        rows.append(f"  {fmt:<5} encode {enc:6.1f} ms, encode/inference {enc / inf:.3f}, "
+                    f"answer {size[fmt] / 1024:.0f} KiB")
+    return ["answer formats, 2048x1024 single pass:"] + rows
+
+
+def memory(repo: Path, name: str, server: dict, threads: int) -> list[str]:
+    from PIL import Image
+
+    rgb, png = photo("coffee", 2048, 1024)
+    with gateway(server) as url, httpx.Client(timeout=3600) as client:
+        _post(client, url, png, {"model": name, "scales": [0.5]})
+        _post(client, url, photo("coffee", 600, 400)[1], {"model": name, "scales": MULTI, "flip": True})
+        time.sleep(1.0)
+        rest, _ = url.memory_mb()
+        t0 = time.perf_counter()
+        resp = _post(client, url, png, {"model": name, "scales": MULTI, "flip": True}, FORMATS["png"])
+        took = time.perf_counter() - t0
+        mid, peak = url.memory_mb()
+        time.sleep(1.0)
+        after, _ = url.memory_mb()
+        ours = np.asarray(Image.open(__import__("io").BytesIO(resp.content)))
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "img.png"
+        image.write_bytes(png)
+        labels = Path(tmp) / "labels.npy"
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("_official_segment.py")), "--repo",
+             str(repo), "--model", name, "--image", str(image), "--scales",
+             ",".join(map(str, MULTI)), "--flip", "--threads", str(threads), "--labels",
+             str(labels)], capture_output=True, text=True, check=True)
+        official = json.loads(out.stdout.strip().splitlines()[-1])
+        agree = float((np.load(labels) == ours).mean())
+    return [
+        "memory, 2048x1024 official 6 scales + flip (30 passes):",
+        f"  gateway: RSS at rest {rest:.0f} MiB, peak {peak:.0f} MiB, after {after:.0f} MiB "
+        f"({(after / rest - 1) * 100:+.1f}% of rest); request {took:.1f} s",
+        f"  official PyTorch code: RSS at rest {official['rest_mb']:.0f} MiB, peak "
+        f"{official['peak_mb']:.0f} MiB; {official['seconds']:.1f} s",
+        f"  ratio peak gateway/official {peak / official['peak_mb']:.2f}; time gateway/official "
+        f"{took / official['seconds']:.2f}; labels agree {agree * 100:.4f}%",
+    ]
+
+
+def throughput(client, url, meta, name, session, settings, requests: int) -> list[str]:
+    rgb, png = photo("coffee", 600, 400)
+    options = {"model": name, "scales": [0.25]}
+    feeds = _feeds(meta, rgb, [0.25], False)
+    _post(client, url, png, options)  # warm-up
+    lock = threading.Lock()
+    done = [0]
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=3600) as c:
+            while True:
+                with lock:
+                    if done[0] >= requests:
+                        return
+                    done[0] += 1
+                _post(c, url, png, options)
+
+    rows = []
+    for round_ in range(2):
+        done[0] = 0
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(client_loop) for _ in range(4)]:
+                f.result()
+        gw = requests / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(settings.max_concurrency) as pool:
+            list(pool.map(lambda _: run_batched(session, feeds, settings, meta.max_batch_size),
+                          range(requests)))
+        bare = requests / (time.perf_counter() - t0)
+        if round_:
+            rows.append(f"throughput, {requests} requests of a 600x400 image at scale 0.25 "
+                        f"({feeds[0]['image'].shape[2]}x{feeds[0]['image'].shape[1]} network input): "
+                        f"gateway at concurrency 4 {gw:.2f} req/s, bare ORT from "
+                        f"{settings.max_concurrency} threads {bare:.2f} req/s, ratio {gw / bare:.3f}")
+    return rows
+
+
+def merge(meta, session, settings, repeat) -> list[str]:
     from _legacy_merge import legacy_merge_segmentation
 
     from service.tasks.segmentation.merge import merge_segmentation
     from service.tasks.segmentation.plan import plan_segmentation
 
-    plan = plan_segmentation(rgb.shape[:2], meta, scales=scales, flip=flip)
-    passes = plan.passes(rgb)
-    t = defaultdict(list)
-    stages: list[dict] = []
-    logits: list[np.ndarray] = []
-    for i in range(repeat + 1):
-        if post is not None:
-            t0 = time.perf_counter()
-            timings = post()
-            t["e2e"].append(time.perf_counter() - t0)
-            stages.append(timings)
-        t0 = time.perf_counter()
-        logits = [r["logits"] for r in run_batched(session, passes, max_batch)]
-        t["bare"].append(time.perf_counter() - t0)
+    rgb, _ = photo("coffee", 2048, 1024)
+    plan = plan_segmentation(rgb.shape[:2], meta, scales=MULTI, flip=True)
+    logits = [r["logits"] for r in run_batched(session, materialise(plan.passes(rgb)), settings,
+                                               meta.max_batch_size)]
+    t: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeat + 1):
         t0 = time.perf_counter()
         old = legacy_merge_segmentation(plan, logits)
-        t["merge_old"].append(time.perf_counter() - t0)
+        t["old"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         new = merge_segmentation(plan, logits)
-        t["merge_new"].append(time.perf_counter() - t0)
-    out = {k: statistics.median(v[1:]) for k, v in t.items()}
-    out["passes"] = len(passes)
-    out["agree"] = float((new.labels == old.labels).mean())
-    if stages:
-        out["stages"] = {k: round(statistics.median(float(s.get(k, 0.0)) for s in stages[1:]), 1)
-                         for k in stages[0]}
-    return out
+        t["new"].append(time.perf_counter() - t0)
+    agree = float((new.labels == old.labels).mean())
+    return [f"merge alone, 2048x1024 6 scales + flip: new {_median(t['new']) * 1000:.0f} ms, old "
+            f"{_median(t['old']) * 1000:.0f} ms, ratio new/old {_median(t['new']) / _median(t['old']):.2f}"
+            f" (labels agree {agree * 100:.4f}%)"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path)
     ap.add_argument("--model")
-    ap.add_argument("--size", default="1024x512", help="image WxH")
-    ap.add_argument("--multi-scales", default="0.5,0.75,1,1.25,1.5,1.75")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (server and bare)")
-    ap.add_argument("--no-http", action="store_true", help="only bare ORT and the merges")
+    ap.add_argument("--requests", type=int, default=24, help="requests of the throughput case")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip")
     args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
 
     from service.contract import ModelMetadata
     from service.settings import Settings
 
-    repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_repo"
+    repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_official"
     repo.mkdir(parents=True, exist_ok=True)
     name = args.model or (args.repo and first_model(repo, "segmentation")) or _export(repo, args.threads)
     meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    rgb, png = photo("coffee", w, h)
     server = dict(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
-                  max_passes=1024, max_network_pixels=1 << 40, request_timeout_s=3600)
+                  max_network_pixels=1 << 40, request_timeout_s=3600)
     settings = Settings(**server)
-    max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
-
     session = bare_session(repo / name / "1" / "model.onnx", settings)
-    multi = [float(s) for s in args.multi_scales.split(",")]
-    configs = [("scales [1]", [1.0], False), (f"scales {multi} + flip", multi, True)]
-    rows = []
-    with contextlib.ExitStack() as stack, httpx.Client(timeout=3600) as client:
-        base = None if args.no_http else stack.enter_context(gateway(server))
-        for label, scales, flip in configs:
-            post = None
-            if base is not None:
-                form = {"options": json.dumps({"model": name, "scales": scales, "flip": flip})}
-                files = {"file": ("img.png", png, "image/png")}
-
-                def post(form=form, files=files) -> dict:
-                    resp = client.post(f"{base}/segment", files=files, data=form)
-                    resp.raise_for_status()
-                    return resp.json()["timings_ms"]
-
-            rows.append((label, _bench_case(rgb, meta, scales, flip, session, max_batch,
-                                            args.repeat, post)))
-
-    print(f"image {w}x{h}, model {name} ({meta.arch}, base {meta.segmentation.base_size}, crop "
-          f"{tuple(meta.segmentation.crop_size)}), ORT threads {args.threads}, median of {args.repeat}")
-    for label, r in rows:
-        line = (f"{label}: {r['passes']} passes; bare ORT {r['bare'] * 1000:.0f} ms; merge new "
-                f"{r['merge_new'] * 1000:.0f} ms vs old {r['merge_old'] * 1000:.0f} ms, ratio new/old "
-                f"{r['merge_new'] / r['merge_old']:.2f} (labels agree {r['agree'] * 100:.4f}%)")
-        if "e2e" in r:
-            line += (f"; HTTP end-to-end {r['e2e'] * 1000:.0f} ms, ratio HTTP/bare "
-                     f"{r['e2e'] / r['bare']:.2f}; server stages (ms) {r['stages']}")
-        print(line)
+    print(f"model {name} ({meta.arch}, base {meta.segmentation.base_size}, crop "
+          f"{tuple(meta.segmentation.crop_size)}), ORT threads {args.threads}, median of "
+          f"{args.repeat} (+1 warm-up); {idle_cpu_note()}")
+    lines: list[str] = []
+    with gateway(server) as url, httpx.Client(timeout=3600) as client:
+        if "latency" not in skip:
+            lines += latency(client, url, meta, name, session, settings, args.repeat)
+        if "formats" not in skip:
+            lines += formats(client, url, name, args.repeat)
+        if "throughput" not in skip:
+            lines += throughput(client, url, meta, name, session, settings, args.requests)
+    if "memory" not in skip:
+        lines += memory(repo, name, server, args.threads)
+    if "merge" not in skip:
+        lines += merge(meta, session, settings, args.repeat)
+    print("\n".join(lines))
+    print(idle_cpu_note())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The one request path of every task endpoint, and the route that serves it.
 
 negotiate (``Accept``) -> read the request (image bytes, options, extras) -> pick the model ->
-resolve the options against it -> decode the image -> run the task -> headers. Each endpoint
+resolve the options against it -> decode the image -> run the task -> headers (model, random
+weights, image size, ``Server-Timing``). Each endpoint
 module (``routers/segment.py`` ...) only names its task, path and documentation.
 """
 
@@ -46,6 +47,8 @@ async def serve_task(request: Request, ctx: TaskContext, task: TaskDef[Any, Any,
     answer = await run_task(task, image, meta, resolved, ctx.runner, ctx.limits,
                             timings=ctx.timings, media=media)
     headers = result_headers(meta, image)
+    # The stage times as the standard Server-Timing header (the JSON answers repeat them).
+    headers["Server-Timing"] = ", ".join(f"{k};dur={v}" for k, v in ctx.timings.as_ms().items())
     if isinstance(answer, Binary):
         return Response(answer.data, media_type=answer.media_type,
                         headers={**headers, **answer.headers})

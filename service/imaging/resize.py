@@ -188,8 +188,11 @@ def resample_last(x: np.ndarray, c: AxisCoeffs, out_size: int, align_corners: bo
     keep = len(c.i0)
     if whole_rows and finite and not align_corners and keep * 4 >= out_size * 3:
         rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] < 32767:  # cv2.resize's limit on image height (SHRT_MAX)
-            out = cv2.resize(rows, (out_size, rows.shape[0]), interpolation=cv2.INTER_LINEAR)
+        n = rows.shape[0]
+        if n < 32767:  # cv2.resize's limit on image height (SHRT_MAX)
+            # A one-row image takes another OpenCV path (errors up to 2e-4 measured): two rows.
+            src = np.repeat(rows, 2, axis=0) if n == 1 else rows
+            out = cv2.resize(src, (out_size, src.shape[0]), interpolation=cv2.INTER_LINEAR)[:n]
             return out[:, :keep].reshape(*x.shape[:-1], keep)
     if finite and x.shape[-1] <= GEMM_MAX_SHRINK_COLS * out_size:
         return matmul_last(x, out_size, align_corners, keep=keep)

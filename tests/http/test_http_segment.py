@@ -99,6 +99,8 @@ def test_binary_label_maps_equal_the_png(gateway_url):
     arr = np.load(io.BytesIO(npy.content), allow_pickle=False)
     assert arr.dtype == np.uint8 and np.array_equal(arr, ref)
     assert npy.headers["x-model"] == "seg_pascal"
+    stages = dict(p.strip().split(";dur=") for p in npy.headers["server-timing"].split(","))
+    assert {"decode", "inference", "encode"} <= set(stages) and float(stages["inference"]) > 0
 
 
 def test_form_fields_and_multi_scales(gateway_url):

@@ -168,3 +168,20 @@ def test_row_blocks_and_crops(src, dst, align_corners):
             part = cols[:, lo:hi]  # only the input rows the block reads, at their offset
             for rows in (matmul_rows(part, ch, r0, r1, offset=lo), gather_rows(part, ch, r0, r1, lo)):
                 np.testing.assert_allclose(rows, ref[:, r0:r1, :keep], atol=1e-5)
+
+
+@pytest.mark.parametrize("w_in,w_out", [(512, 2048), (3584, 2048), (300, 451), (451, 300), (5, 7)])
+def test_opencv_whole_row_pass_equals_gathers_for_any_row_count(w_in, w_out):
+    """The merge's OpenCV horizontal pass: the same numbers for one row as for many (OpenCV's
+    one-row path alone differs by up to 2e-4), and the exact gathers' up to float rounding."""
+    from service.imaging.resize import axis_coeffs, gather_last, resample_last
+
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(3, 7, w_in)) * 3).astype(np.float32)
+    c = axis_coeffs(w_in, w_out, False)
+    whole = resample_last(x, c, w_out, False, whole_rows=True)
+    np.testing.assert_allclose(whole, gather_last(x, c), atol=2e-6)
+    for ch in range(3):
+        for r in range(7):
+            one = resample_last(x[ch : ch + 1, r : r + 1], c, w_out, False, whole_rows=True)
+            assert np.array_equal(one[0, 0], whole[ch, r])

@@ -162,9 +162,10 @@ class _Resample:
     def block(self, x: np.ndarray, offset: int, start: int, stop: int) -> np.ndarray:
         """Output rows ``[start, stop)`` from ``x`` holding input rows ``[offset, ...)``.
 
-        The axis that shrinks the data goes first.
+        Rows go first when the map shrinks along H, else columns: decided by the map, not by
+        the block, so every block (of any size) does the same arithmetic.
         """
-        if x.shape[1] > stop - start:
+        if len(self.ch.i0) < int(self.ch.i1.max()) + 1:  # fewer output than input rows
             return self._cols(self._rows(x, offset, start, stop))
         return self._rows(self._cols(x), offset, start, stop)
 
@@ -172,7 +173,9 @@ class _Resample:
         return resample_rows(x, self.ch, start, stop, offset, self.finite)
 
     def _cols(self, x: np.ndarray) -> np.ndarray:
-        return resample_last(x, self.cw, self.out_w, self.align_corners, self.finite)
+        # A block holds whole rows: OpenCV's horizontal pass may do them (row-count independent).
+        return resample_last(x, self.cw, self.out_w, self.align_corners, self.finite,
+                             whole_rows=True)
 
 
 def _source_rows(works: list[_ScaleWork], start: int, stop: int, take_exp: bool) -> np.ndarray:
