@@ -42,7 +42,7 @@ import numpy as np
 
 # Run as a script from anywhere: _common puts the repository root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bare_session, first_model, photo, run_batched  # noqa: E402
+from _common import bare_session, first_model, idle_cpu_note, photo, run_batched  # noqa: E402
 
 
 def _export(repo: Path, threads: int) -> str:
@@ -101,7 +101,7 @@ def _same_detections(a: list[dict], b: list[dict]) -> bool:
         and np.allclose(x["box"], y["box"], atol=1e-2) for x, y in zip(a, b))
 
 
-def _bench_case(png: bytes, meta, options: dict, session, max_batch: int, repeat: int,
+def _bench_case(png: bytes, meta, options: dict, session, settings, repeat: int,
                 posts: dict[str, Callable[[], dict]], loop) -> dict:
     """Rounds of: one HTTP request per merge method, bare ORT, gateway work per merge method."""
     from _common import limits_for_benchmarks
@@ -126,7 +126,7 @@ def _bench_case(png: bytes, meta, options: dict, session, max_batch: int, repeat
             t[f"e2e_{m}"].append(time.perf_counter() - t0)
             stages[m].append(http_json[m]["timings_ms"])
         t0 = time.perf_counter()
-        runner.outputs = run_batched(session, inputs, max_batch)
+        runner.outputs = run_batched(session, inputs, settings, meta.max_batch_size)
         t["bare"].append(time.perf_counter() - t0)
         for m in posts:
             w, work_json[m] = _gateway_work(png, meta, opts[m], runner, loop)
@@ -168,7 +168,6 @@ def main() -> None:
     server = dict(repository=repo, ort_intra_threads=args.threads, ort_inter_threads=1,
                   max_passes=1024, max_network_pixels=1 << 40, request_timeout_s=3600)
     settings = Settings(**server)
-    max_batch = max(1, min(meta.max_batch_size if meta.max_batch_size > 0 else 1, settings.max_batch))
     session = bare_session(repo / name / "1" / "model.onnx", settings)
     tta = [float(s) for s in args.tta_scales.split(",")]
     cases = [("single pass", {"scales": [1.0], "flip": False}, ["nms"]),
@@ -188,7 +187,7 @@ def main() -> None:
                         resp.raise_for_status()
                         return resp.json()
                     posts[m] = post
-                rows.append((label, merges, _bench_case(png, meta, options, session, max_batch,
+                rows.append((label, merges, _bench_case(png, meta, options, session, settings,
                                                         args.repeat, posts, loop)))
     finally:
         loop.close()
@@ -196,7 +195,7 @@ def main() -> None:
     proto = meta.detection
     print(f"photo {args.photo} {w}x{h} PNG, model {name} ({meta.arch}, max_size "
           f"{tuple(proto.max_size) if proto else '?'}), ORT threads {args.threads}, "
-          f"median of {args.repeat}")
+          f"median of {args.repeat}; {idle_cpu_note()}")
     ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
     for label, merges, r in rows:
         print(f"{label}: {r['passes']} passes, inputs {r['inputs']}; bare ORT {ms(r['bare'])}")
@@ -206,7 +205,9 @@ def main() -> None:
                   f"(decode {r[f'decode_{m}'] * 1000:.1f}, preprocess {r[f'preprocess_{m}'] * 1000:.1f}, "
                   f"postprocess {r[f'postprocess_{m}'] * 1000:.1f}, json {r[f'json_{m}'] * 1000:.1f}); "
                   f"{r[f'dets_{m}']} detections, same as replay: {r[f'match_{m}']}")
-            print(f"    server timings_ms {r[f'stages_{m}']}")
+            st = r[f'stages_{m}']
+            print(f"    server timings_ms {st}; server preprocess/inference "
+                  f"{st['preprocess'] / st['inference']:.3f}")
 
 
 if __name__ == "__main__":

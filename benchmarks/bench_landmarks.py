@@ -121,7 +121,7 @@ def main() -> None:
         in_h, in_w = meta.landmarks.input_size
         max_batch = max(1, min(meta.max_batch_size, settings.max_batch))
         repeat = max(3, args.repeat // 2)
-        for n in (1, 4):
+        for n in (1, 4, 8):
             specs = [FaceSpec(box=[150, 40, 270, 190])] * n
             for flip in (False, True):
                 bare_run = _bare(session, n * (2 if flip else 1), (in_h, in_w), max_batch)

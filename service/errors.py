@@ -89,6 +89,10 @@ class BackendError(ServiceError, status=500, code="backend_error"):
     """Inference failed in the backend for another reason (logged)."""
 
 
+class ConfigurationError(ServiceError, status=500, code="configuration_error"):
+    """The gateway cannot start as configured (e.g. a requested execution provider is missing)."""
+
+
 def describe_validation(errors: Iterable[Mapping[str, Any]]) -> str:
     """Pydantic error dicts as ``field.path: message; ...`` (request-part prefixes such as
     ``body``/``query`` dropped: clients know where they put a field)."""

@@ -84,8 +84,16 @@ class Settings(BaseSettings):
         True, description="Hand the arena's unused chunks back after each run, so memory returns "
         "to its resting level after a large request.")
     ort_providers: list[str] | None = Field(
-        None, description="Execution providers in order; default: CUDA if available, then CPU."
+        None, description="Execution providers in order (JSON list), each required to exist; "
+        "default: CUDA when this onnxruntime build has it, then CPU."
     )
+    ort_provider_fallback: bool = Field(
+        False, description="Start anyway when a requested provider is missing (logged, shown in "
+        "/readyz) instead of refusing to start.")
+    ort_tensorrt_fp16: bool = Field(False, description="TensorRT provider: build FP16 engines.")
+    ort_tensorrt_cache_dir: Path = Field(
+        Path("/tmp/hrnet-tensorrt-cache"), description="TensorRT provider: engine and timing "
+        "caches (per model), so restarts reuse built engines; mount a volume here to keep them.")
     executor_threads: int = Field(0, ge=0, description="Thread pool for ORT calls; 0 = max_concurrency.")
     cpu_threads: int = Field(
         0, ge=0, description="Threads of the gateway's parallel CPU work (merge row blocks); 0 = "

@@ -150,6 +150,12 @@ class FakeDetector:
     async def ready(self) -> bool:
         return True
 
+    def providers(self) -> dict[str, list[str]]:
+        return {self.meta.name: ["fake"]}
+
+    def warnings(self) -> list[str]:
+        return []
+
     async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(inputs["image"])
         boxes = np.array([[4, 4, 30, 20], [10, 8, 40, 30]], np.float32)

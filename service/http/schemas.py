@@ -45,6 +45,14 @@ class InputConventions(BaseModel):
     align_corners: bool
 
 
+class RuntimeInfo(BaseModel):
+    """The backend serving a model and what executes it there."""
+
+    backend: str = Field(description="'embedded' (ONNX Runtime in-process) or 'triton'.")
+    providers: list[str] = Field(description="ONNX Runtime execution providers in use, in order "
+                                 "(embedded), or Triton's backend, instance kind and accelerators.")
+
+
 class ModelInfo(BaseModel):
     """A served model as clients see it."""
 
@@ -65,9 +73,11 @@ class ModelInfo(BaseModel):
     weights: WeightsSummary
     random_init: bool = Field(description="Loud copy of weights.random_init.")
     default_for_task: bool = False
+    runtime: RuntimeInfo = Field(description="What runs this model in this gateway.")
 
     @classmethod
-    def from_metadata(cls, meta: ModelMetadata, *, is_default: bool = False) -> "ModelInfo":
+    def from_metadata(cls, meta: ModelMetadata, *, is_default: bool = False,
+                      backend: str = "embedded", providers: list[str] | None = None) -> "ModelInfo":
         """Describe ``meta`` for clients."""
         defaults: dict[str, Any] = {}
         if isinstance(meta, SegmentationMetadata):
@@ -96,6 +106,7 @@ class ModelInfo(BaseModel):
             protocol=meta.protocol.model_dump(mode="json"),
             weights=WeightsSummary(**meta.weights.model_dump(include={"origin", "format", "random_init", "file", "sha256"})),
             random_init=meta.weights.random_init, default_for_task=is_default,
+            runtime=RuntimeInfo(backend=backend, providers=list(providers or [])),
         )
 
 

@@ -56,6 +56,8 @@ def test_overload_unknown_model_and_deadline(protocol: str, triton_server: Trito
             await asyncio.wait_for(backend.start(), 30)
             assert await backend.ready() is True
             assert {"seg_lip", "face_300w"} <= set(await backend.models())
+            # What runs each model: Triton's backend (the CPU twin: python) and instance kind.
+            assert backend.providers()["seg_lip"][:2] == ["triton:python", "KIND_CPU"]
             results = await asyncio.gather(
                 backend.infer("seg_lip", _image()), backend.infer("seg_lip", _image()),
                 return_exceptions=True,

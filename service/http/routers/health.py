@@ -39,5 +39,7 @@ async def readyz(request: Request) -> JSONResponse:
         "detail": detail,
         "backend": getattr(backend, "name", None),
         "models": models,
+        "providers": backend.providers() if backend is not None else {},
+        "warnings": backend.warnings() if backend is not None else [],
     }
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "1"})

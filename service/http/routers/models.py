@@ -4,28 +4,33 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from service.http.deps import get_registry
+from service.http.deps import get_backend, get_registry
 from service.http.schemas import ErrorResponse, ModelInfo, ModelList
+from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _info(registry: ModelRegistry, name: str) -> ModelInfo:
+def _info(registry: ModelRegistry, backend: Backend, name: str) -> ModelInfo:
     meta = registry.get(name)
-    return ModelInfo.from_metadata(meta, is_default=registry.defaults.get(meta.task) == name)
+    return ModelInfo.from_metadata(meta, is_default=registry.defaults.get(meta.task) == name,
+                                   backend=backend.name,
+                                   providers=backend.providers().get(name, []))
 
 
 @router.get("", response_model=ModelList, summary="List served models")
-async def list_models(registry: ModelRegistry = Depends(get_registry)) -> ModelList:
+async def list_models(registry: ModelRegistry = Depends(get_registry),
+                      backend: Backend = Depends(get_backend)) -> ModelList:
     """Every served model with its description."""
-    return ModelList(models=[_info(registry, n) for n in registry.models])
+    return ModelList(models=[_info(registry, backend, n) for n in registry.models])
 
 
 @router.get(
     "/{name}", response_model=ModelInfo, summary="Describe one model",
     responses={404: {"model": ErrorResponse}},
 )
-async def get_model(name: str, registry: ModelRegistry = Depends(get_registry)) -> ModelInfo:
+async def get_model(name: str, registry: ModelRegistry = Depends(get_registry),
+                    backend: Backend = Depends(get_backend)) -> ModelInfo:
     """One model's description; 404 when not served."""
-    return _info(registry, name)
+    return _info(registry, backend, name)

@@ -34,6 +34,12 @@ class Backend(Protocol):
     async def ready(self) -> bool:
         """True when models are loaded and the backend answers."""
 
+    def providers(self) -> dict[str, list[str]]:
+        """What runs each model (ONNX Runtime execution providers, or the Triton backend)."""
+
+    def warnings(self) -> list[str]:
+        """What the backend could not do as configured (shown by ``/readyz``)."""
+
     async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch. ``inputs`` maps input tensor names to arrays with a leading batch dim.
 

@@ -2,7 +2,8 @@
 
 Discovers ``<repository>/<name>/hrnet.json`` + ``<name>/1/model.onnx`` (entries with only a TensorRT
 plan are skipped). ``session.run`` releases the GIL, so calls go to a thread pool and the event loop
-stays free.
+stays free. Execution providers are chosen by :mod:`service.runtime.backends.providers` (a missing
+requested provider stops start-up); :meth:`EmbeddedBackend.providers` reports what runs each model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from service.contract import METADATA_FILENAME, ModelMetadata
-from service.errors import BackendError, ModelNotFound, ServiceError, Unavailable
+from service.errors import BackendError, ConfigurationError, ModelNotFound, ServiceError, Unavailable
+from service.runtime.backends.providers import check_session, choose_providers, session_providers
 from service.settings import Settings
 
 log = logging.getLogger("service.runtime.embedded")
@@ -69,7 +71,7 @@ def run_options(settings: Settings):  # -> onnxruntime.RunOptions
 
 
 class EmbeddedBackend:
-    """ONNX Runtime sessions in this process (CPU EP; CUDA EP first when available)."""
+    """ONNX Runtime sessions in this process (CUDA first when available, else as configured)."""
 
     name = "embedded"
 
@@ -80,38 +82,46 @@ class EmbeddedBackend:
         threads = settings.executor_threads or settings.max_concurrency
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ort")
         self._started = False
+        self._used: dict[str, list[str]] = {}
+        self._warnings: list[str] = []
 
-    def _providers(self) -> list[str]:
-        import onnxruntime as ort
-
-        available = ort.get_available_providers()
-        if self.settings.ort_providers:
-            return [p for p in self.settings.ort_providers if p in available] or ["CPUExecutionProvider"]
-        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        return [p for p in wanted if p in available]
-
-    def _load(self) -> tuple[dict[str, object], dict[str, ModelMetadata]]:
-        import onnxruntime as ort
-
+    def _load(self) -> tuple[dict[str, object], dict[str, ModelMetadata], dict[str, list[str]]]:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ConfigurationError(
+                "the embedded backend needs ONNX Runtime: install 'hrnet-serve[cpu]' (or "
+                "'hrnet-serve[gpu]' for CUDA), or serve through Triton (HRNET_BACKEND=triton)"
+            ) from exc
+        choice = choose_providers(self.settings, ort.get_available_providers())
+        self._warnings = list(choice.warnings)
+        for warning in choice.warnings:
+            log.warning(warning)
         sessions: dict[str, object] = {}
         models: dict[str, ModelMetadata] = {}
-        providers = self._providers()
+        used: dict[str, list[str]] = {}
         for name, (meta, path) in discover(Path(self.settings.repository)).items():
             opts = session_options(self.settings)
             try:
-                sessions[name] = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+                session = ort.InferenceSession(
+                    str(path), sess_options=opts,
+                    providers=session_providers(choice, meta, self.settings))
             except Exception as exc:
                 log.error("cannot load %s: %s", path, exc)
                 continue
-            models[name] = meta
-            log.info("loaded %s (%s) with %s", name, meta.task, providers)
-        return sessions, models
+            actual = list(session.get_providers())
+            for warning in check_session(name, choice, actual, self.settings):
+                log.warning(warning)
+                self._warnings.append(warning)
+            sessions[name], models[name], used[name] = session, meta, actual
+            log.info("loaded %s (%s) with %s", name, meta.task, ", ".join(actual))
+        return sessions, models, used
 
     async def start(self) -> None:
         """Load (or reload) every model of the repository."""
         loop = asyncio.get_running_loop()
-        sessions, models = await loop.run_in_executor(self._pool, self._load)
-        self._sessions, self._models = sessions, models
+        sessions, models, used = await loop.run_in_executor(self._pool, self._load)
+        self._sessions, self._models, self._used = sessions, models, used
         self._started = True
 
     async def close(self) -> None:
@@ -127,6 +137,14 @@ class EmbeddedBackend:
     async def ready(self) -> bool:
         """True once started with at least one model."""
         return self._started and bool(self._sessions)
+
+    def providers(self) -> dict[str, list[str]]:
+        """The execution providers each loaded model's session runs on, in order."""
+        return {name: list(p) for name, p in self._used.items()}
+
+    def warnings(self) -> list[str]:
+        """What start-up could not do as configured (e.g. a provider fallback)."""
+        return list(self._warnings)
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch of ``model`` in the thread pool; returns all outputs by name."""

@@ -66,6 +66,7 @@ class TritonBackend:
         self._handle: _Handle | None = None
         self._models: dict[str, ModelMetadata] = {}
         self._outputs: dict[str, list[str]] = {}
+        self._runs: dict[str, list[str]] = {}
         self._stale = True  # models must be (re)discovered before being trusted
         self._discovered_at = float("-inf")
         self._in_flight = 0
@@ -123,6 +124,7 @@ class TritonBackend:
         names = sorted({m["name"] for m in index if m.get("state", "READY") == "READY"})
         models: dict[str, ModelMetadata] = {}
         outputs: dict[str, list[str]] = {}
+        runs: dict[str, list[str]] = {}
         for name in names:
             if self.protocol == "http":
                 config = await asyncio.wait_for(client.get_model_config(name), _PROBE_TIMEOUT_S)
@@ -143,7 +145,8 @@ class TritonBackend:
                 meta = meta.model_copy(update={"name": name})
             models[name] = meta
             outputs[name] = [o["name"] for o in config.get("output", [])] or [o.name for o in meta.outputs]
-        self._models, self._outputs, self._stale = models, outputs, False
+            runs[name] = _runtime(config)
+        self._models, self._outputs, self._runs, self._stale = models, outputs, runs, False
         self._discovered_at = time.monotonic()
         log.info("Triton at %s (%s) serves %d HRNet models: %s", self.url, self.protocol,
                  len(models), ", ".join(models) or "-")
@@ -204,6 +207,15 @@ class TritonBackend:
         """Served models (re-discovered first if a failure made the list stale)."""
         await self._refresh()
         return dict(self._models)
+
+    def providers(self) -> dict[str, list[str]]:
+        """What Triton runs each model with: ``triton:<backend or platform>``, its instance kind
+        and accelerators (from the model's config)."""
+        return {name: list(r) for name, r in self._runs.items()}
+
+    def warnings(self) -> list[str]:
+        """Nothing to report: Triton's own configuration decides."""
+        return []
 
     async def ready(self) -> bool:
         """Triton's server readiness and the readiness of every discovered model."""
@@ -320,6 +332,16 @@ class TritonBackend:
                 f"model '{model}' is not available on Triton: {text}", retry_after=self.retry_after
             )
         return BackendError(f"Triton inference failed for '{model}': {text}")
+
+
+def _runtime(config: dict[str, Any]) -> list[str]:
+    """``["triton:onnxruntime", "KIND_CPU", ...accelerators]`` of a model config (JSON form)."""
+    out = [f"triton:{config.get('backend') or config.get('platform') or 'unknown'}"]
+    kinds = sorted({str(g.get("kind", "KIND_AUTO")) for g in config.get("instance_group", [])})
+    out += kinds
+    accel = config.get("optimization", {}).get("execution_accelerators", {})
+    out += [str(a.get("name")) for a in accel.get("gpu_execution_accelerator", [])]
+    return out
 
 
 class _Retryable(Exception):
