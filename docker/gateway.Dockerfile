@@ -18,8 +18,9 @@ RUN groupadd --system --gid 10001 hrnet \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
-# Base dependencies only: the export extras (torch, onnx) never enter this image.
-RUN pip install --no-cache-dir . \
+# The gateway's dependencies and ONNX Runtime's CPU wheel (the embedded backend): the export
+# extras (torch, onnx) never enter this image. docker/gateway-gpu.Dockerfile: the CUDA variant.
+RUN pip install --no-cache-dir ".[cpu]" \
     && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 
 # Numeric, so runtimes can verify a non-root user (e.g. Kubernetes runAsNonRoot).

@@ -4,7 +4,7 @@
 # Settings come from HRNET_* environment variables (see README, "Settings").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh export
+bash scripts/setup_env.sh export,cpu
 venv=${HRNET_VENV:-.venv}
 repo=${HRNET_REPOSITORY:-triton_repo}
 if ! ls "$repo"/*/hrnet.json >/dev/null 2>&1; then

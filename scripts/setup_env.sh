@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's virtual environment and installs the project into it.
-# Usage: scripts/setup_env.sh EXTRAS   (e.g. "export,test" or "export")
+# Usage: scripts/setup_env.sh EXTRAS   (e.g. "export,test,cpu" or "cpu"; "gpu" instead of "cpu"
+# installs onnxruntime-gpu: the two ONNX Runtime wheels conflict, choose one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=${1:-export,test}
+extras=${1:-export,test,cpu}
 venv=${HRNET_VENV:-.venv}
 if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating virtual environment $venv" >&2

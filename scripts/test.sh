@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/export -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh export,test
+bash scripts/setup_env.sh export,test,cpu
 bash scripts/install_triton.sh
 venv=${HRNET_VENV:-.venv}
 exec "$venv/bin/python" -m pytest "$@"

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SCHEMA = Path(__file__).with_name("compose-spec.schema.json")
 GATEWAY_DOCKERFILE = ROOT / "docker" / "gateway.Dockerfile"
+GATEWAY_GPU_DOCKERFILE = ROOT / "docker" / "gateway-gpu.Dockerfile"
 EXPORT_DOCKERFILE = ROOT / "docker" / "export.Dockerfile"
 
 
@@ -133,26 +134,44 @@ def _final_user(steps: list[tuple[str, str]]) -> str:
     return users[-1]
 
 
-@pytest.mark.parametrize("path", [GATEWAY_DOCKERFILE, EXPORT_DOCKERFILE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [GATEWAY_DOCKERFILE, GATEWAY_GPU_DOCKERFILE, EXPORT_DOCKERFILE],
+                         ids=lambda p: p.name)
 def test_dockerfiles_run_as_non_root(path: Path) -> None:
     user = _final_user(instructions(path)).split(":")[0]
     assert user.isdigit() and int(user) != 0, f"{path.name}: USER {user} is not a numeric non-root id"
     assert instructions(path)[0][0] in ("FROM", "ARG")
 
 
-def test_gateway_dockerfile() -> None:
-    steps = instructions(GATEWAY_DOCKERFILE)
-    base = next(args for word, args in steps if word == "FROM")
-    assert base.startswith("python:3.11-slim")
+@pytest.mark.parametrize("path,base,extra", [
+    (GATEWAY_DOCKERFILE, "python:3.11-slim", "cpu"),
+    (GATEWAY_GPU_DOCKERFILE, "nvidia/cuda:12", "gpu"),
+], ids=["cpu", "gpu"])
+def test_gateway_dockerfiles(path: Path, base: str, extra: str) -> None:
+    steps = instructions(path)
+    assert next(args for word, args in steps if word == "FROM").startswith(base)
     health = [args for word, args in steps if word == "HEALTHCHECK"]
     assert len(health) == 1 and "/healthz" in health[0]
     cmd = json.loads(next(args for word, args in steps if word == "CMD"))
     assert cmd[:3] == ["uvicorn", "--factory", "service.app:create_app"]
     text = " ".join(args for _, args in steps).lower()
     assert "torch" not in text.replace("find_spec('torch')", ""), "torch must not enter the gateway image"
-    assert "[export]" not in text and "model_export" not in text
+    assert "export" not in text.replace("export.dockerfile", "") and "model_export" not in text
     installs = [args for word, args in steps if word == "RUN" and "pip install" in args]
-    assert installs and all(re.search(r"pip install --no-cache-dir \.(\s|$)", a) for a in installs)
+    # The project with exactly one ONNX Runtime wheel: the two conflict in one environment.
+    assert installs and all(re.search(rf'pip install --no-cache-dir "\.\[{extra}\]"', a)
+                            for a in installs)
+
+
+def test_onnxruntime_wheels_are_alternative_extras() -> None:
+    """``cpu`` and ``gpu`` each bring one ONNX Runtime wheel; the base needs neither (Triton)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    name = lambda dep: re.split(r"[<>=!\[; ]", dep, maxsplit=1)[0].lower()  # noqa: E731
+    assert [name(d) for d in extras["cpu"]] == ["onnxruntime"]
+    assert [name(d) for d in extras["gpu"]] == ["onnxruntime-gpu"]
+    assert not {"onnxruntime", "onnxruntime-gpu"} & {name(d) for d in project["dependencies"]}
 
 
 def test_gateway_base_dependencies_have_no_torch() -> None:
@@ -170,7 +189,7 @@ def test_export_dockerfile() -> None:
     steps = instructions(EXPORT_DOCKERFILE)
     entry = json.loads(next(args for word, args in steps if word == "ENTRYPOINT"))
     assert entry == ["python", "-m", "model_export"]
-    assert any(word == "RUN" and ".[export]" in args for word, args in steps)
+    assert any(word == "RUN" and ".[export,cpu]" in args for word, args in steps)
     assert any(word == "VOLUME" and "/models" in args for word, args in steps)
 
 
@@ -191,7 +210,8 @@ def _hadolint() -> str:
 
 def test_hadolint_is_clean() -> None:
     proc = subprocess.run(
-        [_hadolint(), "--no-color", str(GATEWAY_DOCKERFILE), str(EXPORT_DOCKERFILE)],
+        [_hadolint(), "--no-color", str(GATEWAY_DOCKERFILE), str(GATEWAY_GPU_DOCKERFILE),
+         str(EXPORT_DOCKERFILE)],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
