@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 # The gateway's dependencies and ONNX Runtime's CPU wheel (the embedded backend): the export
 # extras (torch, onnx) never enter this image. docker/gateway-gpu.Dockerfile: the CUDA variant.
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[cpu]" \
     && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 
