@@ -174,6 +174,94 @@ async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, met
     return await run_task(task, image, meta, resolved, runner, lim, media=media)
 
 
+class GatewayProcess:
+    """``python -m service`` as its own process (a replica, as in production: no shared GIL with
+    the test), configured by ``HRNET_*`` variables from ``settings``; start, wait until /readyz
+    answers 200, SIGKILL or stop, its CPU seconds (user + system, from /proc) and its /metrics."""
+
+    def __init__(self, settings: dict[str, Any], log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.settings = {**settings, "host": "127.0.0.1", "port": self.port}
+        self.log_path = log_path
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "GatewayProcess":
+        import os
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HRNET_")}
+        env.update({f"HRNET_{k.upper()}": str(v) for k, v in self.settings.items()})
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=Path(__file__).parents[1],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        finally:
+            if self.log_path:
+                out.close()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> "GatewayProcess":
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway on port {self.port} exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"gateway on port {self.port} not ready after {timeout:g} s")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        import os
+
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as clients and the proxy can tell."""
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), SIGKILL after 15 s."""
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
 # (section boundary: keep the blank lines above and below, two people edit the two sections)
 
 

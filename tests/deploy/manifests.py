@@ -250,6 +250,18 @@ def metric_queries(objs: list[Obj]) -> list[Query]:
     return out
 
 
+_SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s", re.M)
+
+
+def series(exposition: str) -> dict[str, list[str]]:
+    """Series names of a Prometheus text exposition exactly as Prometheus stores them (no
+    ``_total`` added to counters, as client parsers do), with the label sets of each."""
+    out: dict[str, list[str]] = {}
+    for name, labels in _SERIES.findall(exposition):
+        out.setdefault(name, []).append(labels)
+    return out
+
+
 def copy_tree(dst: Path) -> Path:
     """A copy of deploy/kubernetes under ``dst`` (for variants composed by the tests)."""
     target = dst / "kubernetes"

@@ -25,7 +25,6 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
 from tests.deploy import manifests as m
@@ -446,17 +445,14 @@ def test_nginx_and_ingress_agree_with_the_body_limit(rendered: dict[str, list[m.
 
 @pytest.fixture(scope="module")
 def gateway_metrics() -> set[str]:
-    """Metric family and sample names of a running gateway's /metrics (over real HTTP)."""
+    """Series names of a running gateway's /metrics (over real HTTP), as Prometheus stores them."""
     import httpx
 
-    with serve(__import__("service.app", fromlist=["create_app"]).create_app(
-            Settings(max_concurrency=4), backend=FakeDetector())) as url:
+    from service.app import create_app
+
+    with serve(create_app(Settings(max_concurrency=4), backend=FakeDetector())) as url:
         text = httpx.get(f"{url}/metrics", timeout=10).text
-    names = set()
-    for family in text_string_to_metric_families(text):
-        names.add(family.name)
-        names |= {s.name for s in family.samples}
-    return names
+    return set(m.series(text))
 
 
 @pytest.mark.parametrize("overlay", ALL)
