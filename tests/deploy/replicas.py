@@ -75,17 +75,17 @@ class Nginx:
 # Test main config: an ordinary process, its files under {prefix}.
 {"user " + user + ";" if os.geteuid() == 0 else ""}
 worker_processes {workers};
-pid {prefix}/nginx.pid;
-error_log {self.error_log} warn;
+pid "{prefix}/nginx.pid";
+error_log "{self.error_log}" warn;
 events {{ worker_connections 1024; }}
 http {{
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
+    client_body_temp_path "{temp}/body";
+    proxy_temp_path "{temp}/proxy";
+    fastcgi_temp_path "{temp}/fastcgi";
+    uwsgi_temp_path "{temp}/uwsgi";
+    scgi_temp_path "{temp}/scgi";
     include hrnet.conf;
-    access_log {self.access_log} hrnet_upstream;
+    access_log "{self.access_log}" hrnet_upstream;
 }}
 """)
         self.proc: subprocess.Popen | None = None
