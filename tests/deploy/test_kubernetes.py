@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -373,7 +374,7 @@ def test_configmap_holds_real_settings(rendered: dict[str, list[m.Obj]], overlay
     fields = set(Settings.model_fields)
     unknown = [k for k in env if not k.startswith("HRNET_") or k[6:].lower() not in fields]
     assert not unknown, f"keys the gateway does not read: {unknown}"
-    for key in [k for k in list(__import__("os").environ) if k.startswith("HRNET_")]:
+    for key in [k for k in os.environ if k.startswith("HRNET_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -18,6 +18,7 @@ are printed to the terminal.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -103,7 +104,7 @@ def test_two_replicas_behind_nginx_survive_a_kill(triton: TritonServer, tmp_path
                 kill["cpu"] = victim.cpu_seconds()
                 kill["t"], kill["wall"] = time.perf_counter() - t0, time.time()
                 victim.kill()
-            import threading
+
             threading.Thread(target=fire, daemon=True).start()
 
         outcomes = run_load(nginx.url, req, threads=THREADS, duration_s=DURATION_S,
