@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The README's test command: installs everything (venv, project, a real tritonserver) and runs the tests.
+# The README's test command: installs everything (venv, project, a real tritonserver, nginx) and runs
+# the tests.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/export -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh export,test,cpu
 bash scripts/install_triton.sh
+bash scripts/install_nginx.sh
 venv=${HRNET_VENV:-.venv}
 exec "$venv/bin/python" -m pytest "$@"

@@ -37,7 +37,7 @@ def make_backend(settings: Settings) -> Backend:
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
     """Build the gateway. ``backend`` overrides the one ``settings`` names (tests use fakes)."""
     settings = settings or Settings()
-    app_metrics = Metrics()
+    app_metrics = Metrics(slots=settings.max_concurrency)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -180,48 +180,108 @@ async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, met
     return await run_task(task, image, meta, resolved, runner, lim, media=media)
 
 
-@contextmanager
-def gateway_process(settings: dict[str, Any], *, startup_timeout: float = 120.0
-                    ) -> Iterator[tuple[str, int]]:
-    """``python -m service`` as its own process with ``settings`` as ``HRNET_*`` variables;
-    yields ``(base URL, pid)`` once ``/readyz`` answers 200 (for what a thread cannot show: the
-    process's own memory)."""
-    import os
-    import subprocess
-    import sys
+class GatewayProcess:
+    """``python -m service`` as its own process (a replica, as in production: no shared GIL with
+    the test), configured by ``HRNET_*`` variables from ``settings``; start, wait until /readyz
+    answers 200, SIGKILL or stop, its CPU seconds (user + system, from /proc) and its /metrics."""
 
-    import httpx
+    def __init__(self, settings: dict[str, Any], log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.settings = {**settings, "host": "127.0.0.1", "port": self.port}
+        self.log_path = log_path
+        self.proc: Any = None
 
-    port = free_port()
-    env = dict(os.environ, **{f"HRNET_{k.upper()}": str(v) for k, v in settings.items()})
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], env=env,
-                            cwd=Path(__file__).resolve().parents[1])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway process on port {port} did not become ready")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "GatewayProcess":
+        import os
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HRNET_")}
+        env.update({f"HRNET_{k.upper()}": str(v) for k, v in self.settings.items()})
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            proc.wait(timeout=30)
+            self.proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=Path(__file__).parents[1],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        finally:
+            if self.log_path:
+                out.close()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> "GatewayProcess":
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway on port {self.port} exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"gateway on port {self.port} not ready after {timeout:g} s")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        import os
+
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_mb(self) -> tuple[float, float]:
+        """``(VmRSS, VmHWM)`` in MiB: the process's resident memory now and at its peak."""
+        fields = dict(line.split(":", 1)
+                      for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as clients and the proxy can tell."""
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), SIGKILL after 15 s."""
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.kill()
 
 
-def process_memory_mb(pid: int) -> tuple[float, float]:
-    """``(VmRSS, VmHWM)`` of a process in MiB (its resident memory now and at its peak)."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+@contextmanager
+def gateway_process(settings: dict[str, Any]) -> Iterator[GatewayProcess]:
+    """A started, ready :class:`GatewayProcess`, stopped on exit."""
+    gw = GatewayProcess(settings).start()
+    try:
+        yield gw.wait_ready()
+    finally:
+        gw.stop()
 
 
 # (section boundary: keep the blank lines above and below, two people edit the two sections)

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.helpers import gateway_process, photo, photo_png, process_memory_mb
+from tests.helpers import gateway_process, photo, photo_png
 
 
 def _jpeg(size: tuple[int, int]) -> bytes:
@@ -21,7 +21,9 @@ def _jpeg(size: tuple[int, int]) -> bytes:
 
 def test_rss_returns_after_a_heavy_request(model_repo) -> None:
     settings = {"repository": model_repo, "ort_intra_threads": 1, "ort_inter_threads": 1}
-    with gateway_process(settings) as (url, pid), httpx.Client(timeout=300) as client:
+    with gateway_process(settings) as gw, httpx.Client(timeout=300) as client:
+        url = gw.url
+
         def segment(data: bytes, **options: str) -> None:
             r = client.post(f"{url}/segment", files={"file": ("a.jpg", data, "image/jpeg")},
                             data={"model": "seg_cityscapes", **options})
@@ -33,10 +35,10 @@ def test_rss_returns_after_a_heavy_request(model_repo) -> None:
         segment(photo_png((320, 240)))
         segment(heavy, **options)  # warm-up: sessions, caches, thread pools, first big buffers
         time.sleep(1.0)
-        rest, _ = process_memory_mb(pid)
+        rest, _ = gw.memory_mb()
         segment(heavy, **options)
         time.sleep(1.0)  # the release runs just after the answer
-        after, peak = process_memory_mb(pid)
+        after, peak = gw.memory_mb()
     print(f"RSS after warm-up {rest:.0f} MiB, after a heavy request {after:.0f} MiB, "
           f"peak {peak:.0f} MiB")
     assert peak > rest + 150, "the request was not heavy enough to tell anything"
