@@ -83,15 +83,21 @@ def _landmarks(base: str, photo: bytes, options: dict) -> list[list[list[float]]
 
 
 def test_models_discovered_from_triton(gateways: dict[str, str]) -> None:
-    """/v1/models lists the same models with the same metadata through every backend."""
-    listings = {}
+    """/v1/models lists the same models with the same metadata through every backend; only
+    ``runtime`` (what executes them) differs."""
+    listings, runtimes = {}, {}
     for name, base in gateways.items():
         r = httpx.get(f"{base}/v1/models", timeout=30)
         assert r.status_code == 200, r.text
         listings[name] = {m["name"]: m for m in r.json()["models"]}
+        runtimes[name] = {n: m.pop("runtime") for n, m in listings[name].items()}
     assert set(listings["embedded"]) >= {*SEG_MODELS, "face_300w", DET_MODEL}
+    assert runtimes["embedded"]["face_300w"] == {"backend": "embedded",
+                                                 "providers": ["CPUExecutionProvider"]}
     for protocol in PROTOCOLS:
         assert listings[protocol] == listings["embedded"]
+        assert runtimes[protocol]["face_300w"]["backend"] == "triton"
+        assert runtimes[protocol]["face_300w"]["providers"][:2] == ["triton:python", "KIND_CPU"]
         ready = httpx.get(f"{gateways[protocol]}/readyz", timeout=30)
         assert ready.status_code == 200, ready.text
         assert ready.json()["backend"] == "triton"
