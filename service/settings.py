@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, description="Largest decoded image, width*height (413).")
     max_image_side: int = Field(8192, description="Largest decoded image side (413).")
     max_faces: int = Field(32, description="Most face boxes in one landmarks request.")
+    lenient_images: bool = Field(
+        False, description="Decode JPEGs with recoverable faults (data ending early, corrupt "
+        "segments) instead of refusing them with 400; the answer then carries X-Image-Warning.")
     max_network_pixels: int = Field(
         64_000_000, ge=1, description="Most network-input pixels (summed over all passes) one "
         "request may plan (422); bounds the memory of large scale/flip/max_size combinations.",

@@ -46,6 +46,8 @@ async def serve_task(request: Request, ctx: TaskContext, task: TaskDef[Any, Any,
     answer = await run_task(task, image, meta, resolved, ctx.runner, ctx.limits,
                             timings=ctx.timings, media=media)
     headers = result_headers(meta, image)
+    if ctx.image_warning:
+        headers["X-Image-Warning"] = ctx.image_warning
     if isinstance(answer, Binary):
         return Response(answer.data, media_type=answer.media_type,
                         headers={**headers, **answer.headers})
