@@ -85,6 +85,24 @@ class Settings(BaseSettings):
     default_landmarks_model: str | None = None
     default_detection_model: str | None = None
 
+    # HTTP server (service/http/server.py): slow clients, header limits, open connections.
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="The request line and headers must arrive within this time "
+        "(408 and close); also how long a new connection may stay silent.")
+    http_body_timeout_s: float = Field(
+        20.0, gt=0, description="The request body must arrive within this time after the "
+        "headers, plus 1 s per http_body_min_rate bytes received (408 and close).")
+    http_body_min_rate: int = Field(
+        4096, ge=0, description="Bytes per second a body must average beyond the body timeout "
+        "(0: the body timeout is the whole allowance).")
+    http_max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request line + headers (431).")
+    http_max_headers: int = Field(100, ge=1, description="Most header fields in a request (431).")
+    http_max_connections: int = Field(
+        1000, ge=1, description="Most open client connections; one more is answered 503 and closed.")
+    http_keepalive_timeout_s: float = Field(
+        5.0, gt=0, description="An idle kept-alive connection is closed after this time.")
+
     # HTTP.
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     host: str = "0.0.0.0"

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from service.app import create_app
+from service.http.server import server_config
 from service.contract import (
     DetectionMetadata, DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
 )
@@ -86,11 +87,13 @@ def free_port() -> int:
 def serve(app_or_settings: FastAPI | Settings, *, startup_timeout: float = 60.0) -> Iterator[str]:
     """Run the gateway with uvicorn in a thread; yield ``http://127.0.0.1:PORT``; stop it on exit.
 
+    The server is configured as in production (:func:`service.http.server.server_config`: the
+    h11 protocol with the ``http_*`` timeouts and limits of the app's settings).
     Raises RuntimeError when the server exits or is not up within ``startup_timeout`` seconds.
     """
     app = app_or_settings if isinstance(app_or_settings, FastAPI) else create_app(app_or_settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = server_config(app, app.state.settings, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
