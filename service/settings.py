@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     default_landmarks_model: str | None = None
     default_detection_model: str | None = None
 
+    # Authentication (service/http/auth.py).
+    api_keys: list[str] = Field(
+        default_factory=list, repr=False, description="API keys (a JSON list; several for "
+        "rotation). Empty: no authentication. Set: every path but the probes, the docs and the "
+        "demo page needs 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (401).")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without an API key when keys are set.")
+
     # HTTP server (service/http/server.py): slow clients, header limits, open connections.
     http_header_timeout_s: float = Field(
         10.0, gt=0, description="The request line and headers must arrive within this time "
@@ -108,6 +116,14 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
+    access_log: bool = Field(True, description="uvicorn's access log line per request.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, keys: list[str]) -> list[str]:
+        if any(not k.strip() or k != k.strip() for k in keys):
+            raise ValueError("API keys must be non-empty, without surrounding whitespace")
+        return keys
 
     def default_model(self, task: str) -> str | None:
         """The configured default model name for ``task`` (None when not configured)."""

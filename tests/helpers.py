@@ -177,6 +177,58 @@ async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, met
     return await run_task(task, image, meta, resolved, runner, lim, media=media)
 
 
+def host_port(url: str) -> tuple[str, int]:
+    """``("127.0.0.1", PORT)`` of a ``http://127.0.0.1:PORT`` base URL."""
+    host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+    return host, int(port)
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Everything ``sock`` receives until the peer closes it (``closed`` True) or ``timeout``
+    seconds pass (False). A reset counts as closed."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return data, False
+        except (ConnectionResetError, BrokenPipeError):
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+
+
+def raw_exchange(url: str, data: bytes, *, timeout: float = 10.0) -> tuple[float, bytes, bool]:
+    """Send ``data`` on a fresh TCP connection to the server of ``url`` and read until it closes:
+    ``(seconds until closed or timeout, bytes received, closed)``."""
+    t0 = time.monotonic()
+    with socket.create_connection(host_port(url), timeout=timeout) as sock:
+        if data:
+            sock.sendall(data)
+        received, closed = read_until_closed(sock, timeout)
+    return time.monotonic() - t0, received, closed
+
+
+def http_status(response: bytes) -> int:
+    """The status code of a raw HTTP/1.1 response (0 when there is none)."""
+    head = response.split(b"\r\n", 1)[0].split()
+    return int(head[1]) if len(head) >= 2 and head[0].startswith(b"HTTP/") else 0
+
+
+def http_json(response: bytes) -> Any:
+    """The JSON body of a raw HTTP/1.1 response (``Content-Length`` framed)."""
+    import json
+
+    return json.loads(response.split(b"\r\n\r\n", 1)[1])
+
+
 # (section boundary: keep the blank lines above and below, two people edit the two sections)
 
 

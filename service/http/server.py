@@ -292,6 +292,7 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Con
     ``settings``. ``overrides`` replace uvicorn arguments (tests: ``host``, ``port``)."""
     kwargs: dict[str, Any] = dict(
         host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=settings.access_log,
         http=GatewayProtocol, ws="none", lifespan="on", server_header=False,
         timeout_keep_alive=settings.http_keepalive_timeout_s,
         h11_max_incomplete_event_size=settings.http_max_header_bytes,
