@@ -201,7 +201,8 @@ async def _multipart(request: Request, fields: _Collector) -> bytes:
     except ServiceError:  # e.g. 413 from the body limit while the parts stream in
         raise
     except Exception as exc:  # malformed multipart or over the part limits
-        raise BadRequest(f"cannot parse the multipart body: {shown(str(exc), 200)}",
+        detail = str(getattr(exc, "detail", None) or exc)
+        raise BadRequest(f"cannot parse the multipart body: {shown(detail, 200)}",
                          code="invalid_multipart") from None
     try:
         return await _multipart_parts(form, fields)
