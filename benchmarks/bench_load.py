@@ -199,10 +199,12 @@ def main(argv: list[str] | None = None) -> dict:
                 samples["middle"] = proc_status(pid)
 
         load.run(progress)
+        elapsed = time.monotonic() - load.started
         if pid:
             samples["end"] = proc_status(pid)
             samples.setdefault("middle", samples["end"])
-        elapsed = time.monotonic() - load.started
+            time.sleep(min(10.0, duration / 10))  # idle: what the gateway keeps after the load
+            samples["idle"] = proc_status(pid)
 
     statuses = Counter(s for _, s, _ in load.results)
     ok = [t for _, s, t in load.results if s == 200]
@@ -217,10 +219,13 @@ def main(argv: list[str] | None = None) -> dict:
             for p in sorted({e for e, _, _ in load.results})},
         "gateway": {k: {"rss_mib": round(v["VmRSS"] / 1024, 1), "threads": v["Threads"]}
                     for k, v in samples.items()},
+        # start: after the warm-up; middle/end: under load; idle: a few seconds after it.
     }
     if "start" in samples:
         start, end = samples["start"]["VmRSS"], samples["end"]["VmRSS"]
         summary["rss_growth_pct"] = round(100.0 * (end - start) / start, 1)
+        summary["rss_idle_growth_pct"] = round(
+            100.0 * (samples["idle"]["VmRSS"] - start) / start, 1)
         summary["gateway_peak_rss_mib"] = round(samples["end"].get("VmHWM", 0) / 1024, 1)
     try:
         summary["loadavg_1_5_15"] = list(os.getloadavg())

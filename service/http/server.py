@@ -181,8 +181,15 @@ class GatewayProtocol(H11Protocol):
             self._body_received += len(event.data)
         elif isinstance(event, h11.EndOfMessage):
             if self._phase == "body":
-                self._phase = "app"
+                # The application may have answered before the body ended (401, 415, ...): then
+                # the connection is idle now, and the next request head gets its timeout.
+                answered = self.cycle is not None and self.cycle.response_complete
+                self._phase = "idle" if answered else "app"
                 self._cancel()
+                if answered:  # uvicorn's idle timer (armed at the answer, stopped by the body)
+                    self._unset_keepalive_if_required()
+                    self.timeout_keep_alive_task = self.loop.call_later(
+                        self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def _check_head(self, request: h11.Request) -> None:
         # h11 bounds only a head that is still incomplete; one that arrived whole is measured here.
@@ -250,7 +257,9 @@ class GatewayProtocol(H11Protocol):
         """Answer ``status`` in JSON (unless the application already started an answer) and close."""
         self._cancel()
         cycle = self.cycle
-        answered = cycle is not None and cycle.response_started
+        # While a request head is awaited, any cycle is the previous request's (answered): a
+        # new answer is due. Past the head, the current request may have its answer already.
+        answered = self._phase != "head" and cycle is not None and cycle.response_started
         if cycle is not None:
             cycle.disconnected = True  # the application, if still running, answers no one
             cycle.message_event.set()

@@ -32,7 +32,7 @@ def test_a_short_run(model_repo: Path, tmp_path: Path) -> None:
                           "--warmup", "1", "--json", str(tmp_path / "load.json"),
                           "--gateway-setting", "ort_intra_threads=1"])
     assert summary["requests"] > 0 and summary["errors"] == 0, summary
-    assert set(summary["gateway"]) == {"start", "middle", "end"}
+    assert set(summary["gateway"]) == {"start", "middle", "end", "idle"}
     assert summary["gateway"]["end"]["rss_mib"] > 0 and summary["gateway"]["end"]["threads"] > 0
     assert {"p50", "p95", "p99"} == set(summary["latency_ms"])
     assert (tmp_path / "load.json").is_file()

@@ -209,6 +209,52 @@ def test_http_layer_errors_are_json(slow_url: str, name: str, request_bytes: byt
     _still_serving(slow_url)
 
 
+def _read_response(sock: socket.socket, timeout: float = 5) -> bytes:
+    """One Content-Length framed response from a kept-alive connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_a_header_timeout_too(slow_url: str) -> None:
+    with socket.create_connection(host_port(slow_url), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert http_status(_read_response(sock)) == 200
+        t0 = time.monotonic()
+        for ch in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+            try:
+                sock.sendall(bytes([ch]))
+            except OSError:
+                break
+            time.sleep(0.1)
+            if time.monotonic() - t0 > 5:
+                break
+        response, closed = read_until_closed(sock, 3)
+    assert closed and time.monotonic() - t0 < HEADER_S + 2.5
+    _json_error(response, 408, "request_timeout")
+
+
+def test_a_request_answered_before_its_body_ended_leaves_no_idle_connection(slow_url: str) -> None:
+    """415 is answered before the body is read; once the body is in, the connection is idle and
+    closed after the keep-alive timeout (2 s here), not held forever."""
+    body = b"x" * 1000
+    with socket.create_connection(host_port(slow_url), timeout=10) as sock:
+        sock.sendall(b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert http_status(_read_response(sock)) == 415
+        sock.sendall(body)
+        t0 = time.monotonic()
+        rest, closed = read_until_closed(sock, 6)
+    assert closed and time.monotonic() - t0 < 2 + 1.5, time.monotonic() - t0
+
+
 def test_keep_alive_survives_an_invalid_json_body(slow_url: str) -> None:
     """Deep nesting is an ordinary 400 (item 1): the same connection serves the next request."""
     deep = b'{"image":"x","options":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
