@@ -151,6 +151,23 @@ class TritonServer:
         self.kill()
         pytest.fail(f"tritonserver not ready after {timeout} s:\n{self.log_tail()}")
 
+    def start_ready(self, attempts: int = 2, timeout: float = READY_TIMEOUT_S) -> "TritonServer":
+        """:meth:`start` + :meth:`wait_ready`, starting again (up to ``attempts`` times) when the
+        process exits during start-up: on a busy machine this tritonserver sometimes fails to
+        load its python-backend models in time ("failed to load all models") and exits."""
+        for attempt in range(attempts):
+            self.start()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc is not None and self.proc.poll() is None:
+                if self.is_ready():
+                    return self
+                time.sleep(0.2)
+            if self.proc is not None and self.proc.poll() is None:
+                break  # alive but not ready in time: wait_ready reports it
+            if attempt + 1 < attempts:
+                self.stop()
+        return self.wait_ready(timeout=1)
+
     def _signal_group(self, sig: int) -> None:
         if self.proc is None:
             return
@@ -167,13 +184,17 @@ class TritonServer:
         self.proc.wait(timeout=30)
 
     def hang(self) -> None:
-        """SIGSTOP the server and its stubs: connections stay open, nothing answers (a hung
-        server, as far as clients can tell)."""
-        self._signal_group(signal.SIGSTOP)
+        """SIGSTOP the server process: its sockets stay open, nothing answers (a hung server,
+        as far as clients can tell). Only the server itself: stopping its python-backend stubs
+        too makes this tritonserver crash (SIGSEGV in libtriton_python) once it resumes, its
+        stub health checks having failed meanwhile: a crash of the test double, not a hang."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`hang`."""
-        self._signal_group(signal.SIGCONT)
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), then SIGKILL after 15 s."""

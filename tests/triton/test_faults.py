@@ -30,7 +30,7 @@ def test_triton_hung_mid_load_then_resumed(
     from service.settings import Settings
 
     server = TritonServer(triton_install, triton_lean_repo, tmp_path / "tritonserver.log")
-    server.start().wait_ready()
+    server.start_ready()
     try:
         settings = Settings(backend="triton", triton_url=server.url(protocol), triton_protocol=protocol,
                             repository=model_repo, max_concurrency=2, max_queue=16,
