@@ -49,4 +49,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]
 
-CMD ["uvicorn", "--factory", "service.app:create_app", "--host", "0.0.0.0", "--port", "8000"]
+# python -m service runs uvicorn as configured by service/http/server.py (h11, header and body
+# timeouts, header limits, a bound on open connections); a bare `uvicorn` command would not.
+CMD ["python", "-m", "service"]

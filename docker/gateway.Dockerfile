@@ -32,7 +32,8 @@ ENV HRNET_BACKEND=triton \
     HRNET_TRITON_PROTOCOL=grpc \
     HRNET_REPOSITORY=/models \
     HRNET_HOST=0.0.0.0 \
-    HRNET_PORT=8000
+    HRNET_PORT=8000 \
+    HRNET_ACCESS_LOG=false
 
 EXPOSE 8000
 
@@ -40,4 +41,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]
 
 # One process per container; scale with replicas. Settings come from HRNET_* variables.
-CMD ["uvicorn", "--factory", "service.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# python -m service runs uvicorn as configured by service/http/server.py (h11, header and body
+# timeouts, header limits, a bound on open connections); a bare `uvicorn` command would not.
+CMD ["python", "-m", "service"]

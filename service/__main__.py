@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import uvicorn
 
 from service.app import create_app
+from service.http.server import server_config
 from service.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse flags (overriding HRNET_* settings) and serve with uvicorn."""
+    """Parse flags (overriding HRNET_* settings) and serve with uvicorn, configured by
+    :func:`service.http.server.server_config` (the same function the tests serve with)."""
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
@@ -30,15 +33,19 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(**overrides)
     if args.workers > 1:
         # Workers import the app themselves; pass overrides through the environment.
-        import os
-
         for k, v in overrides.items():
             os.environ[f"HRNET_{k.upper()}"] = str(v)
-        uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
-                    workers=args.workers, log_level=settings.log_level)
+        config = server_config("service.app:create_app", settings, factory=True,
+                               workers=args.workers)
     else:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+        config = server_config(create_app(settings), settings)
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+    else:
+        server.run()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from service.http.auth import ApiKeyMiddleware
 from service.http.body_limit import BodyLimitMiddleware
 from service.http.handlers import install_error_handlers
 from service.http.metrics import Metrics, metrics_middleware
@@ -65,6 +66,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     install_error_handlers(app)
     app.add_middleware(BaseHTTPMiddleware, dispatch=metrics_middleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # Outside the body limit (a request without a key is refused before its body is read),
+    # inside CORS (browsers' preflights carry no key).
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
+                       metrics_public=settings.metrics_public)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, description="Largest decoded image, width*height (413).")
     max_image_side: int = Field(8192, description="Largest decoded image side (413).")
     max_faces: int = Field(32, description="Most face boxes in one landmarks request.")
+    lenient_images: bool = Field(
+        False, description="Decode JPEGs with recoverable faults (data ending early, corrupt "
+        "segments) instead of refusing them with 400; the answer then carries X-Image-Warning.")
     max_network_pixels: int = Field(
         64_000_000, ge=1, description="Most network-input pixels (summed over all passes) one "
         "request may plan (422); bounds the memory of large scale/flip/max_size combinations.",
@@ -104,11 +107,45 @@ class Settings(BaseSettings):
     default_landmarks_model: str | None = None
     default_detection_model: str | None = None
 
+    # Authentication (service/http/auth.py).
+    api_keys: list[str] = Field(
+        default_factory=list, repr=False, description="API keys (a JSON list; several for "
+        "rotation). Empty: no authentication. Set: every path but the probes, the docs and the "
+        "demo page needs 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (401).")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without an API key when keys are set.")
+
+    # HTTP server (service/http/server.py): slow clients, header limits, open connections.
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="The request line and headers must arrive within this time "
+        "(408 and close); also how long a new connection may stay silent.")
+    http_body_timeout_s: float = Field(
+        20.0, gt=0, description="The request body must arrive within this time after the "
+        "headers, plus 1 s per http_body_min_rate bytes received (408 and close).")
+    http_body_min_rate: int = Field(
+        4096, ge=0, description="Bytes per second a body must average beyond the body timeout "
+        "(0: the body timeout is the whole allowance).")
+    http_max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request line + headers (431).")
+    http_max_headers: int = Field(100, ge=1, description="Most header fields in a request (431).")
+    http_max_connections: int = Field(
+        1000, ge=1, description="Most open client connections; one more is answered 503 and closed.")
+    http_keepalive_timeout_s: float = Field(
+        5.0, gt=0, description="An idle kept-alive connection is closed after this time.")
+
     # HTTP.
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
+    access_log: bool = Field(True, description="uvicorn's access log line per request.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, keys: list[str]) -> list[str]:
+        if any(not k.strip() or k != k.strip() for k in keys):
+            raise ValueError("API keys must be non-empty, without surrounding whitespace")
+        return keys
 
     def default_model(self, task: str) -> str | None:
         """The configured default model name for ``task`` (None when not configured)."""

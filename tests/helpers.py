@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from service.app import create_app
+from service.http.server import server_config
 from service.contract import (
     DetectionMetadata, DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
 )
@@ -86,11 +87,13 @@ def free_port() -> int:
 def serve(app_or_settings: FastAPI | Settings, *, startup_timeout: float = 60.0) -> Iterator[str]:
     """Run the gateway with uvicorn in a thread; yield ``http://127.0.0.1:PORT``; stop it on exit.
 
+    The server is configured as in production (:func:`service.http.server.server_config`: the
+    h11 protocol with the ``http_*`` timeouts and limits of the app's settings).
     Raises RuntimeError when the server exits or is not up within ``startup_timeout`` seconds.
     """
     app = app_or_settings if isinstance(app_or_settings, FastAPI) else create_app(app_or_settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = server_config(app, app.state.settings, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -282,6 +285,58 @@ def gateway_process(settings: dict[str, Any]) -> Iterator[GatewayProcess]:
         yield gw.wait_ready()
     finally:
         gw.stop()
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """``("127.0.0.1", PORT)`` of a ``http://127.0.0.1:PORT`` base URL."""
+    host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+    return host, int(port)
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Everything ``sock`` receives until the peer closes it (``closed`` True) or ``timeout``
+    seconds pass (False). A reset counts as closed."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return data, False
+        except (ConnectionResetError, BrokenPipeError):
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+
+
+def raw_exchange(url: str, data: bytes, *, timeout: float = 10.0) -> tuple[float, bytes, bool]:
+    """Send ``data`` on a fresh TCP connection to the server of ``url`` and read until it closes:
+    ``(seconds until closed or timeout, bytes received, closed)``."""
+    t0 = time.monotonic()
+    with socket.create_connection(host_port(url), timeout=timeout) as sock:
+        if data:
+            sock.sendall(data)
+        received, closed = read_until_closed(sock, timeout)
+    return time.monotonic() - t0, received, closed
+
+
+def http_status(response: bytes) -> int:
+    """The status code of a raw HTTP/1.1 response (0 when there is none)."""
+    head = response.split(b"\r\n", 1)[0].split()
+    return int(head[1]) if len(head) >= 2 and head[0].startswith(b"HTTP/") else 0
+
+
+def http_json(response: bytes) -> Any:
+    """The JSON body of a raw HTTP/1.1 response (``Content-Length`` framed)."""
+    import json
+
+    return json.loads(response.split(b"\r\n\r\n", 1)[1])
 
 
 # (section boundary: keep the blank lines above and below, two people edit the two sections)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from service.contract import ModelMetadata
 from service.errors import ServiceError
 from service.http.metrics import Metrics
-from service.imaging.decode import decode_image
+from service.imaging.decode import decode
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
 from service.runtime.runner import InferenceRunner
@@ -82,6 +82,8 @@ class TaskContext:
     registry: ModelRegistry
     runner: InferenceRunner
     timings: Timings
+    image_warning: str | None = None
+    """Set by :meth:`decode` when a lenient decode got through faulty data."""
 
     @property
     def limits(self) -> Limits:
@@ -95,9 +97,12 @@ class TaskContext:
         return meta
 
     async def decode(self, data: bytes) -> np.ndarray:
-        """The uploaded image as ``H x W x 3`` uint8 RGB (timed as stage ``decode``)."""
+        """The uploaded image as ``H x W x 3`` uint8 RGB (timed as stage ``decode``). A lenient
+        decode's warning is kept for the answer's ``X-Image-Warning`` (``image_warning``)."""
         with self.timings.stage("decode"):
-            return await run_in_threadpool(decode_image, data, self.settings)
+            decoded = await run_in_threadpool(decode, data, self.settings)
+        self.image_warning = decoded.warning
+        return decoded.pixels
 
 
 async def task_context(

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from service.errors import (
-    BadRequest, ServiceError, Unprocessable, UnsupportedMediaType, describe_validation,
+    BadRequest, ServiceError, Unprocessable, UnsupportedMediaType, describe_validation, shown,
 )
 from service.imaging.decode import check_body_size, decode_base64
 from service.settings import Settings
@@ -41,15 +41,37 @@ TextParser = Callable[[str, str], Any]
 
 _IMAGE_PARTS = ("file", "image")
 
+# What json.loads raises besides JSONDecodeError: RecursionError past ~1000 levels of nesting,
+# ValueError for an integer of more than 4300 digits (Python's int-conversion limit).
+_JSON_ERRORS = (ValueError, RecursionError)
+
+
+def _json_problem(exc: BaseException) -> str:
+    """Why json.loads refused a text, in words (no traceback, no echo of the input)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return "the body is not UTF-8 text"
+    if "digits" in str(exc):
+        return "an integer has too many digits"
+    return "not valid JSON"
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads`` (raises only ``_JSON_ERRORS``)."""
+    return json.loads(text)
+
 
 def list_text(name: str, text: str) -> Any:
     """A list option given as text: a JSON list (``[0.5, 1]``) or comma-separated (``0.5,1``)."""
     text = text.strip()
     if text.startswith("["):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise Unprocessable(f"invalid options: {name}: not a JSON list ({exc})",
+            return _loads(text)
+        except _JSON_ERRORS as exc:
+            raise Unprocessable(f"invalid options: {name}: not a JSON list ({_json_problem(exc)})",
                                 code="invalid_options") from None
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -57,9 +79,9 @@ def list_text(name: str, text: str) -> Any:
 def json_text(name: str, text: str) -> Any:
     """A JSON value given as text (a task's extra field, e.g. ``faces``); 400 ``invalid_json``."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"'{name}' is not valid JSON: {exc}", code="invalid_json") from None
+        return _loads(text)
+    except _JSON_ERRORS as exc:
+        raise BadRequest(f"'{name}' is not valid JSON: {_json_problem(exc)}", code="invalid_json") from None
 
 
 def _union_args(annotation: Any) -> tuple[Any, ...]:
@@ -158,9 +180,9 @@ class _Collector:
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Unprocessable(f"invalid options: options: not valid JSON ({exc})",
+        value = _loads(text)
+    except _JSON_ERRORS as exc:
+        raise Unprocessable(f"invalid options: options: not valid JSON ({_json_problem(exc)})",
                             code="invalid_options") from None
     if not isinstance(value, dict):
         raise Unprocessable("invalid options: options: must be a JSON object", code="invalid_options")
@@ -179,7 +201,9 @@ async def _multipart(request: Request, fields: _Collector) -> bytes:
     except ServiceError:  # e.g. 413 from the body limit while the parts stream in
         raise
     except Exception as exc:  # malformed multipart or over the part limits
-        raise BadRequest(f"cannot parse the multipart body: {exc}", code="invalid_multipart") from None
+        detail = str(getattr(exc, "detail", None) or exc)
+        raise BadRequest(f"cannot parse the multipart body: {shown(detail, 200)}",
+                         code="invalid_multipart") from None
     try:
         return await _multipart_parts(form, fields)
     finally:
@@ -201,7 +225,7 @@ async def _multipart_parts(form: FormData, fields: _Collector) -> bytes:
         if value is upload:
             continue
         if not isinstance(value, str):
-            raise BadRequest(f"unexpected file part '{key}'", code="invalid_multipart")
+            raise BadRequest(f"unexpected file part {shown(key)}", code="invalid_multipart")
         texts.append((key, value))
     fields.add_text(texts)
     return await upload.read()
@@ -212,9 +236,9 @@ async def _json_body(request: Request, settings: Settings, fields: _Collector) -
     body = await request.body()
     check_body_size(len(body), settings)
     try:
-        payload = await run_in_threadpool(json.loads, body)  # ~1 ms per MB: off the event loop
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from None
+        payload = await run_in_threadpool(_loads, body)  # ~1 ms per MB: off the event loop
+    except _JSON_ERRORS as exc:  # UnicodeDecodeError is a ValueError too
+        raise BadRequest(f"malformed JSON body: {_json_problem(exc)}", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise BadRequest("the JSON body must be an object with an 'image' field", code="invalid_json")
     if "image" not in payload:
@@ -246,7 +270,7 @@ async def read_request(request: Request, settings: Settings, spec: RequestFields
         options = fields.validated()
     else:
         raise UnsupportedMediaType(
-            f"unsupported Content-Type '{ctype or '(none)'}': send multipart/form-data (a 'file' "
+            f"unsupported Content-Type {shown(ctype) if ctype else '(none)'}: send multipart/form-data (a 'file' "
             "part), application/json (base64 'image'), or the image bytes (image/*)",
             code="unsupported_content_type",
         )

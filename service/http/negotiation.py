@@ -6,7 +6,7 @@ from typing import Sequence
 
 from fastapi import Request
 
-from service.errors import NotAcceptable
+from service.errors import NotAcceptable, shown
 from service.tasks.common import JSON
 
 
@@ -48,6 +48,6 @@ def negotiate(request: Request, offered: Sequence[str] = (JSON,)) -> str:
             best, best_q = media, q
     if best is None:
         raise NotAcceptable(
-            f"{request.url.path} answers {' or '.join(offered)}; Accept was '{accept}'"
+            f"{request.url.path} answers {' or '.join(offered)}; Accept was {shown(accept, 200)}"
         )
     return best

@@ -49,6 +49,8 @@ async def serve_task(request: Request, ctx: TaskContext, task: TaskDef[Any, Any,
     headers = result_headers(meta, image)
     # The stage times as the standard Server-Timing header (the JSON answers repeat them).
     headers["Server-Timing"] = ", ".join(f"{k};dur={v}" for k, v in ctx.timings.as_ms().items())
+    if ctx.image_warning:
+        headers["X-Image-Warning"] = ctx.image_warning
     if isinstance(answer, Binary):
         return Response(answer.data, media_type=answer.media_type,
                         headers={**headers, **answer.headers})

@@ -19,7 +19,17 @@ Rules (they are part of the API and the README documents them):
   Pillow's plain CMYK->RGB formula. ICC profiles of RGB images are ignored (the official loaders
   ignore them too).
 * Animated or multi-page files (WebP, TIFF, MPO): the first frame is used.
-* Truncated or corrupt data of a supported format answers 400; an empty body 400.
+* Truncated or corrupt data of a supported format answers 400; an empty body 400. JPEG is decoded
+  strictly (libjpeg-turbo through ``simplejpeg``, the same pixels as Pillow's decoder): any
+  warning of the decoder (entropy data ending before the image does, as in a file whose header
+  claims 8000x5000 over 41 KB of data; corrupt data; extraneous bytes) refuses the image. With
+  ``settings.lenient_images`` such a JPEG is decoded anyway (missing parts grey, as libjpeg fills
+  them) and :attr:`Decoded.warning` says so (the HTTP layer sends it as ``X-Image-Warning``).
+  Corruption of the pixel payload of a format that carries no check of it (uncompressed TIFF and
+  BMP, the WebP bitstreams) cannot be told from a picture and decodes as one; broken structure
+  (sizes, offsets, chunks, compressed streams, truncation) answers 400.
+* Messages describe the data in the gateway's words; decoder exception texts (library and plugin
+  names) are logged at debug level only.
 """
 
 from __future__ import annotations
@@ -27,12 +37,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import re
 import struct
 import warnings
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -70,6 +83,8 @@ _FTYP_BRANDS = {
     b"isom": "MP4", b"mp41": "MP4", b"mp42": "MP4", b"qt  ": "QuickTime",
 }
 
+
+log = logging.getLogger("service.imaging.decode")
 
 _DEFAULTS = Settings.model_construct()  # field defaults only; the environment is not read
 
@@ -168,20 +183,53 @@ def decode_base64(text: str, settings: Settings | None = None) -> bytes:
         raise BadRequest(f"'image' is not valid base64: {exc}", code="invalid_base64") from None
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image: ``pixels`` (``H x W x 3`` uint8 RGB) and, in lenient mode only, why
+    the data was not clean (``warning``; None for clean data)."""
+
+    pixels: np.ndarray
+    warning: str | None = None
+
+
 def decode_image(data: bytes, settings: Settings | None = None) -> np.ndarray:
     """Decode an encoded image into an ``H x W x 3`` C-contiguous ``uint8`` RGB array.
 
-    ``settings`` supplies ``max_body_bytes``, ``max_pixels`` and ``max_image_side`` (defaults
-    when None). Raises :class:`~service.errors.ServiceError` subclasses (400/413/415); see the module
-    docstring for the rules.
+    ``settings`` supplies ``max_body_bytes``, ``max_pixels``, ``max_image_side`` and
+    ``lenient_images`` (defaults when None). Raises :class:`~service.errors.ServiceError`
+    subclasses (400/413/415); see the module docstring for the rules.
     """
+    return decode(data, settings).pixels
+
+
+def _bad_data(what: str, fmt: str, exc: BaseException) -> BadRequest | PayloadTooLarge:
+    """The client's error for a decoder failure (the decoder's own text only in the log)."""
+    text = str(exc)
+    log.debug("%s %s image refused: %s: %s", what, fmt, type(exc).__name__, text)
+    lowered = text.lower()
+    if "too large" in lowered:  # PNG text chunks past Pillow's decompression limits
+        return PayloadTooLarge(f"{fmt} image metadata is too large when decompressed",
+                               code="image_too_large")
+    if "truncated" in lowered or "premature end" in lowered:
+        return BadRequest(f"truncated {fmt} image: the data ends early", code="invalid_image")
+    return BadRequest(f"corrupt {fmt} image: the {what} cannot be decoded", code="invalid_image")
+
+
+def _bomb(exc: BaseException) -> PayloadTooLarge:
+    log.debug("decompression bomb refused: %s", exc)
+    return PayloadTooLarge("image refused as a decompression bomb: too many pixels for its size",
+                           code="image_too_large")
+
+
+def decode(data: bytes, settings: Settings | None = None) -> Decoded:
+    """:func:`decode_image` with the lenient mode's warning (see :class:`Decoded`)."""
     if not data:
         raise BadRequest("empty image: the request carried no image bytes", code="empty_image")
     check_body_size(len(data), settings)
     try:
         im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(f"image refused as a decompression bomb: {exc}", code="image_too_large") from None
+        raise _bomb(exc) from None
     except UnidentifiedImageError:
         own = _supported_signature(data[:16])
         if own is not None:
@@ -197,16 +245,19 @@ def decode_image(data: bytes, settings: Settings | None = None) -> np.ndarray:
             f"not a recognised image (supported formats: {SUPPORTED_TEXT})", code="unsupported_format"
         ) from None
     except Exception as exc:  # a supported signature whose header is broken
-        own = _supported_signature(data[:16]) or "image"
-        what = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-        raise BadRequest(f"{what} {own} image: the header cannot be read ({exc})", code="invalid_image") from None
+        raise _bad_data("header", _supported_signature(data[:16]) or "image", exc) from None
+    warning = None
     with im:
         fmt = im.format or "image"
         # Our limits, from the header, before any pixel data is decoded.
         check_dimensions(im.width, im.height, settings)
         fast = _opencv_png(data, im)
         if fast is not None:
-            return fast
+            return Decoded(fast)
+        if fmt in ("JPEG", "MPO"):
+            strict, warning = _strict_jpeg(data, im, bool(getattr(settings, "lenient_images", False)))
+            if strict is not None:
+                return Decoded(strict)
         try:
             with warnings.catch_warnings():
                 # Palette transparency warnings are expected: alpha is dropped on purpose.
@@ -217,15 +268,83 @@ def decode_image(data: bytes, settings: Settings | None = None) -> np.ndarray:
         except (PayloadTooLarge, BadRequest, UnsupportedMediaType):
             raise
         except Image.DecompressionBombError as exc:
-            raise PayloadTooLarge(f"image refused as a decompression bomb: {exc}", code="image_too_large") from None
-        except OSError as exc:
-            msg = str(exc)
-            if "truncated" in msg:
-                raise BadRequest(f"truncated {fmt} image: the data ends early ({msg})", code="invalid_image") from None
-            raise BadRequest(f"corrupt {fmt} image: {msg}", code="invalid_image") from None
-        except Exception as exc:  # zlib errors, struct errors, SyntaxError from plugins, ...
-            raise BadRequest(f"corrupt {fmt} image: {type(exc).__name__}: {exc}", code="invalid_image") from None
-    return rgb
+            raise _bomb(exc) from None
+        except Exception as exc:  # OSError, zlib errors, struct errors, SyntaxError from plugins
+            raise _bad_data("data", fmt, exc) from None
+    return Decoded(rgb, warning)
+
+
+# JPEG colour layouts libjpeg-turbo turns into RGB exactly as Pillow does (YCbCr, RGB, grey).
+_STRICT_JPEG_MODES = ("RGB", "L")
+# Pillow's transpose for each EXIF orientation (ImageOps.exif_transpose's table).
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def _strict_jpeg(data: bytes, im: Image.Image, lenient: bool) -> tuple[np.ndarray | None, str | None]:
+    """A JPEG decoded by libjpeg-turbo with every decoder warning an error.
+
+    Returns ``(pixels, None)`` for a clean YCbCr/grey JPEG; ``(None, None)`` for a clean JPEG
+    Pillow must convert (CMYK: checked here at 1/8 scale, decoded by Pillow); in lenient mode
+    ``(None, warning)`` for data with recoverable faults (Pillow then decodes it as libjpeg
+    fills it). Raises 400 otherwise.
+    """
+    plain = im.mode in _STRICT_JPEG_MODES
+    try:
+        if plain:
+            pixels = simplejpeg.decode_jpeg(data, "RGB", strict=True)
+        else:
+            simplejpeg.decode_jpeg(data, "CMYK" if im.mode == "CMYK" else "RGB", strict=True,
+                                   min_factor=8)
+            return None, None
+    except ValueError as exc:
+        if lenient and not _jpeg_fatal(data):
+            log.info("lenient decode of a faulty JPEG: %s", exc)
+            return None, _jpeg_warning(exc)
+        raise _bad_data("data", "JPEG", exc) from None
+    if pixels.shape[:2] != (im.height, im.width):  # defensive: the headers must agree
+        raise BadRequest("corrupt JPEG image: its frames disagree on the size", code="invalid_image")
+    return _exif_oriented(pixels, im), None
+
+
+def _jpeg_fatal(data: bytes) -> bool:
+    """True when not even a non-strict decode gets through (lenient mode cannot help)."""
+    try:
+        simplejpeg.decode_jpeg(data, "RGB", strict=False, min_factor=8)
+        return False
+    except ValueError:
+        return True
+
+
+def _jpeg_warning(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "premature end" in text:
+        return "JPEG data ends early: missing parts decoded as grey"
+    return "corrupt JPEG data: decoded as far as possible"
+
+
+def _exif_oriented(pixels: np.ndarray, im: Image.Image) -> np.ndarray:
+    """``pixels`` turned upright by the EXIF orientation of ``im`` (what
+    ``ImageOps.exif_transpose`` does to the Pillow image; unreadable EXIF is ignored)."""
+    try:
+        orientation = im.getexif().get(0x0112)
+    except Exception:
+        return pixels
+    method = _ORIENT.get(orientation) if isinstance(orientation, int) else None
+    if method is None:
+        return pixels
+    turned = {
+        Image.Transpose.FLIP_LEFT_RIGHT: lambda a: a[:, ::-1],
+        Image.Transpose.ROTATE_180: lambda a: a[::-1, ::-1],
+        Image.Transpose.FLIP_TOP_BOTTOM: lambda a: a[::-1],
+        Image.Transpose.TRANSPOSE: lambda a: a.transpose(1, 0, 2),
+        Image.Transpose.ROTATE_270: lambda a: np.rot90(a, -1),
+        Image.Transpose.TRANSVERSE: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        Image.Transpose.ROTATE_90: lambda a: np.rot90(a, 1),
+    }[method](pixels)
+    return np.ascontiguousarray(turned)
 
 
 # PNG modes whose OpenCV decode (IMREAD_COLOR: grey replicated, alpha dropped) equals Pillow's

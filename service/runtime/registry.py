@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.contract import TASKS, ModelMetadata
-from service.errors import BadRequest, ModelNotFound
+from service.errors import BadRequest, ModelNotFound, shown
 from service.settings import Settings
 
 
@@ -28,7 +28,7 @@ class ModelRegistry:
         """The model ``name``; 404 when not served."""
         meta = self.models.get(name)
         if meta is None:
-            raise ModelNotFound(f"model '{name}' is not served")
+            raise ModelNotFound(f"model {shown(name)} is not served")
         return meta
 
     def resolve(self, name: str | None, task: str) -> ModelMetadata:
@@ -44,6 +44,6 @@ class ModelRegistry:
         meta = self.get(name)
         if meta.task != task:
             raise BadRequest(
-                f"model '{name}' is a {meta.task} model, not a {task} model", code="wrong_task"
+                f"model {shown(name)} is a {meta.task} model, not a {task} model", code="wrong_task"
             )
         return meta

@@ -105,9 +105,46 @@ def test_gateway_service(compose: dict) -> None:
     fields = set(Settings.model_fields)
     unknown = [k for k in env if k.startswith("HRNET_") and k[len("HRNET_"):].lower() not in fields]
     assert not unknown, f"variables the gateway does not read: {unknown}"
-    # The settings must parse as the container would see them.
-    settings = Settings(**{k[len("HRNET_"):].lower(): v for k, v in env.items()})
+    # The settings must parse as the container would see them (compose's ${VAR:-default}
+    # interpolation with nothing set in the shell: the defaults), read as environment variables.
+    values = {k: re.sub(r"\$\{[A-Z_]+:-(.*)\}", r"\1", str(v)) for k, v in env.items()}
+    settings = _settings_from_env(values)
     assert settings.backend == "triton" and settings.triton_protocol == "grpc"
+    assert settings.api_keys == [] and settings.metrics_public is False
+
+
+def _settings_from_env(values: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Settings read from ``values`` as the container's environment (JSON lists decoded)."""
+    import os
+    from unittest import mock
+
+    from service.settings import Settings
+
+    with mock.patch.dict(os.environ, values, clear=False):
+        return Settings(_env_file=None)
+
+
+def test_triton_ports_stay_on_the_internal_network(compose: dict, validator) -> None:  # type: ignore[no-untyped-def]
+    """Triton has no authentication and none of the gateway's limits: compose publishes none of
+    its ports on the host; only the override file asks for them (bound to 127.0.0.1 by default)."""
+    triton = compose["services"]["triton"]
+    assert "ports" not in triton, triton.get("ports")
+    assert {str(p) for p in triton["expose"]} == {"8000", "8001", "8002"}
+    published = [s.get("ports", []) for n, s in compose["services"].items() if n != "prometheus"]
+    assert [p for ports in published for p in ports] == ["8000:8000"], published  # the gateway's
+    override = yaml.safe_load((ROOT / "docker" / "compose.triton-ports.yml").read_text())
+    merged = json.loads(json.dumps(compose))
+    merged["services"]["triton"]["ports"] = override["services"]["triton"]["ports"]
+    assert not list(validator.iter_errors(merged))
+    assert all(p.startswith("${TRITON_BIND:-127.0.0.1}:") for p in override["services"]["triton"]["ports"])
+    assert set(override["services"]) == {"triton"}
+
+
+def test_gateway_passes_api_keys_through(compose: dict) -> None:
+    env = compose["services"]["gateway"]["environment"]
+    assert env["HRNET_API_KEYS"] == "${HRNET_API_KEYS:-[]}"
+    settings = _settings_from_env({"HRNET_API_KEYS": '["k1", "k2"]', "HRNET_METRICS_PUBLIC": "true"})
+    assert settings.api_keys == ["k1", "k2"] and settings.metrics_public is True
 
 
 def test_export_and_monitoring_profiles(compose: dict) -> None:
@@ -152,7 +189,8 @@ def test_gateway_dockerfiles(path: Path, base: str, extra: str) -> None:
     health = [args for word, args in steps if word == "HEALTHCHECK"]
     assert len(health) == 1 and "/healthz" in health[0]
     cmd = json.loads(next(args for word, args in steps if word == "CMD"))
-    assert cmd[:3] == ["uvicorn", "--factory", "service.app:create_app"]
+    # python -m service: uvicorn as service/http/server.py configures it (timeouts, limits).
+    assert cmd == ["python", "-m", "service"]
     text = " ".join(args for _, args in steps).lower()
     assert "torch" not in text.replace("find_spec('torch')", ""), "torch must not enter the gateway image"
     assert "export" not in text.replace("export.dockerfile", "") and "model_export" not in text

@@ -274,7 +274,8 @@ def test_images_and_ports(rendered: dict[str, list[m.Obj]], overlay: str) -> Non
     gw_file = _dockerfile("gateway.Dockerfile")
     exposed = int(re.search(r"^EXPOSE (\d+)", gw_file, re.M).group(1))
     cmd = json.loads(re.search(r"^CMD (\[.*\])", gw_file, re.M).group(1))
-    cmd_port = int(cmd[cmd.index("--port") + 1])
+    assert cmd == ["python", "-m", "service"]  # the port is the image's HRNET_PORT setting
+    cmd_port = int(re.search(r"HRNET_PORT=(\d+)", gw_file).group(1))
     uid = {name: int(re.findall(r"^USER (\d+)", _dockerfile(name), re.M)[-1])
            for name in ("gateway.Dockerfile", "export.Dockerfile")}
 

@@ -37,8 +37,13 @@ def test_rss_returns_after_a_heavy_request(model_repo) -> None:
         time.sleep(1.0)
         rest, _ = gw.memory_mb()
         segment(heavy, **options)
-        time.sleep(1.0)  # the release runs just after the answer
-        after, peak = gw.memory_mb()
+        # The release runs just after the answer, off its path: give a busy machine time.
+        deadline = time.monotonic() + 15
+        while True:
+            after, peak = gw.memory_mb()
+            if after <= 1.10 * rest or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     print(f"RSS after warm-up {rest:.0f} MiB, after a heavy request {after:.0f} MiB, "
           f"peak {peak:.0f} MiB")
     assert peak > rest + 150, "the request was not heavy enough to tell anything"

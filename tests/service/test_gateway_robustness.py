@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.errors import Unprocessable
+from service.errors import BackendError, Timeout, Unavailable, Unprocessable
 from service.imaging.decode import decode_base64
 from service.contract import ModelMetadata
 from service.settings import Settings
@@ -145,3 +145,88 @@ def test_base64_whitespace_of_every_kind_is_ignored():
     spaced = " \t".join(text[i : i + 10] for i in range(0, len(text), 10))
     spaced = spaced.replace("A", "A\n", 3).replace("B", "B\u00a0", 2).replace("C", "C\u2028", 2)
     assert decode_base64("\r\n" + spaced + "\u3000") == data
+
+
+class _FailingDetector(FakeDetector):
+    """A FakeDetector whose backend fails as a Triton client does, with its internals."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__()
+        self.exc = exc
+
+    async def infer(self, model, inputs):  # type: ignore[no-untyped-def]
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc,status,public", [
+    (Unavailable("Triton at 127.0.0.1:9202 is unavailable: InferenceServerException: failed to "
+                 "connect to all addresses", retry_after=1), 503, "the inference backend is unavailable"),
+    (BackendError("Triton inference failed for 'fake_det': [StatusCode.INTERNAL] onnxruntime "
+                  "error at /opt/tritonserver/backends/python"), 500, "inference failed in the backend"),
+    (Timeout("Triton did not answer 'fake_det' within 120 s"), 504, "did not finish within"),
+], ids=["unavailable", "backend_error", "timeout"])
+def test_backend_failures_are_generic_for_clients_and_detailed_in_the_log(
+        tmp_path, caplog, exc, status, public):
+    """Item 9: no backend address, client library or path in the answer; all of it in the log."""
+    app = create_app(Settings(repository=tmp_path), backend=_FailingDetector(exc))
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level("WARNING"):
+        r = c.post("/detect", files={"file": ("a.png", _png(), "image/png")})
+    assert r.status_code == status, r.text
+    message = r.json()["error"]["message"]
+    assert public in message
+    for internal in ("127.0.0.1", "9202", "InferenceServerException", "StatusCode", "/opt/",
+                     "onnxruntime", "Triton"):
+        assert internal not in message, message
+    assert exc.message in caplog.text  # the details are logged
+    if status == 503:
+        assert r.headers["retry-after"] == "1"
+
+
+def test_decoder_internals_are_not_in_messages(client):
+    """Item 9: Pillow's plugin names and constants stay out of the message (413, in words)."""
+    import struct
+    import zlib
+
+    png = _png()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = png[:33] + chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * 4_000_000, 9)) + png[33:]
+    r = client.post("/detect", files={"file": ("a.png", bomb, "image/png")})
+    assert r.status_code == 413, r.text
+    assert "PngImagePlugin" not in r.text and "MAX_TEXT_CHUNK" not in r.text
+    assert "metadata" in r.json()["error"]["message"]
+
+
+def test_echoed_values_are_cut_and_escaped():
+    """Item 10: shown() quotes, cuts to 64 characters and makes control/bidi/NUL visible."""
+    from service.errors import error_body, shown
+
+    long = "m" * 10_200 + "\u202e\u0000"
+    text = shown(long)
+    assert text.startswith("'" + "m" * 64 + "…'") and "10202 characters" in text and len(text) < 100
+    assert shown("a\u202eb\u0000c\x1b\n") == "'a\\u202eb\\x00c\\x1b\\n'"
+    assert shown(10 ** 5000).startswith("an integer of about 5001 digits")
+    body = error_body("x", "raw \u202e\u2066 and \u0000")  # the last guard for any message
+    assert body["error"]["message"] == "raw \\u202e\\u2066 and \\x00"
+    assert len(error_body("x", "y" * 50_000)["error"]["message"]) <= 1025
+
+
+def test_lenient_mode_decodes_a_faulty_jpeg_and_flags_it(tmp_path):
+    """Item 6: strict by default (400); lenient mode (off by default) answers with X-Image-Warning."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8)).save(buf, "JPEG")
+    faulty = buf.getvalue()[: len(buf.getvalue()) // 2] + b"\xff\xd9"
+    assert Settings.model_fields["lenient_images"].default is False
+    for lenient, status in ((False, 400), (True, 200)):
+        app = create_app(Settings(repository=tmp_path, lenient_images=lenient), backend=FakeDetector())
+        with TestClient(app, raise_server_exceptions=False) as c:
+            r = c.post("/detect", content=faulty, headers={"content-type": "image/jpeg"})
+            clean = c.post("/detect", content=buf.getvalue(), headers={"content-type": "image/jpeg"})
+        assert r.status_code == status, r.text
+        assert clean.status_code == 200 and "x-image-warning" not in clean.headers
+        if lenient:
+            assert "ends early" in r.headers["x-image-warning"]
+        else:
+            assert r.json()["error"]["code"] == "invalid_image" and "x-image-warning" not in r.headers

@@ -273,3 +273,76 @@ def test_opencv_png_decode_equals_pillow_on_real_photos(mode):
         assert np.array_equal(got, ref), mode
         if fast is not None:
             assert np.array_equal(fast, ref), mode
+
+
+# -- strict JPEG decoding (libjpeg-turbo via simplejpeg) --------------------------------------
+
+def _photo_rgb(w: int = 160, h: int = 120) -> np.ndarray:
+    from tests.helpers import photo
+
+    return np.asarray(Image.fromarray(photo("coffee")).resize((w, h)))
+
+
+@pytest.mark.parametrize("params", [
+    dict(quality=90), dict(quality=75, subsampling=0), dict(quality=75, subsampling=1),
+    dict(progressive=True), dict(quality=95, optimize=True), dict(gray=True),
+], ids=["420", "444", "422", "progressive", "optimized", "grey"])
+def test_strict_jpeg_decoder_gives_pillows_pixels(params):
+    im = Image.fromarray(_photo_rgb(161, 97))  # odd sizes: partial MCUs
+    if params.pop("gray", False):
+        im = im.convert("L")
+    data = encode(im, "JPEG", **params)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    out = decode_image(data)
+    assert out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_strict_jpeg_applies_every_exif_orientation_as_pillow(orientation):
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(_photo_rgb(40, 30)), "JPEG", exif=exif, quality=92)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(data), expected)
+
+
+def _claiming(data: bytes, width: int, height: int) -> bytes:
+    out = bytearray(data)
+    i = 2
+    while i < len(out):
+        marker, length = out[i + 1], struct.unpack(">H", out[i + 2:i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            out[i + 5:i + 9] = struct.pack(">HH", height, width)
+            return bytes(out)
+        i += 2 + length
+    raise AssertionError("no SOF")
+
+
+def test_lying_and_truncated_jpegs_are_refused_quickly():
+    import time
+
+    data = encode(Image.fromarray(_photo_rgb(320, 240)), "JPEG", quality=90)
+    for bad in (_claiming(data, 8000, 5000), _claiming(data, 640, 480),
+                data[: len(data) // 2] + b"\xff\xd9", data[: len(data) * 9 // 10]):
+        t0 = time.monotonic()
+        err = expect_error(bad, 400, "truncated", "JPEG")
+        assert time.monotonic() - t0 < 1.5
+        assert err.code == "invalid_image"
+    cmyk = encode(Image.new("CMYK", (64, 48), (0, 255, 255, 0)), "JPEG")
+    expect_error(cmyk[: len(cmyk) // 2] + b"\xff\xd9", 400, "JPEG")  # checked before Pillow's path
+    assert decode_image(data + b"trailing bytes after EOI").shape == (240, 320, 3)
+
+
+def test_lenient_decode_reports_the_fault():
+    from service.imaging.decode import decode
+
+    data = encode(Image.fromarray(_photo_rgb(320, 240)), "JPEG", quality=90)
+    bad = data[: len(data) // 2] + b"\xff\xd9"
+    result = decode(bad, Settings(lenient_images=True))
+    assert result.pixels.shape == (240, 320, 3) and "ends early" in result.warning
+    assert decode(data, Settings(lenient_images=True)).warning is None
+    with pytest.raises(ServiceError):  # what not even a lenient decoder reads stays refused
+        decode(b"\xff\xd8\xff\xdb" + b"\0" * 10, Settings(lenient_images=True))

@@ -2,7 +2,10 @@
 
 * :func:`install_triton`: runs ``scripts/install_triton.sh`` (a cached no-op after the first run);
 * :class:`TritonServer`: one ``tritonserver`` process on free ports; start, wait for readiness,
-  kill (SIGKILL of its process group, stubs included), restart on the same ports;
+  kill (SIGKILL of its process group, stubs included), hang (SIGSTOP) and resume (SIGCONT),
+  restart on the same ports;
+* :class:`Load`: client threads posting ``/segment`` in a loop, recording every answer's start
+  time, status and duration, and the fault :class:`Timeline` read from them;
 * :func:`live_gateway`: ``create_app(settings)`` served by uvicorn on a free port in a thread.
 
 Everything has a timeout so nothing can hang CI.
@@ -10,10 +13,12 @@ Everything has a timeout so nothing can hang CI.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -21,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers import free_port, serve
 
@@ -143,6 +151,23 @@ class TritonServer:
         self.kill()
         pytest.fail(f"tritonserver not ready after {timeout} s:\n{self.log_tail()}")
 
+    def start_ready(self, attempts: int = 2, timeout: float = READY_TIMEOUT_S) -> "TritonServer":
+        """:meth:`start` + :meth:`wait_ready`, starting again (up to ``attempts`` times) when the
+        process exits during start-up: on a busy machine this tritonserver sometimes fails to
+        load its python-backend models in time ("failed to load all models") and exits."""
+        for attempt in range(attempts):
+            self.start()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc is not None and self.proc.poll() is None:
+                if self.is_ready():
+                    return self
+                time.sleep(0.2)
+            if self.proc is not None and self.proc.poll() is None:
+                break  # alive but not ready in time: wait_ready reports it
+            if attempt + 1 < attempts:
+                self.stop()
+        return self.wait_ready(timeout=1)
+
     def _signal_group(self, sig: int) -> None:
         if self.proc is None:
             return
@@ -158,11 +183,25 @@ class TritonServer:
         self._signal_group(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def hang(self) -> None:
+        """SIGSTOP the server process: its sockets stay open, nothing answers (a hung server,
+        as far as clients can tell). Only the server itself: stopping its python-backend stubs
+        too makes this tritonserver crash (SIGSEGV in libtriton_python) once it resumes, its
+        stub health checks having failed meanwhile: a crash of the test double, not a hang."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`hang`."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Graceful stop (SIGTERM), then SIGKILL after 15 s."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self._signal_group(signal.SIGCONT)  # a hung server must be able to act on SIGTERM
             self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)
@@ -184,3 +223,111 @@ def live_gateway(settings, timeout: float = 60.0) -> Iterator[str]:  # type: ign
     """Serve ``create_app(settings)`` with uvicorn on a free port; yields ``http://127.0.0.1:PORT``."""
     with serve(settings, startup_timeout=timeout) as url:
         yield url
+
+
+def load_photo() -> bytes:
+    """The small PNG the load posts (72x96 noise, one cheap pass of ``LEAN_MODEL``)."""
+    rng = np.random.default_rng(7)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of a :class:`Load`: when it started, its status (-1: no answer), how long it
+    took and its Retry-After."""
+
+    started: float
+    status: int
+    seconds: float
+    retry_after: str | None
+
+
+class Load:
+    """Client threads posting /segment (``LEAN_MODEL``) in a loop; records every :class:`Answer`."""
+
+    def __init__(self, base: str, threads: int = 3, client_timeout_s: float = 20.0,
+                 model: str = LEAN_MODEL) -> None:
+        self.base = base
+        self.model = model
+        self.photo = load_photo()
+        self.client_timeout_s = client_timeout_s
+        self.results: list[Answer] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=self.client_timeout_s) as client:
+            for _ in range(2000):  # bounded, whatever happens
+                if self.stop.is_set():
+                    return
+                t0 = time.monotonic()
+                try:
+                    r = client.post(f"{self.base}/segment",
+                                    files={"file": ("x.png", self.photo, "image/png")},
+                                    data={"model": self.model}, headers={"Accept": "image/png"})
+                    status, retry = r.status_code, r.headers.get("retry-after")
+                except httpx.HTTPError as exc:  # a hang ends here, as a failure of the test
+                    status, retry = -1, type(exc).__name__
+                with self.lock:
+                    self.results.append(Answer(t0, status, time.monotonic() - t0, retry))
+                if status != 200:
+                    time.sleep(0.05)
+
+    def count(self, status: int, since: float = float("-inf")) -> int:
+        with self.lock:
+            return sum(1 for a in self.results if a.status == status and a.started >= since)
+
+    def wait_for(self, status: int, n: int, timeout: float, since: float = float("-inf")) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count(status, since) < n:
+            assert time.monotonic() < deadline, f"waited {timeout}s for {n} x {status}: {self.summary()}"
+            time.sleep(0.05)
+
+    def summary(self) -> dict[int, int]:
+        with self.lock:
+            statuses = [a.status for a in self.results]
+        return {s: statuses.count(s) for s in sorted(set(statuses))}
+
+    def answers(self) -> list[Answer]:
+        with self.lock:
+            return list(self.results)
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=self.client_timeout_s + 5)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What clients saw around a fault: seconds from the fault to the first error answer, the
+    error statuses, and seconds from the recovery (restart / SIGCONT) to the first success of a
+    request sent after it."""
+
+    first_error_s: float
+    errors: dict[int, int]
+    recovered_s: float
+    slowest_answer_s: float
+
+    @classmethod
+    def of(cls, answers: list[Answer], fault_at: float, recovery_at: float) -> "Timeline":
+        during = [a for a in answers if a.started + a.seconds >= fault_at and a.status != 200]
+        first_error = min((a.started + a.seconds for a in during), default=float("nan"))
+        statuses = [a.status for a in during]
+        after = [a for a in answers if a.started >= recovery_at and a.status == 200]
+        first_ok = min((a.started + a.seconds for a in after), default=float("nan"))
+        return cls(first_error - fault_at, {s: statuses.count(s) for s in sorted(set(statuses))},
+                   first_ok - recovery_at, max((a.seconds for a in answers), default=0.0))
+
+    def line(self, what: str) -> str:
+        return (f"TIMELINE {what}: first error {self.first_error_s:.2f} s after the fault, "
+                f"errors {self.errors}, first success {self.recovered_s:.2f} s after recovery, "
+                f"slowest answer {self.slowest_answer_s:.2f} s")

@@ -7,82 +7,19 @@ of ``MODEL`` (``triton_lean_repo``), so each start and restart is quick.
 
 from __future__ import annotations
 
-import io
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.triton.harness import LEAN_MODEL as MODEL
-from tests.triton.harness import TritonInstall, TritonServer, live_gateway
+from tests.triton.harness import (
+    Load, Timeline, TritonInstall, TritonServer, live_gateway, load_photo,
+)
 
 CLIENT_TIMEOUT_S = 20.0
-
-
-def _photo() -> bytes:
-    rng = np.random.default_rng(7)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-class Load:
-    """Client threads posting /segment in a loop; records (status, seconds, Retry-After)."""
-
-    def __init__(self, base: str, threads: int = 3) -> None:
-        self.base = base
-        self.photo = _photo()
-        self.results: list[tuple[int, float, str | None]] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
-
-    def _loop(self) -> None:
-        with httpx.Client(timeout=CLIENT_TIMEOUT_S) as client:
-            for _ in range(2000):  # bounded, whatever happens
-                if self.stop.is_set():
-                    return
-                t0 = time.monotonic()
-                try:
-                    r = client.post(f"{self.base}/segment",
-                                    files={"file": ("x.png", self.photo, "image/png")},
-                                    data={"model": MODEL}, headers={"Accept": "image/png"})
-                    status, retry = r.status_code, r.headers.get("retry-after")
-                except httpx.HTTPError as exc:  # a hang ends here, as a failure of the test
-                    status, retry = -1, type(exc).__name__
-                with self.lock:
-                    self.results.append((status, time.monotonic() - t0, retry))
-                if status != 200:
-                    time.sleep(0.05)
-
-    def count(self, status: int) -> int:
-        with self.lock:
-            return sum(1 for s, _, _ in self.results if s == status)
-
-    def wait_for(self, status: int, n: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.count(status) < n:
-            assert time.monotonic() < deadline, f"waited {timeout}s for {n} x {status}: {self.summary()}"
-            time.sleep(0.05)
-
-    def summary(self) -> dict[int, int]:
-        with self.lock:
-            statuses = [s for s, _, _ in self.results]
-        return {s: statuses.count(s) for s in sorted(set(statuses))}
-
-    def __enter__(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=CLIENT_TIMEOUT_S + 5)
+_photo = load_photo
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -98,25 +35,29 @@ def test_triton_killed_mid_load_then_restarted(
         settings = Settings(backend="triton", triton_url=server.url(protocol), triton_protocol=protocol,
                             repository=model_repo, max_concurrency=2, max_queue=16,
                             request_timeout_s=15, retry_after_s=1)
-        with live_gateway(settings) as base, Load(base) as load:
+        with live_gateway(settings) as base, Load(base, client_timeout_s=CLIENT_TIMEOUT_S) as load:
             load.wait_for(200, 5, timeout=60)
+            killed_at = time.monotonic()
             server.kill()
-            load.wait_for(503, 5, timeout=30)
+            load.wait_for(503, 5, timeout=30, since=killed_at)
             down = httpx.get(f"{base}/readyz", timeout=10)
             assert down.status_code == 503, down.text
 
-            ok_before = load.count(200)
+            restarted_at = time.monotonic()
             server.start().wait_ready()
-            load.wait_for(200, ok_before + 5, timeout=60)  # serving again, same gateway
+            load.wait_for(200, 5, timeout=60, since=restarted_at)  # serving again, same gateway
             up = httpx.get(f"{base}/readyz", timeout=10)
             assert up.status_code == 200, up.text
 
+        timeline = Timeline.of(load.answers(), killed_at, restarted_at)
+        print(timeline.line(f"killed/{protocol}"))
         statuses = load.summary()
         assert set(statuses) <= {200, 503}, f"only 200 and 503 are acceptable: {statuses}"
-        for status, seconds, retry in load.results:
-            assert seconds < CLIENT_TIMEOUT_S
-            if status == 503:
-                assert retry is not None and int(retry) >= 1
+        assert timeline.first_error_s < 5, timeline
+        for a in load.answers():
+            assert a.seconds < CLIENT_TIMEOUT_S
+            if a.status == 503:
+                assert a.retry_after is not None and int(a.retry_after) >= 1
     finally:
         server.stop()
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.http.deps import current_registry
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("service.http")
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -30,7 +33,8 @@ async def readyz(request: Request) -> JSONResponse:
             ready = await backend.ready()
             detail = "ok" if ready else "backend not ready"
         except Exception as exc:  # a failing probe is "not ready", never a 500
-            detail = f"backend error: {exc}"
+            log.warning("readiness probe failed: %s: %s", type(exc).__name__, exc)
+            detail = "backend error"  # the details (addresses, client errors) only in the log
     models = sorted(registry.models) if registry is not None else []
     if ready and not models:
         ready, detail = False, "no models loaded"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from service.contract import IMAGE, IMAGE_SIZE, DetectionMetadata, padded, rescale_size
-from service.errors import Unprocessable
+from service.errors import Unprocessable, shown
 from service.imaging.resize import resize_image
 from service.tasks.common import Limits
 from service.tasks.detection.schemas import DetectOptions
@@ -55,7 +55,8 @@ def class_filter(meta: DetectionMetadata, classes: list[str | int] | None) -> fr
     out = set()
     for c in classes:
         # isdecimal, not isdigit: int() refuses digits such as '²' that isdigit accepts.
-        if isinstance(c, int) or (isinstance(c, str) and c.isdecimal()):
+        # (Ten digits at most: int() refuses strings past 4300 digits, and no index is that long.)
+        if isinstance(c, int) or (isinstance(c, str) and c.isdecimal() and len(c) <= 10):
             i = int(c)
             if not 1 <= i < len(meta.labels):
                 raise Unprocessable(f"class index {i} out of range 1..{len(meta.labels) - 1}",
@@ -64,7 +65,7 @@ def class_filter(meta: DetectionMetadata, classes: list[str | int] | None) -> fr
         elif c in names and names[c] != 0:
             out.add(names[c])
         else:
-            raise Unprocessable(f"unknown class '{c}' for model '{meta.name}'",
+            raise Unprocessable(f"unknown class {shown(c)} for model '{meta.name}'",
                                 code="invalid_options")
     return frozenset(out)
 
