@@ -61,6 +61,9 @@ class ModelInfo(BaseModel):
     outputs: list[TensorSpec] = Field(description="Every graph output in order (per-item dims).")
     max_batch_size: int
     default_options: dict[str, Any] = Field(description="Test-time options used when a request omits them.")
+    limits: dict[str, int] = Field(
+        default_factory=dict, description="What the exported graph cannot exceed, e.g. "
+        "detection's `max_detections` (the most boxes a request may ask for).")
     protocol: dict[str, Any] | None = Field(None, description="The task's full protocol parameters.")
     weights: WeightsSummary
     random_init: bool = Field(description="Loud copy of weights.random_init.")
@@ -70,6 +73,7 @@ class ModelInfo(BaseModel):
     def from_metadata(cls, meta: ModelMetadata, *, is_default: bool = False) -> "ModelInfo":
         """Describe ``meta`` for clients."""
         defaults: dict[str, Any] = {}
+        limits: dict[str, int] = {}
         if isinstance(meta, SegmentationMetadata):
             s = meta.segmentation
             defaults = {
@@ -83,6 +87,7 @@ class ModelInfo(BaseModel):
             d = meta.detection
             defaults = {"score_threshold": d.score_threshold, "nms_iou": d.nms_iou,
                         "max_detections": d.max_detections}
+            limits = {"max_detections": d.max_detections}
         spec = meta.inputs[0]
         return cls(
             name=meta.name, task=meta.task, arch=meta.arch, dataset=meta.dataset,
@@ -92,7 +97,7 @@ class ModelInfo(BaseModel):
                 std=meta.normalization.std, align_corners=meta.align_corners,
             ),
             inputs=list(meta.inputs), outputs=list(meta.outputs),
-            max_batch_size=meta.max_batch_size, default_options=defaults,
+            max_batch_size=meta.max_batch_size, default_options=defaults, limits=limits,
             protocol=meta.protocol.model_dump(mode="json"),
             weights=WeightsSummary(**meta.weights.model_dump(include={"origin", "format", "random_init", "file", "sha256"})),
             random_init=meta.weights.random_init, default_for_task=is_default,

@@ -30,6 +30,12 @@ class SegmentOptions(BaseModel):
     overlay: bool = Field(False, description="Return the image blended with the class colours.")
     overlay_format: Literal["jpeg", "png"] = "jpeg"
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the class colours.")
+    legend: bool = Field(True, description="Draw a legend of the classes present on the overlay.")
+    polygons: bool = Field(False, description="Return each class's regions as polygons with "
+                           "holes (OpenCV contours), one per connected region.")
+    polygon_tolerance: float = Field(
+        1.0, ge=0.0, le=100.0, description="Polygon simplification (Douglas-Peucker) in pixels; "
+        "0 keeps every contour vertex.")
     label_ids: bool = Field(False, description="Also return the map in dataset label ids "
                             "(Cityscapes: train id -> id) as an 8-bit PNG.")
 
@@ -49,14 +55,28 @@ class SegmentRequest(ImageInput, SegmentOptions):
     """JSON body of ``POST /segment``: a base64 image plus options."""
 
 
+class Polygon(BaseModel):
+    """One connected region of a class: its outline and the outlines of its holes."""
+
+    exterior: list[list[float]] = Field(
+        description="[[x, y], ...]: centres of the region's boundary pixels, image frame (the "
+        "top-left pixel's centre is 0.5, 0.5); the ring is closed implicitly.")
+    holes: list[list[list[float]]] = Field(default_factory=list, description="Rings of its holes.")
+
+
 class ClassStat(BaseModel):
     """One class present in the label map."""
 
-    id: int
+    id: int = Field(description="Class index (a label map pixel value; Cityscapes: the train id).")
     name: str
+    label_id: int | None = Field(None, description="The dataset's own label id of this class "
+                                 "(Cityscapes: train id -> id, e.g. road 0 -> 7), if it has one.")
     pixels: int
     fraction: float = Field(description="pixels / (width * height).")
     rle: dict | None = Field(None, description="COCO RLE {size: [h, w], counts} of this class.")
+    polygons: list[Polygon] | None = Field(
+        None, description="Its regions as polygons (one per 8-connected region; regions one or "
+        "two pixels across have no polygon, the RLE is exact), if requested.")
 
 
 class UsedOptions(BaseModel):
