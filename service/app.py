@@ -13,7 +13,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from service.http.body_limit import BodyLimitMiddleware
 from service.http.handlers import install_error_handlers
 from service.http.metrics import Metrics, metrics_middleware
-from service.http.routers import detect, health, landmarks, metrics, models, segment
+from service.http.routers import detect, docs, health, landmarks, metrics, models, segment
 from service.runtime import cpu
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         description="Semantic segmentation, facial landmarks and detection with HRNetV2 models, "
         "served by ONNX Runtime in-process or by a Triton Inference Server.",
         lifespan=lifespan,
+        docs_url=None,  # routers/docs.py serves /docs and /redoc with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
@@ -69,6 +71,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for module in (health, models, segment, landmarks, detect, metrics):
+    for module in (health, models, segment, landmarks, detect, metrics, docs):
         app.include_router(module.router)
     return app

@@ -106,3 +106,18 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    """``/healthz``: the process answers."""
+
+    status: str = "ok"
+
+
+class Readiness(BaseModel):
+    """``/readyz``: 200 when ``status`` is ``ready``, else 503."""
+
+    status: str = Field(description="'ready' or 'not_ready'.")
+    detail: str = Field(description="'ok', or why not ready and what to do about it.")
+    backend: str | None = Field(description="'embedded' or 'triton'.")
+    models: list[str] = Field(description="Served model names.")

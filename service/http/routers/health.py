@@ -6,17 +6,23 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.http.deps import current_registry
+from service.http.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers", operation_id="healthz",
+            response_model=Health)
 async def healthz() -> dict:
     """Always 200 while the process serves HTTP."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: models loaded and backend answering")
+@router.get("/readyz", summary="Readiness: models loaded and backend answering",
+            operation_id="readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "Not ready: the backend is "
+                             "starting or down, or serves no model (`detail` says what to do); "
+                             "with `Retry-After`."}})
 async def readyz(request: Request) -> JSONResponse:
     """200 when the backend is ready and serves at least one model, else 503."""
     backend = getattr(request.app.state, "backend", None)

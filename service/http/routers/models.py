@@ -16,15 +16,16 @@ def _info(registry: ModelRegistry, name: str) -> ModelInfo:
     return ModelInfo.from_metadata(meta, is_default=registry.defaults.get(meta.task) == name)
 
 
-@router.get("", response_model=ModelList, summary="List served models")
+@router.get("", response_model=ModelList, summary="List served models", operation_id="list_models")
 async def list_models(registry: ModelRegistry = Depends(get_registry)) -> ModelList:
     """Every served model with its description."""
     return ModelList(models=[_info(registry, n) for n in registry.models])
 
 
 @router.get(
-    "/{name}", response_model=ModelInfo, summary="Describe one model",
-    responses={404: {"model": ErrorResponse}},
+    "/{name}", response_model=ModelInfo, summary="Describe one model", operation_id="get_model",
+    responses={404: {"model": ErrorResponse, "description": "The model is not served (the "
+                     "message lists the served ones)."}},
 )
 async def get_model(name: str, registry: ModelRegistry = Depends(get_registry)) -> ModelInfo:
     """One model's description; 404 when not served."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.tasks.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
+
+
+Scale = Annotated[float, Field(ge=0.1, le=4.0)]
+Side = Annotated[int, Field(ge=32, le=4096)]
 
 
 class DetectOptions(BaseModel):
@@ -23,12 +27,14 @@ class DetectOptions(BaseModel):
         "configs; a larger value answers 422).")
     classes: list[str | int] | None = Field(
         None, description="Keep only these classes: names or label indices (1..80 for COCO).")
-    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=6,
-                                description="Multiples of the model's max_size (TTA when > 1).")
+    scales: list[Scale] = Field(default_factory=lambda: [1.0], min_length=1, max_length=6,
+                                description="Multiples of the model's max_size (TTA when > 1), "
+                                "1 to 6 values in [0.1, 4].")
     flip: bool = Field(False, description="Also run the horizontally flipped image (TTA).")
     merge: Literal["nms", "wbf"] = Field("nms", description="How TTA passes are merged.")
-    max_size: tuple[int, int] | None = Field(
-        None, description="(long, short) resize limits; default the model's (1333, 800).")
+    max_size: tuple[Side, Side] | None = Field(
+        None, description="(long, short) resize limits, sides in [32, 4096]; default the "
+        "model's (1333, 800).")
     overlay: bool = Field(False, description="Return the image with the boxes drawn (per-class "
                           "colours, captions on a background).")
     overlay_format: Literal["jpeg", "png"] = "jpeg"
@@ -36,22 +42,8 @@ class DetectOptions(BaseModel):
         False, description="Also return the detections in the COCO results-file layout "
         "(`[{image_id, category_id, bbox: [x, y, w, h], score}]`; concatenate the lists of "
         "several images to write a results file for pycocotools' COCOeval).")
-    image_id: int = Field(0, ge=0, le=2**63 - 1,
+    image_id: int = Field(0, ge=0, le=2**53 - 1,
                           description="`image_id` written into `coco_results`.")
-
-    @field_validator("scales")
-    @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
-        if any(not (0.1 <= s <= 4.0) for s in v):
-            raise ValueError("scales must lie in [0.1, 4]")
-        return v
-
-    @field_validator("max_size")
-    @classmethod
-    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None and (min(v) < 32 or max(v) > 4096):
-            raise ValueError("max_size sides must lie in [32, 4096]")
-        return v
 
     @field_validator("classes", mode="before")
     @classmethod

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.tasks.schemas import EncodedImage, ImageInput, TaskResult, TimingsMs
+
+
+Scale = Annotated[float, Field(ge=0.1, le=4.0)]
+Scales = Annotated[list[Scale], Field(min_length=1, max_length=8)]
+"""1 to 8 test scales, each in [0.1, 4]."""
 
 
 class SegmentOptions(BaseModel):
@@ -15,7 +20,7 @@ class SegmentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, description="Model name; default: the default segmentation model.")
-    scales: list[float] | Literal["multi"] | None = Field(
+    scales: Scales | Literal["multi"] | None = Field(
         None, description="Test scales (the long side becomes base_size*scale). 'multi': the "
         "model's official multi-scale set. Default: the model's scales (usually [1.0]).",
     )
@@ -38,17 +43,6 @@ class SegmentOptions(BaseModel):
         "0 keeps every contour vertex.")
     label_ids: bool = Field(False, description="Also return the map in dataset label ids "
                             "(Cityscapes: train id -> id) as an 8-bit PNG.")
-
-    @field_validator("scales")
-    @classmethod
-    def _check_scales(cls, v):  # type: ignore[no-untyped-def]
-        if isinstance(v, list):
-            if not 1 <= len(v) <= 8:
-                raise ValueError("give 1 to 8 scales")
-            for s in v:
-                if not 0.1 <= s <= 4.0:
-                    raise ValueError(f"scale {s} outside 0.1..4.0")
-        return v
 
 
 class SegmentRequest(ImageInput, SegmentOptions):
