@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh export,test
 bash scripts/install_triton.sh
+bash scripts/install_chromium.sh
 venv=${HRNET_VENV:-.venv}
 exec "$venv/bin/python" -m pytest "$@"

@@ -54,6 +54,8 @@ class ModelInfo(BaseModel):
     dataset: str
     labels: list[str]
     num_labels: int
+    palette: list[tuple[int, int, int]] | None = Field(
+        None, description="RGB colour per label (segmentation: the label map PNG's palette).")
     input: InputConventions = Field(description="Conventions of the image input (the first input).")
     inputs: list[TensorSpec] = Field(
         description="Every graph input in order (per-item dims: the batch dimension is excluded)."
@@ -92,6 +94,7 @@ class ModelInfo(BaseModel):
         return cls(
             name=meta.name, task=meta.task, arch=meta.arch, dataset=meta.dataset,
             labels=list(meta.labels), num_labels=len(meta.labels),
+            palette=list(meta.palette) if meta.palette else None,
             input=InputConventions(
                 tensor=spec.name, dtype=spec.dtype, mean=meta.normalization.mean,
                 std=meta.normalization.std, align_corners=meta.align_corners,

@@ -93,6 +93,9 @@ def legend(im: Image.Image, entries: Sequence[tuple[Colour, str]], *, max_rows: 
         return
     draw = ImageDraw.Draw(im, "RGBA")
     fnt = font(text_size((im.height, im.width)))
+    probe = draw.textbbox((0, 0), "Ag", font=fnt)
+    # At most about half the image's height (small images get fewer rows).
+    max_rows = max(2, min(max_rows, int(im.height * 0.5 // ((probe[3] - probe[1]) * 4 / 3)) - 1))
     shown = list(entries[:max_rows])
     rows = [text for _, text in shown]
     if len(entries) > max_rows:

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from service.http.deps import current_registry
 from service.http.schemas import Health, Readiness
+from service.http.startup import no_models_hint
 
 router = APIRouter(tags=["health"])
 
@@ -40,6 +41,8 @@ async def readyz(request: Request) -> JSONResponse:
     models = sorted(registry.models) if registry is not None else []
     if ready and not models:
         ready, detail = False, "no models loaded"
+    if not models and backend is not None:
+        detail = f"{detail}: {no_models_hint(request.app.state.settings, backend.name)}"
     body = {
         "status": "ready" if ready else "not_ready",
         "detail": detail,
