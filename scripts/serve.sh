@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's serve command. When the repository already holds models it installs the gateway's
 # own dependencies only (no torch: ~0.5 GB) and serves them; when it holds none it installs the
-# exporter too (torch, ~5 GB), writes the random-init demo repository (clearly labelled so) and
+# exporter too (torch with its CUDA libraries, ~6 GB), writes the random-init demo repository (clearly labelled so) and
 # serves that. Settings come from HRNET_* environment variables (see README, "Settings").
 set -euo pipefail
 cd "$(dirname "$0")/.."
