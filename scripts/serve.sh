@@ -9,10 +9,10 @@ venv=${HRNET_VENV:-.venv}
 repo=${HRNET_REPOSITORY:-triton_repo}
 if ls "$repo"/*/hrnet.json >/dev/null 2>&1; then
   echo "[serve] $repo holds models: installing the gateway only (no torch)" >&2
-  bash scripts/setup_env.sh gateway
+  bash scripts/setup_env.sh cpu
 else
   echo "[serve] $repo has no models: installing the exporter (torch) to write the random-init demo repository" >&2
-  bash scripts/setup_env.sh export
+  bash scripts/setup_env.sh export,cpu
   "$venv/bin/python" -m model_export demo --repo "$repo"
 fi
 export HRNET_REPOSITORY="$repo"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's virtual environment and installs the project into it.
-# Usage: scripts/setup_env.sh EXTRAS   ("export,test", "export", or "gateway": the gateway's own
-# dependencies only, no torch)
+# Usage: scripts/setup_env.sh EXTRAS   (e.g. "export,test", "export,cpu", or "cpu": the gateway's
+# own dependencies only, no torch; "cpu" names the CPU ONNX Runtime, where pyproject.toml lists no
+# such extra pip says so and installs the base dependencies, which then hold it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-export,test}
@@ -11,13 +12,8 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
-if [ "$extras" = gateway ]; then
-  echo "[setup] installing the gateway only (no torch, ~0.5 GB)" >&2
-  "$venv/bin/python" -m pip install -q -e .
-else
-  echo "[setup] installing .[${extras}] (torch comes from this machine's local wheel cache)" >&2
-  "$venv/bin/python" -m pip install -q -e ".[${extras}]"
-fi
+echo "[setup] installing .[${extras}] (torch comes from this machine's local wheel cache)" >&2
+"$venv/bin/python" -m pip install -q -e ".[${extras}]"
 # The Python client is its own package (client/pyproject.toml: httpx + numpy only); the tests and
 # examples use it against the gateway.
 case ",$extras," in

@@ -99,7 +99,7 @@ class _Requests:
     def label_array(response: httpx.Response) -> np.ndarray:
         shape = tuple(int(v) for v in response.headers["x-label-map-shape"].split(","))
         dtype = np.dtype(response.headers["x-label-map-dtype"])
-        return np.frombuffer(response.content, dtype).reshape(shape)
+        return np.frombuffer(response.content, dtype).reshape(shape).copy()  # writable
 
 
 class Client:
