@@ -28,6 +28,18 @@ if TYPE_CHECKING:  # torch-heavy: imported when a command needs them, so --help 
 
 EXIT_FAILED = 1
 EXIT_PARITY = 3
+INSTANCE_KIND_HELP = ("Triton instance group written to config.pbtxt: cpu (KIND_CPU, loads on any "
+                      "Triton) or gpu (KIND_GPU, needs a GPU Triton; required by "
+                      "--tensorrt-accelerator)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -53,35 +65,37 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", type=Path, help="weights file; format auto-detected")
     src.add_argument("--random-init", action="store_true",
                      help="no weights: deterministic random init (tests/demos; recorded in metadata)")
-    p.add_argument("--seed", type=int, help="seed of --random-init")
+    p.add_argument("--seed", type=int, help="seed of --random-init (default: a fixed demo seed)")
     p.add_argument("--name", required=True, help="repository entry name")
     p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="model repository folder")
     p.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
                    help="bilinear convention (default: by checkpoint origin; False for all "
                    "official/MMSeg releases)")
-    p.add_argument("--base-size", type=int, help="segmentation: long side at scale 1.0")
+    p.add_argument("--base-size", type=int, help="segmentation: long side at scale 1.0 "
+                   "(default: the dataset's official, e.g. 2048 for Cityscapes)")
     p.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"),
-                   help="segmentation: sliding-window size")
+                   help="segmentation: sliding-window size (default: the dataset's official)")
     p.add_argument("--max-size", type=int, nargs=2, metavar=("LONG", "SHORT"),
-                   help="detection: resize limits recorded for the gateway (default 1333 800)")
+                   help="detection: resize limits recorded for the gateway (default: 1333 800)")
     p.add_argument("--rpn-top-n", type=int, nargs=2, metavar=("PRE", "POST"),
                    help="detection: RPN proposals kept per level before NMS and in total after "
                    "(official 2000 2000; smaller is faster and recorded in the notes)")
     p.add_argument("--max-batch-size", type=int, default=8,
                    help="segmentation/landmarks (detection graphs take one image per call)")
-    p.add_argument("--instance-kind", choices=["gpu", "cpu"], default="gpu")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu", help=INSTANCE_KIND_HELP)
+    p.add_argument("--instance-count", type=int, default=1, help="Triton instances per model")
     p.add_argument("--tensorrt-accelerator", choices=["fp16"],
                    help="enable ONNX Runtime's TensorRT execution accelerator in Triton")
     p.add_argument("--tensorrt-plan", action="store_true",
                    help="also build a TensorRT plan entry <name>_trt (needs tensorrt + GPU)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
     p.add_argument("--trace-size", type=_size, help="segmentation: HxW of the tracing input; "
                    "detection: resize limit of the tracing photo (default 320x480)")
     p.add_argument("--parity-sizes", type=_size, nargs="+", metavar="HxW",
                    help="segmentation: sizes of the parity check (default 256x512 250x375); "
                    "detection: resize limits of the parity photos (default 320x480 480x320)")
-    p.add_argument("--parity-batches", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--parity-batches", type=int, nargs="+", default=[1, 2],
+                   help="batch sizes of the parity check")
     p.add_argument("--warmup", choices=["zero", "random", "none"], default="zero",
                    help="Triton model_warmup sample at a representative size")
     p.add_argument("--no-overwrite", action="store_true", help="fail if the entry exists")
@@ -90,24 +104,26 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m model_export",
+        prog="python -m model_export", formatter_class=_HelpFormatter,
         description="Export HRNetV2 segmentation / facial-landmark networks and HRNetV2p Faster "
         "R-CNN detectors to ONNX and a Triton model repository, with an ONNX Runtime parity check.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("export", help="export one model into the repository",
-                       description="Build, load, export to ONNX, check parity, write the entry.")
+    add = lambda name, **kw: sub.add_parser(name, formatter_class=_HelpFormatter, **kw)  # noqa: E731
+    p = add("export", help="export one model into the repository",
+            description="Build, load, export to ONNX, check parity, write the entry.")
     _add_export_args(p)
-    p = sub.add_parser("inspect", help="say what a checkpoint file is (no export)")
-    p.add_argument("checkpoint", type=Path)
-    p = sub.add_parser("list-archs", help="list backbone names per task")
+    p = add("inspect", help="say what a checkpoint file is (no export)")
+    p.add_argument("checkpoint", type=Path, help="the weights file")
+    p = add("list-archs", help="list backbone names per task")
     p.add_argument("--task", help="only this task")
-    p = sub.add_parser("list-datasets", help="list datasets with their protocols")
+    p = add("list-datasets", help="list datasets with their protocols")
     p.add_argument("--task", help="only this task")
-    p = sub.add_parser("demo", help="write a demo repository of random-init models")
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
-    p.add_argument("--tasks", nargs="+", help="subset of demo tasks")
-    p.add_argument("--instance-kind", choices=["gpu", "cpu"], default="cpu")
+    p = add("demo", help="write a demo repository of random-init models")
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="model repository folder")
+    p.add_argument("--tasks", nargs="+", help="subset of demo tasks (default: all: "
+                   "segmentation landmarks detection)")
+    p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu", help=INSTANCE_KIND_HELP)
     return parser
 
 
@@ -271,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: parity check failed: {exc}", file=sys.stderr)
         return EXIT_PARITY
     except (ExportError, ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # A KeyError's str() is the repr of its message (stray quotes): print the message.
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {text}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")

@@ -194,7 +194,11 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
         # Always to stderr, whatever the progress sink: random weights must never pass silently.
         print(RANDOM_INIT_BANNER.format(name=req.name), file=sys.stderr, flush=True)
     if arch is None:
-        raise ExportError("--arch is required (the checkpoint does not reveal it)")
+        if req.checkpoint is None:
+            raise ExportError("--arch is required with --random-init (there is no checkpoint to "
+                              "read it from); see `python -m model_export list-archs`")
+        raise ExportError(f"--arch is required: {req.checkpoint} does not reveal its "
+                          "architecture; see `python -m model_export list-archs`")
     seed = DEMO_SEED if req.seed is None else req.seed
 
     built = exporter.build(BuildJob(arch=arch, dataset=ds, checkpoint=req.checkpoint, info=info,

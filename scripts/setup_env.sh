@@ -13,3 +13,8 @@ fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 echo "[setup] installing .[${extras}] (torch comes from this machine's local wheel cache)" >&2
 "$venv/bin/python" -m pip install -q -e ".[${extras}]"
+# The Python client is its own package (client/pyproject.toml: httpx + numpy only); the tests and
+# examples use it against the gateway.
+case ",$extras," in
+  *,test,*) "$venv/bin/python" -m pip install -q -e ./client ;;
+esac

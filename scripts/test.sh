@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh export,test,cpu
 bash scripts/install_triton.sh
 bash scripts/install_nginx.sh
+bash scripts/install_chromium.sh
 venv=${HRNET_VENV:-.venv}
 exec "$venv/bin/python" -m pytest "$@"

@@ -14,7 +14,10 @@ from service.http.auth import ApiKeyMiddleware
 from service.http.body_limit import BodyLimitMiddleware
 from service.http.handlers import install_error_handlers
 from service.http.metrics import Metrics, metrics_middleware
-from service.http.routers import detect, health, landmarks, metrics, models, segment
+from service.http.startup import no_models_hint, random_init_warning, startup_lines
+from service.http.routers import (
+    detect, docs, health, landmarks, metrics, models, segment, web,
+)
 from service.runtime import cpu
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
@@ -22,6 +25,20 @@ from service.runtime.runner import InferenceRunner
 from service.settings import Settings
 
 log = logging.getLogger("service.app")
+
+
+def configure_logging(level: str) -> None:
+    """Make the gateway's own logs (``service.*``) visible at ``level``: uvicorn configures only
+    its own loggers. A handler is added unless the process configured logging already (a root
+    handler: then the records go there)."""
+    logger = logging.getLogger("service")
+    logger.setLevel(level.upper())
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -38,6 +55,7 @@ def make_backend(settings: Settings) -> Backend:
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
     """Build the gateway. ``backend`` overrides the one ``settings`` names (tests use fakes)."""
     settings = settings or Settings()
+    configure_logging(settings.log_level)
     app_metrics = Metrics(slots=settings.max_concurrency)
 
     @asynccontextmanager
@@ -48,7 +66,19 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         app.state.backend = be
         app.state.registry = ModelRegistry(await be.models(), settings)
         app.state.runner = InferenceRunner(be, settings, app_metrics)
-        log.info("serving %d models with the %s backend", len(app.state.registry.models), be.name)
+        models = app.state.registry.models
+        for line in startup_lines(settings, be.name, models, be.providers()):
+            log.info("%s", line)
+        for warning in be.warnings():
+            log.warning("%s", warning)
+        if models:
+            log.info("serving %d models with the %s backend", len(models), be.name)
+        else:
+            log.warning("!" * 78)
+            log.warning("NO MODELS: %s", no_models_hint(settings, be.name))
+            log.warning("!" * 78)
+        if (warning := random_init_warning(models)) is not None:
+            log.warning("%s", warning)
         try:
             yield
         finally:
@@ -60,6 +90,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         description="Semantic segmentation, facial landmarks and detection with HRNetV2 models, "
         "served by ONNX Runtime in-process or by a Triton Inference Server.",
         lifespan=lifespan,
+        docs_url=None,  # routers/docs.py serves /docs and /redoc with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
@@ -74,6 +106,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for module in (health, models, segment, landmarks, detect, metrics):
+    for module in (health, models, segment, landmarks, detect, metrics, docs, web):
         app.include_router(module.router)
     return app

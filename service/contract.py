@@ -126,7 +126,10 @@ class DetectionProtocol(_Frozen):
     size_divisor: int = 32
     score_threshold: float = 0.05
     nms_iou: float = 0.5
-    max_detections: int = 100
+    max_detections: int = Field(
+        100, ge=1, description="The graph's cap: the most boxes one pass returns (its "
+        "detections_per_img, 100 in the official configs). A request's default, and the most it "
+        "may ask for (more is 422).")
     box_convention: Literal["legacy_plus_one", "continuous"] = "legacy_plus_one"
 
 

@@ -88,12 +88,14 @@ def serve(app_or_settings: FastAPI | Settings, *, startup_timeout: float = 60.0)
     """Run the gateway with uvicorn in a thread; yield ``http://127.0.0.1:PORT``; stop it on exit.
 
     The server is configured as in production (:func:`service.http.server.server_config`: the
-    h11 protocol with the ``http_*`` timeouts and limits of the app's settings).
+    h11 protocol with the ``http_*`` timeouts and limits of the app's settings, or the defaults).
     Raises RuntimeError when the server exits or is not up within ``startup_timeout`` seconds.
     """
     app = app_or_settings if isinstance(app_or_settings, FastAPI) else create_app(app_or_settings)
     port = free_port()
-    config = server_config(app, app.state.settings, host="127.0.0.1", port=port, log_level="warning")
+    # A plain FastAPI app (a test's stand-in server) gets the default server settings.
+    settings = getattr(app.state, "settings", None) or Settings()
+    config = server_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

@@ -29,10 +29,10 @@ from service.errors import error_body
 PUBLIC_PATHS: frozenset[str] = frozenset({
     "/healthz", "/readyz",                                   # probes
     "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",  # the API documentation
-    "/",                                                     # the demo page
+    "/", "/demo",                                            # the demo page
 })
-#: Path prefixes served without a key (the demo page's static assets).
-PUBLIC_PREFIXES: tuple[str, ...] = ("/static/",)
+#: Path prefixes served without a key (the static assets of the demo page and the docs).
+PUBLIC_PREFIXES: tuple[str, ...] = ("/demo/", "/docs/assets/")
 METRICS_PATH = "/metrics"
 
 

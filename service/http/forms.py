@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterable, Literal, Mapping, TypeVar, Union, get_args
+from typing import Annotated, Any, Callable, Generic, Iterable, Literal, Mapping, TypeVar, Union, get_args
 from typing import get_origin
 
 from fastapi import Request
@@ -85,8 +85,11 @@ def json_text(name: str, text: str) -> Any:
 
 
 def _union_args(annotation: Any) -> tuple[Any, ...]:
+    """The members of a (possibly ``Annotated``) union type, each without its ``Annotated``."""
+    if get_origin(annotation) is Annotated:
+        return _union_args(get_args(annotation)[0])
     if get_origin(annotation) in (Union, types.UnionType):
-        return get_args(annotation)
+        return tuple(m for a in get_args(annotation) for m in _union_args(a))
     return (annotation,)
 
 

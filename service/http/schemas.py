@@ -62,6 +62,8 @@ class ModelInfo(BaseModel):
     dataset: str
     labels: list[str]
     num_labels: int
+    palette: list[tuple[int, int, int]] | None = Field(
+        None, description="RGB colour per label (segmentation: the label map PNG's palette).")
     input: InputConventions = Field(description="Conventions of the image input (the first input).")
     inputs: list[TensorSpec] = Field(
         description="Every graph input in order (per-item dims: the batch dimension is excluded)."
@@ -69,6 +71,9 @@ class ModelInfo(BaseModel):
     outputs: list[TensorSpec] = Field(description="Every graph output in order (per-item dims).")
     max_batch_size: int
     default_options: dict[str, Any] = Field(description="Test-time options used when a request omits them.")
+    limits: dict[str, int] = Field(
+        default_factory=dict, description="What the exported graph cannot exceed, e.g. "
+        "detection's `max_detections` (the most boxes a request may ask for).")
     protocol: dict[str, Any] | None = Field(None, description="The task's full protocol parameters.")
     weights: WeightsSummary
     random_init: bool = Field(description="Loud copy of weights.random_init.")
@@ -80,6 +85,7 @@ class ModelInfo(BaseModel):
                       backend: str = "embedded", providers: list[str] | None = None) -> "ModelInfo":
         """Describe ``meta`` for clients."""
         defaults: dict[str, Any] = {}
+        limits: dict[str, int] = {}
         if isinstance(meta, SegmentationMetadata):
             s = meta.segmentation
             defaults = {
@@ -93,16 +99,18 @@ class ModelInfo(BaseModel):
             d = meta.detection
             defaults = {"score_threshold": d.score_threshold, "nms_iou": d.nms_iou,
                         "max_detections": d.max_detections}
+            limits = {"max_detections": d.max_detections}
         spec = meta.inputs[0]
         return cls(
             name=meta.name, task=meta.task, arch=meta.arch, dataset=meta.dataset,
             labels=list(meta.labels), num_labels=len(meta.labels),
+            palette=list(meta.palette) if meta.palette else None,
             input=InputConventions(
                 tensor=spec.name, dtype=spec.dtype, mean=meta.normalization.mean,
                 std=meta.normalization.std, align_corners=meta.align_corners,
             ),
             inputs=list(meta.inputs), outputs=list(meta.outputs),
-            max_batch_size=meta.max_batch_size, default_options=defaults,
+            max_batch_size=meta.max_batch_size, default_options=defaults, limits=limits,
             protocol=meta.protocol.model_dump(mode="json"),
             weights=WeightsSummary(**meta.weights.model_dump(include={"origin", "format", "random_init", "file", "sha256"})),
             random_init=meta.weights.random_init, default_for_task=is_default,
@@ -112,3 +120,18 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    """``/healthz``: the process answers."""
+
+    status: str = "ok"
+
+
+class Readiness(BaseModel):
+    """``/readyz``: 200 when ``status`` is ``ready``, else 503."""
+
+    status: str = Field(description="'ready' or 'not_ready'.")
+    detail: str = Field(description="'ok', or why not ready and what to do about it.")
+    backend: str | None = Field(description="'embedded' or 'triton'.")
+    models: list[str] = Field(description="Served model names.")

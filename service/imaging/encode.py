@@ -90,3 +90,44 @@ def map_label_ids(labels: np.ndarray, label_ids: list[int]) -> np.ndarray:
     lut = np.zeros(max(256, labels.max(initial=0) + 1), np.int32)
     lut[: len(label_ids)] = label_ids
     return lut[labels]
+
+
+def class_polygons(labels: np.ndarray, class_id: int, *, tolerance: float = 1.0
+                   ) -> list[dict[str, list]]:
+    """The regions (connected components, 8-connected) of one class as polygons with holes
+    (OpenCV ``findContours``, ``RETR_CCOMP``), simplified by ``approxPolyDP`` with ``tolerance``
+    pixels (0: every boundary pixel's corner kept as found).
+
+    Each region is ``{"exterior": [[x, y], ...], "holes": [[[x, y], ...], ...]}``; vertices are
+    the centres of the region's boundary pixels in the image frame (the top-left pixel covers
+    ``[0,1] x [0,1]``, so its centre is ``(0.5, 0.5)``). Outlines of fewer than 3 vertices
+    (regions one or two pixels across) are left out: the RLE is the exact mask.
+    """
+    import cv2
+
+    mask = np.ascontiguousarray(labels == class_id, dtype=np.uint8)
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    tree = hierarchy[0]
+
+    def points(c: np.ndarray) -> list[list[float]]:
+        if tolerance > 0:
+            c = cv2.approxPolyDP(c, tolerance, True)
+        return [[float(x) + 0.5, float(y) + 0.5] for x, y in c.reshape(-1, 2)]
+
+    regions = []
+    for i, contour in enumerate(contours):
+        if tree[i][3] != -1:  # a hole: listed under its outer contour
+            continue
+        exterior = points(contour)
+        if len(exterior) < 3:
+            continue
+        holes, child = [], tree[i][2]
+        while child != -1:
+            hole = points(contours[child])
+            if len(hole) >= 3:
+                holes.append(hole)
+            child = tree[child][0]
+        regions.append({"exterior": exterior, "holes": holes})
+    return regions

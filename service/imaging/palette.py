@@ -28,3 +28,14 @@ def full_palette(palette: list[tuple[int, int, int]] | None) -> np.ndarray:
         k = min(256, len(palette))
         pal[:k] = np.asarray(palette[:k], np.uint8)
     return pal
+
+
+def distinct_colour(i: int) -> tuple[int, int, int]:
+    """Colour ``i`` of an endless sequence of well-separated, saturated colours (hues stepped by
+    the golden angle, two brightness levels), for classes without a dataset palette."""
+    import colorsys
+
+    h = (i * 0.618033988749895) % 1.0
+    v = 1.0 if i % 2 == 0 else 0.8
+    r, g, b = colorsys.hsv_to_rgb(h, 0.85, v)
+    return int(r * 255), int(g * 255), int(b * 255)

@@ -24,11 +24,16 @@ class ModelRegistry:
             if names:
                 self.defaults[task] = names[0]
 
+    def served(self, task: str | None = None) -> str:
+        """The served model names (of ``task``), for error messages."""
+        names = [n for n, m in self.models.items() if task is None or m.task == task]
+        return ", ".join(names) if names else "none"
+
     def get(self, name: str) -> ModelMetadata:
-        """The model ``name``; 404 when not served."""
+        """The model ``name``; 404 when not served (the message lists those that are)."""
         meta = self.models.get(name)
         if meta is None:
-            raise ModelNotFound(f"model {shown(name)} is not served")
+            raise ModelNotFound(f"model {shown(name)} is not served; served models: {self.served()}")
         return meta
 
     def resolve(self, name: str | None, task: str) -> ModelMetadata:
@@ -39,11 +44,13 @@ class ModelRegistry:
         if name is None or name == "":
             default = self.defaults.get(task)
             if default is None:
-                raise ModelNotFound(f"no {task} model is served")
+                raise ModelNotFound(f"no {task} model is served; served models: "
+                                    f"{self.served()}")
             name = default
         meta = self.get(name)
         if meta.task != task:
             raise BadRequest(
-                f"model {shown(name)} is a {meta.task} model, not a {task} model", code="wrong_task"
+                f"model {shown(name)} is a {meta.task} model, not a {task} model; {task} models: "
+                f"{self.served(task)}", code="wrong_task"
             )
         return meta

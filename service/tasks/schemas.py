@@ -15,7 +15,8 @@ from service.imaging.encode import b64, image_bytes
 class ImageInput(BaseModel):
     """JSON request carrying the image as base64 (standard or URL-safe alphabet; data URLs allowed)."""
 
-    image: str = Field(description="Base64-encoded image file (JPEG, PNG, WebP, BMP, TIFF).")
+    image: str = Field(min_length=1, description="Base64-encoded image file (JPEG, PNG, WebP, "
+                       "BMP, TIFF); a data URL is accepted too.")
 
 
 COORDINATE_FRAME = "pixels; the top-left pixel covers [0,1]x[0,1] (its centre is 0.5,0.5)"

@@ -221,3 +221,31 @@ def test_detection_dataset_needs_detection_task(tmp_path, capsys) -> None:
     code = main(["export", "--task", "segmentation", "--arch", "hrnetv2_w18", "--dataset", "coco",
                  "--random-init", "--name", "x", "--repo", str(tmp_path)])
     assert code == EXIT_FAILED and "detection dataset" in capsys.readouterr().err
+
+
+def test_help_shows_defaults_and_the_same_instance_kind(capsys) -> None:
+    for command in ("export", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--instance-kind {cpu,gpu} Triton instance group" in text, command
+        assert "(default: cpu)" in text and "(default: triton_repo)" in text, command
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 8)", "(default: 1)", "(default: zero)", "(default: [1, 2])"):
+        assert default in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_messages_without_stray_quotes_or_a_missing_checkpoint(tmp_path, capsys) -> None:
+    code = main(["export", "--task", "segmentation", "--arch", "hrnetv2_w18", "--dataset",
+                 "nope", "--random-init", "--name", "x", "--repo", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_FAILED and err.startswith("error: unknown dataset 'nope'; known"), err
+    assert not err.startswith('error: "') and not err.endswith('"')
+    code = main(["export", "--task", "segmentation", "--dataset", "cityscapes", "--random-init",
+                 "--name", "x", "--repo", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED and "--arch is required with --random-init" in err
+    assert "does not reveal" not in err and not (tmp_path / "x").exists()

@@ -72,20 +72,22 @@ def test_public_paths_need_no_key(keyed_url: str) -> None:
     assert httpx.get(f"{keyed_url}/openapi.json", timeout=10).status_code == 200
     assert httpx.get(f"{keyed_url}/docs", timeout=10).status_code == 200
     assert httpx.get(f"{keyed_url}/redoc", timeout=10).status_code == 200
-    # The demo page and its assets are public (404 until the page exists, never 401).
+    # The demo page and its assets, and the docs' assets, are public.
+    assert httpx.get(f"{keyed_url}/demo", timeout=10).status_code == 200
+    assert httpx.get(f"{keyed_url}/demo/app.js", timeout=10).status_code == 200
     assert httpx.get(f"{keyed_url}/", timeout=10).status_code != 401
-    assert httpx.get(f"{keyed_url}/static/app.js", timeout=10).status_code != 401
     # ... but nothing else: an unknown path does not reveal whether it exists.
     assert httpx.get(f"{keyed_url}/nope", timeout=10).status_code == 401
-    assert httpx.get(f"{keyed_url}/staticx", timeout=10).status_code == 401
+    assert httpx.get(f"{keyed_url}/demox", timeout=10).status_code == 401
 
 
 def test_the_public_list_is_the_documented_one() -> None:
-    assert auth.PUBLIC_PATHS >= {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/"}
-    assert auth.PUBLIC_PREFIXES == ("/static/",)
+    assert auth.PUBLIC_PATHS >= {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/",
+                                 "/demo"}
+    assert auth.PUBLIC_PREFIXES == ("/demo/", "/docs/assets/")
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     security = readme.split("## Security", 1)[1].split("\n## ", 1)[0]
-    for path in ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/static/", "/metrics",
+    for path in ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/demo", "/metrics",
                  "HRNET_API_KEYS", "HRNET_METRICS_PUBLIC", "X-API-Key", "Authorization: Bearer",
                  "deploy/nginx/"):
         assert path in security, path

@@ -46,7 +46,10 @@ def test_models_list_and_detail(gateway_url):
     assert one["name"] == "seg_lip" and one["default_options"]["resize_to_square"] == 96
     r = httpx.get(f"{gateway_url}/v1/models/nope")
     assert r.status_code == 404
-    assert r.json() == {"error": {"code": "model_not_found", "message": "model 'nope' is not served"}}
+    err = r.json()["error"]
+    assert err["code"] == "model_not_found"
+    assert err["message"].startswith("model 'nope' is not served; served models: ")
+    assert {"seg_cityscapes", "seg_lip", "face_300w"} <= set(err["message"].split(": ")[1].split(", "))
 
 
 def test_docs_and_openapi(gateway_url):

@@ -68,3 +68,17 @@ def test_every_task_is_a_package_of_the_same_steps() -> None:
         assert t.resolve.__module__ == t.plan.__module__ == f"{pkg.__name__}.plan"
         assert t.merge.__module__ == f"{pkg.__name__}.merge"
         assert t.respond.__module__ == f"{pkg.__name__}.respond"
+
+
+def test_list_options_take_form_text_whatever_their_constraints() -> None:
+    """Every option whose type is a list (bounded or not, in a union) gets the JSON /
+    comma-separated text parser; segmentation's ``scales`` also takes the word ``multi``."""
+    from service.http.forms import RequestFields
+    from service.tasks import detection, landmarks, segmentation
+
+    seg = RequestFields.of(segmentation.TASK).text
+    assert set(seg) == {"scales"}
+    assert seg["scales"]("scales", "0.5, 1") == ["0.5", "1"]
+    assert seg["scales"]("scales", "[0.5,1]") == [0.5, 1] and seg["scales"]("scales", "multi") == "multi"
+    assert set(RequestFields.of(detection.TASK).text) == {"classes", "max_size", "scales"}
+    assert RequestFields.of(landmarks.TASK).extras.keys() == {"faces"}

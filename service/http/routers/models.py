@@ -19,7 +19,7 @@ def _info(registry: ModelRegistry, backend: Backend, name: str) -> ModelInfo:
                                    providers=backend.providers().get(name, []))
 
 
-@router.get("", response_model=ModelList, summary="List served models")
+@router.get("", response_model=ModelList, summary="List served models", operation_id="list_models")
 async def list_models(registry: ModelRegistry = Depends(get_registry),
                       backend: Backend = Depends(get_backend)) -> ModelList:
     """Every served model with its description."""
@@ -27,8 +27,9 @@ async def list_models(registry: ModelRegistry = Depends(get_registry),
 
 
 @router.get(
-    "/{name}", response_model=ModelInfo, summary="Describe one model",
-    responses={404: {"model": ErrorResponse}},
+    "/{name}", response_model=ModelInfo, summary="Describe one model", operation_id="get_model",
+    responses={404: {"model": ErrorResponse, "description": "The model is not served (the "
+                     "message lists the served ones)."}},
 )
 async def get_model(name: str, registry: ModelRegistry = Depends(get_registry),
                     backend: Backend = Depends(get_backend)) -> ModelInfo:

@@ -39,9 +39,15 @@ class DetectionRequest:
 
 def resolve(options: DetectOptions, extras: dict[str, Any], meta: DetectionMetadata,
             limits: Limits) -> DetectionRequest:
-    """Options + the model's defaults; 422 ``invalid_options`` for unknown classes."""
+    """Options + the model's defaults; 422 ``invalid_options`` for unknown classes and for
+    ``max_detections`` above the graph's cap (``detection.max_detections``: no pass returns more)."""
     proto = meta.detection
     thr = proto.score_threshold if options.score_threshold is None else options.score_threshold
+    if options.max_detections is not None and options.max_detections > proto.max_detections:
+        raise Unprocessable(
+            f"invalid options: max_detections: {options.max_detections} is more than model "
+            f"'{meta.name}' returns (its graph keeps at most {proto.max_detections} boxes; see "
+            "limits.max_detections in /v1/models)", code="invalid_options")
     limit = options.max_detections or proto.max_detections
     max_size = tuple(options.max_size or proto.max_size)
     return DetectionRequest(options, thr, limit, class_filter(meta, options.classes), max_size)  # type: ignore[arg-type]

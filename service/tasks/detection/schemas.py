@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.tasks.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
+
+
+Scale = Annotated[float, Field(ge=0.1, le=4.0)]
+Side = Annotated[int, Field(ge=32, le=4096)]
 
 
 class DetectOptions(BaseModel):
@@ -17,31 +21,29 @@ class DetectOptions(BaseModel):
     model: str | None = Field(None, description="Model name; default: the detection default.")
     score_threshold: float | None = Field(None, ge=0.0, le=1.0,
                                           description="Minimum score (default: the model's 0.05).")
-    max_detections: int | None = Field(None, ge=1, le=1000, description="Most boxes returned.")
+    max_detections: int | None = Field(
+        None, ge=1, le=1000, description="Most boxes returned (default and upper bound: the "
+        "model's `limits.max_detections` in /v1/models, the graph's cap of 100 for the official "
+        "configs; a larger value answers 422).")
     classes: list[str | int] | None = Field(
         None, description="Keep only these classes: names or label indices (1..80 for COCO).")
-    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=6,
-                                description="Multiples of the model's max_size (TTA when > 1).")
+    scales: list[Scale] = Field(default_factory=lambda: [1.0], min_length=1, max_length=6,
+                                description="Multiples of the model's max_size (TTA when > 1), "
+                                "1 to 6 values in [0.1, 4].")
     flip: bool = Field(False, description="Also run the horizontally flipped image (TTA).")
     merge: Literal["nms", "wbf"] = Field("nms", description="How TTA passes are merged.")
-    max_size: tuple[int, int] | None = Field(
-        None, description="(long, short) resize limits; default the model's (1333, 800).")
-    overlay: bool = False
+    max_size: tuple[Side, Side] | None = Field(
+        None, description="(long, short) resize limits, sides in [32, 4096]; default the "
+        "model's (1333, 800).")
+    overlay: bool = Field(False, description="Return the image with the boxes drawn (per-class "
+                          "colours, captions on a background).")
     overlay_format: Literal["jpeg", "png"] = "jpeg"
-
-    @field_validator("scales")
-    @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
-        if any(not (0.1 <= s <= 4.0) for s in v):
-            raise ValueError("scales must lie in [0.1, 4]")
-        return v
-
-    @field_validator("max_size")
-    @classmethod
-    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None and (min(v) < 32 or max(v) > 4096):
-            raise ValueError("max_size sides must lie in [32, 4096]")
-        return v
+    coco_results: bool = Field(
+        False, description="Also return the detections in the COCO results-file layout "
+        "(`[{image_id, category_id, bbox: [x, y, w, h], score}]`; concatenate the lists of "
+        "several images to write a results file for pycocotools' COCOeval).")
+    image_id: int = Field(0, ge=0, le=2**53 - 1,
+                          description="`image_id` written into `coco_results`.")
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -56,17 +58,33 @@ class DetectRequest(ImageInput, DetectOptions):
 
 
 class Detection(BaseModel):
+    """One detected object."""
+
     label: str
     label_index: int = Field(description="Index into the model's labels (0 = background).")
     category_id: int | None = Field(None, description="Dataset category id (COCO), if known.")
     score: float
     box: list[float] = Field(description="[x1, y1, x2, y2], original image pixels.")
+    bbox: list[float] = Field(description="The same box as COCO writes it: [x, y, width, height] "
+                              "(x, y = the top-left corner).")
+
+
+class CocoResult(BaseModel):
+    """One entry of a COCO detection results file."""
+
+    image_id: int
+    category_id: int
+    bbox: list[float] = Field(description="[x, y, width, height], original image pixels.")
+    score: float
 
 
 class DetectResponse(ImageResult):
     """``POST /detect`` answer."""
 
-    options: dict
-    detections: list[Detection]
+    options: dict = Field(description="Options actually used.")
+    detections: list[Detection] = Field(description="Best first.")
+    coco_results: list[CocoResult] | None = Field(
+        None, description="The detections in the COCO results-file layout, if requested (only "
+        "detections of labels with a category id).")
     overlay: EncodedImage | None = None
     timings_ms: TimingsMs

@@ -21,9 +21,13 @@ def respond(image: np.ndarray, meta: LandmarkMetadata, req: LandmarkRequest, pla
     points, conf = found.points, found.confidence
     overlay = None
     if opts.overlay:
-        data = landmarks_overlay(image, [f.square() for f in plan.faces], points,
-                                 fmt=opts.overlay_format)
+        # What the client sent: its box (not the enlarged crop square), the square of a
+        # centre + scale face; nothing for the whole image.
+        boxes = [None if not faces else faces[i].box if faces[i].box is not None else f.square()
+                 for i, f in enumerate(plan.faces)]
+        data = landmarks_overlay(image, boxes, points, names=meta.labels, fmt=opts.overlay_format)
         overlay = EncodedImage.of(opts.overlay_format, data)
+    scores = np.clip(conf, 0.0, 1.0)
     face_results = [
         FaceResult(
             index=i,
@@ -34,6 +38,10 @@ def respond(image: np.ndarray, meta: LandmarkMetadata, req: LandmarkRequest, pla
             landmarks=[[round(float(x), 4), round(float(y), 4)] for x, y in points[i]],
             confidence=[round(float(c), 6) for c in conf[i]],
             mean_confidence=round(float(np.mean(conf[i])), 6) if conf.shape[1] else 0.0,
+            scores=[round(float(c), 6) for c in scores[i]],
+            score=round(float(np.mean(scores[i])), 6) if conf.shape[1] else 0.0,
+            keypoints=[round(float(v), 4) for (x, y), c in zip(points[i], scores[i])
+                       for v in (x, y, c)] if opts.coco_keypoints else None,
         )
         for i, face in enumerate(plan.faces)
     ]

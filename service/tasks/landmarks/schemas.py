@@ -48,8 +48,13 @@ class LandmarkOptions(BaseModel):
         True,
         description="Reproduce scipy.misc.imresize's contrast stretch of the official crop.",
     )
-    overlay: bool = Field(False, description="Return the image with the points drawn (base64).")
+    overlay: bool = Field(False, description="Return the image with each face's box, its "
+                          "landmark contours and points drawn (base64).")
     overlay_format: Literal["jpeg", "png"] = "jpeg"
+    coco_keypoints: bool = Field(
+        False, description="Also return each face's points as COCO keypoint triplets "
+        "`[x1, y1, s1, x2, y2, s2, ...]` with s = the point's `score` (as COCO results files "
+        "carry them).")
 
 
 class LandmarksJsonRequest(ImageInput, LandmarkOptions):
@@ -69,8 +74,19 @@ class FaceResult(BaseModel):
     scale: float = Field(description="Scale used (crop side = scale * 200 px).")
     crop_box: list[float] = Field(description="The square that was cropped, [x1, y1, x2, y2].")
     landmarks: list[list[float]] = Field(description="[[x, y], ...] in image pixels.")
-    confidence: list[float] = Field(description="Heatmap peak value per landmark.")
-    mean_confidence: float
+    confidence: list[float] = Field(
+        description="Per landmark, the heatmap's peak value: the network's raw output at the "
+        "decoded point. Not a probability: the network is trained to output a Gaussian of peak "
+        "1.0 around the landmark (MSE loss), so trained models give values near 1 for sharp, "
+        "confident points and lower ones for doubtful points; it may exceed 1 or be negative "
+        "(random-init models give arbitrary values).")
+    mean_confidence: float = Field(description="Mean of `confidence`.")
+    scores: list[float] = Field(
+        description="Per landmark, `confidence` clipped to [0, 1] (min(max(peak, 0), 1)): a "
+        "bounded score, still not a calibrated probability.")
+    score: float = Field(description="Mean of `scores` (the face's score in COCO results).")
+    keypoints: list[float] | None = Field(
+        None, description="COCO keypoint triplets [x1, y1, s1, ...] (s = `scores`), if requested.")
 
 
 class LandmarksResponse(ImageResult):

@@ -46,10 +46,16 @@ def respond(rgb: np.ndarray, meta: SegmentationMetadata, req: SegmentationReques
         return Binary(buf.getvalue(), NPY, described)
     opts, proto = req.options, meta.segmentation
     stats = encode.class_stats(labels, meta.labels)
+    if meta.label_ids:
+        for s in stats:
+            s["label_id"] = int(meta.label_ids[s["id"]]) if s["id"] < len(meta.label_ids) else None
     if opts.rle:
         rles = encode.rle_per_class(labels, [s["id"] for s in stats])
         for s in stats:
             s["rle"] = rles[s["id"]]
+    if opts.polygons:
+        for s in stats:
+            s["polygons"] = encode.class_polygons(labels, s["id"], tolerance=opts.polygon_tolerance)
     enc = EncodedImage.of
     return SegmentResponse(
         **SegmentResponse.head(meta, int(rgb.shape[1]), int(rgb.shape[0])),
@@ -65,7 +71,8 @@ def respond(rgb: np.ndarray, meta: SegmentationMetadata, req: SegmentationReques
         confidence=enc("png", encode.gray_png(merged.confidence))
         if opts.confidence and merged.confidence is not None else None,
         overlay=enc(opts.overlay_format, label_overlay(
-            rgb, labels, meta.palette, alpha=opts.overlay_alpha, fmt=opts.overlay_format))
+            rgb, labels, meta.palette, alpha=opts.overlay_alpha, fmt=opts.overlay_format,
+            names=meta.labels, with_legend=opts.legend))
         if opts.overlay else None,
         label_ids=enc("png", encode.gray_png(
             encode.map_label_ids(labels, meta.label_ids).astype(np.uint8)))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.tasks.schemas import EncodedImage, ImageInput, TaskResult, TimingsMs
+
+
+Scale = Annotated[float, Field(ge=0.1, le=4.0)]
+Scales = Annotated[list[Scale], Field(min_length=1, max_length=8)]
+"""1 to 8 test scales, each in [0.1, 4]."""
 
 
 class SegmentOptions(BaseModel):
@@ -15,7 +20,7 @@ class SegmentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, description="Model name; default: the default segmentation model.")
-    scales: list[float] | Literal["multi"] | None = Field(
+    scales: Scales | Literal["multi"] | None = Field(
         None, description="Test scales (the long side becomes base_size*scale). 'multi': the "
         "model's official multi-scale set. Default: the model's scales (usually [1.0]).",
     )
@@ -30,33 +35,42 @@ class SegmentOptions(BaseModel):
     overlay: bool = Field(False, description="Return the image blended with the class colours.")
     overlay_format: Literal["jpeg", "png"] = "jpeg"
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the class colours.")
+    legend: bool = Field(True, description="Draw a legend of the classes present on the overlay.")
+    polygons: bool = Field(False, description="Return each class's regions as polygons with "
+                           "holes (OpenCV contours), one per connected region.")
+    polygon_tolerance: float = Field(
+        1.0, ge=0.0, le=100.0, description="Polygon simplification (Douglas-Peucker) in pixels; "
+        "0 keeps every contour vertex.")
     label_ids: bool = Field(False, description="Also return the map in dataset label ids "
                             "(Cityscapes: train id -> id) as an 8-bit PNG.")
-
-    @field_validator("scales")
-    @classmethod
-    def _check_scales(cls, v):  # type: ignore[no-untyped-def]
-        if isinstance(v, list):
-            if not 1 <= len(v) <= 8:
-                raise ValueError("give 1 to 8 scales")
-            for s in v:
-                if not 0.1 <= s <= 4.0:
-                    raise ValueError(f"scale {s} outside 0.1..4.0")
-        return v
 
 
 class SegmentRequest(ImageInput, SegmentOptions):
     """JSON body of ``POST /segment``: a base64 image plus options."""
 
 
+class Polygon(BaseModel):
+    """One connected region of a class: its outline and the outlines of its holes."""
+
+    exterior: list[list[float]] = Field(
+        description="[[x, y], ...]: centres of the region's boundary pixels, image frame (the "
+        "top-left pixel's centre is 0.5, 0.5); the ring is closed implicitly.")
+    holes: list[list[list[float]]] = Field(default_factory=list, description="Rings of its holes.")
+
+
 class ClassStat(BaseModel):
     """One class present in the label map."""
 
-    id: int
+    id: int = Field(description="Class index (a label map pixel value; Cityscapes: the train id).")
     name: str
+    label_id: int | None = Field(None, description="The dataset's own label id of this class "
+                                 "(Cityscapes: train id -> id, e.g. road 0 -> 7), if it has one.")
     pixels: int
     fraction: float = Field(description="pixels / (width * height).")
     rle: dict | None = Field(None, description="COCO RLE {size: [h, w], counts} of this class.")
+    polygons: list[Polygon] | None = Field(
+        None, description="Its regions as polygons (one per 8-connected region; regions one or "
+        "two pixels across have no polygon, the RLE is exact), if requested.")
 
 
 class UsedOptions(BaseModel):
