@@ -13,7 +13,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from service.http.body_limit import BodyLimitMiddleware
 from service.http.handlers import install_error_handlers
 from service.http.metrics import Metrics, metrics_middleware
-from service.http.routers import detect, health, landmarks, metrics, models, segment
+from service.http.routers import detect, faces, health, landmarks, metrics, models, segment
 from service.runtime import cpu
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
@@ -56,8 +56,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app = FastAPI(
         title="HRNetV2 inference gateway",
         version="0.1.0",
-        description="Semantic segmentation, facial landmarks and detection with HRNetV2 models, "
-        "served by ONNX Runtime in-process or by a Triton Inference Server.",
+        description="Semantic segmentation, facial landmarks and detection with HRNetV2 models "
+        "(and face detection with MediaPipe BlazeFace), served by ONNX Runtime in-process or by "
+        "a Triton Inference Server.",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -69,6 +70,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for module in (health, models, segment, landmarks, detect, metrics):
+    for module in (health, models, segment, landmarks, detect, faces, metrics):
         app.include_router(module.router)
     return app

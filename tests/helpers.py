@@ -23,8 +23,9 @@ from service.app import create_app
 from service.contract import (
     DetectionMetadata, DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
 )
+from service.runtime.registry import ModelRegistry
 from service.settings import Settings
-from service.tasks.common import JSON, Answer, Limits, TaskDef, run_task
+from service.tasks.common import JSON, Answer, Limits, TaskDef, resolve_upstream, run_task
 
 # --------------------------------------------------------------------------------------------
 # Images and HTTP
@@ -166,12 +167,19 @@ def limits(**overrides: int) -> Limits:
 
 async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
                             runner: Any, options: Any, *, extras: dict[str, Any] | None = None,
-                            limits: Limits | None = None, media: str = JSON) -> Answer:
-    """One task request without HTTP: resolve ``options`` (+ ``extras``) against ``meta``, then
-    :func:`service.tasks.common.run_task` on ``runner`` (anything with the runner's ``run``)."""
+                            limits: Limits | None = None, media: str = JSON,
+                            models: dict[str, ModelMetadata] | None = None) -> Answer:
+    """One task request without HTTP: resolve ``options`` (+ ``extras``) against ``meta`` (and
+    the task's upstream against ``models``, default ``meta`` alone: landmarks without faces
+    then crop the whole image), then :func:`service.tasks.common.run_task` on ``runner``
+    (anything with the runner's ``run``)."""
     lim = limits if limits is not None else Limits.of(Settings.model_construct())
     resolved = task.resolve(options, extras or {}, meta, lim)
-    return await run_task(task, image, meta, resolved, runner, lim, media=media)
+    registry = ModelRegistry(models if models is not None else {meta.name: meta},
+                             Settings.model_construct())
+    resolved, upstream = resolve_upstream(task, resolved, registry, lim)
+    return await run_task(task, image, meta, resolved, runner, lim, media=media,
+                          upstream=upstream)
 
 
 @contextmanager
