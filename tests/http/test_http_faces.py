@@ -141,3 +141,15 @@ def test_models_list_the_detector_with_its_license(faces_url: str) -> None:
     assert info["default_options"] == {"score_threshold": 0.6, "nms_iou": 0.3, "tiles": [1, 2]}
     assert info["protocol"]["anchors"]["strides"] == [4] and info["default_for_task"] is True
     assert [o["dims"] for o in info["outputs"]] == [[2304, 16], [2304, 1]]
+
+
+def test_openapi_documents_faces(faces_url: str) -> None:
+    spec = httpx.get(f"{faces_url}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    ref = spec["paths"]["/faces"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    props = schemas[ref["$ref"].split("/")[-1]]["properties"]
+    assert {"model", "faces", "keypoint_names", "overlay", "timings_ms"} <= set(props)
+    body = spec["paths"]["/landmarks"]["post"]["requestBody"]["content"]["application/json"]
+    faces = body["schema"]["properties"]["faces"]
+    assert {"enum": ["auto", "whole_image"], "type": "string"} in faces["anyOf"]
+    assert {"min_face_score", "max_faces", "face_model"} <= set(body["schema"]["properties"])
