@@ -188,14 +188,13 @@ def resolve_upstream(task: "TaskDef[Any, Any, Any]", resolved: Any, registry: Mo
     return resolved, UpstreamRun(up.task, meta, up.task.resolve(options, {}, meta, limits))
 
 
-async def _infer(task: TaskDef[Any, Any, Any], plan: Any, image: np.ndarray,
-                 meta: ModelMetadata, runner: InferenceRunner, deadline: float,
-                 timings: Timings | None) -> list[dict[str, np.ndarray]]:
-    """The plan's passes made and run (no pass: nothing to run)."""
+async def _infer(plan: Plan, image: np.ndarray, meta: ModelMetadata, runner: InferenceRunner,
+                 deadline: float) -> list[dict[str, np.ndarray]]:
+    """An upstream plan's passes made and run (no pass: nothing to run)."""
     if plan.n_passes == 0:
         return []
     passes: Sequence[Pass] = await asyncio.to_thread(plan.passes, image)
-    return await runner.run(meta, passes, timings=timings, deadline=deadline)
+    return await runner.run(meta, passes, deadline=deadline)
 
 
 async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
@@ -216,11 +215,12 @@ async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelM
     """
     timings = timings if timings is not None else Timings()
     size = (int(image.shape[0]), int(image.shape[1]))
-    up_plan = None
+    up_plan = plan = None
     if upstream is not None:
+        if task.upstream is None or task.upstream.task is not upstream.task:
+            raise ValueError(f"task {task.name} has no upstream {upstream.task.name}")
         up_plan = upstream.task.plan(upstream.resolved, upstream.meta, size)
         limits.check(up_plan, upstream.task.pixel_budget)
-        plan = None
     else:
         plan = task.plan(resolved, meta, size)
         limits.check(plan, task.pixel_budget)
@@ -229,14 +229,15 @@ async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelM
     try:
         async with asyncio.timeout_at(deadline):
             if upstream is not None and up_plan is not None and task.upstream is not None:
+                # The upstream's queue and inference are inside its one stage.
                 with timings.stage(upstream.task.name):
-                    up_out = await _infer(upstream.task, up_plan, image, upstream.meta, runner,
-                                          deadline, None)
+                    up_out = await _infer(up_plan, image, upstream.meta, runner, deadline)
                     found = await asyncio.to_thread(upstream.task.merge, up_plan, up_out)
                 del up_out
                 resolved = task.upstream.attach(resolved, found, upstream)
                 plan = task.plan(resolved, meta, size)
                 limits.check(plan, task.pixel_budget)
+            assert plan is not None
             with timings.stage("preprocess"):
                 passes: Sequence[Pass] = (await asyncio.to_thread(plan.passes, image)
                                           if plan.n_passes else [])

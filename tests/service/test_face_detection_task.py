@@ -246,6 +246,8 @@ def test_whole_image_on_request_and_without_a_detector(served: Any) -> None:
     res = marks(served, image, "whole_image")
     assert res.faces_source == "whole_image" and len(res.faces) == 1
     assert res.faces[0].crop_box == [0.0, 0.0, 512.0, 512.0] and res.face_model is None
+    empty = marks(served, image, [])  # an empty list of faces: the whole image, as always
+    assert empty.faces_source == "whole_image" and empty.faces[0].landmarks == res.faces[0].landmarks
     fallback = marks(served, image, with_detector=False)
     assert fallback.faces_source == "whole_image" and fallback.faces[0].landmarks == res.faces[0].landmarks
     with pytest.raises(ModelNotFound):

@@ -75,6 +75,8 @@ def resolve(options: LandmarkOptions, extras: dict[str, Any], meta: LandmarkMeta
                             f"not {raw!r}", code="invalid_face")
     else:
         faces = parse_faces(raw)
+        if not faces:  # an empty list: the whole image, as it always was
+            mode, faces = "whole_image", None
     if faces is not None and len(faces) > limits.max_faces:
         raise Unprocessable(
             f"too many faces: {len(faces)} given, at most {limits.max_faces} per request",
