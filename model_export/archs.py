@@ -10,16 +10,18 @@ built from their ``.tflite`` file (``graph=``: the network is the file's graph, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 
-from model_export.checkpoints.tflite import TFLiteGraph
 from model_export.mediapipe import VARIANTS as BLAZEFACE_VARIANTS
 from model_export.nets.detection import Convention, HRNetFasterRCNN, build_faster_rcnn
 from model_export.nets.heads import HRNetLandmarks, HRNetSegmentation
 from model_export.nets.hrnet import HRNET_CONFIGS, FuseUpsample, HRNetConfig
 from model_export.nets.tflite import TFLiteNet
+
+if TYPE_CHECKING:  # the checkpoints package imports this registry
+    from model_export.checkpoints.tflite import TFLiteGraph
 
 #: Every backbone name, smallest first.
 ARCH_NAMES: tuple[str, ...] = tuple(HRNET_CONFIGS)

@@ -21,14 +21,15 @@ matcher's "every tensor used" rule, for a graph).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model_export.checkpoints.tflite import Operator, TFLiteGraph
+if TYPE_CHECKING:  # annotations only: the checkpoints package imports the arch registry
+    from model_export.checkpoints.tflite import Operator, TFLiteGraph
 
 SUPPORTED_OPS = frozenset({
     "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RELU", "RELU6", "PAD", "MAX_POOL_2D",
