@@ -247,8 +247,10 @@ def _cmd_list_archs(task: str | None) -> int:
 
 def _cmd_inspect(path: Path) -> int:
     from model_export.checkpoints import inspect_checkpoint
+    from model_export.checkpoints.tflite import inspect_tflite, is_tflite
 
-    print(inspect_checkpoint(path).summary())
+    info = inspect_tflite(path) if is_tflite(path) else inspect_checkpoint(path)
+    print(info.summary())
     return 0
 
 

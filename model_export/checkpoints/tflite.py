@@ -109,6 +109,15 @@ def _options(op: Any, name: str) -> dict[str, Any]:
     return {}
 
 
+def is_tflite(path: str | Path) -> bool:
+    """True when ``path`` is a file with the TFLite flatbuffer identifier (``TFL3``)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False
+
+
 def read_tflite(path: str | Path) -> TFLiteGraph:
     """Parse ``path``; CheckpointError for a file that is not a readable TFLite model."""
     import tflite

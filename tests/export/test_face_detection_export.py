@@ -96,6 +96,12 @@ def test_short_range_through_the_cli(tmp_path: Path, capsys) -> None:
     assert parity["passed"] and all(c["max_box_rel_err"] <= 1e-3 for c in parity["cases"])
 
 
+def test_inspect_a_tflite_file(capsys) -> None:
+    assert main(["inspect", str(packaged_model("blazeface_full_range"))]) == 0
+    out = capsys.readouterr().out
+    assert "format:        tflite (origin mediapipe)" in out and "RESIZE_BILINEAR x3" in out
+
+
 def test_what_cannot_be_exported(tmp_path: Path, capsys) -> None:
     base = dict(task="face_detection", arch="blazeface_full_range", dataset="mediapipe_face",
                 name="x", repo=tmp_path)
