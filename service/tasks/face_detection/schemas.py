@@ -22,7 +22,7 @@ class FaceDetectOptions(BaseModel):
         None, ge=0.0, le=1.0, description="Minimum face score (default: the model's, 0.6 for "
         "BlazeFace full range, as MediaPipe).")
     max_faces: int | None = Field(
-        None, ge=1, description="Most faces returned, best first (default and upper bound: "
+        None, ge=1, le=10_000, description="Most faces returned, best first (default and upper bound: "
         "HRNET_MAX_FACES).")
     tiles: list[int] | None = Field(
         None, min_length=1, max_length=MAX_TILE_LEVEL,

@@ -71,8 +71,8 @@ def resolve(options: LandmarkOptions, extras: dict[str, Any], meta: LandmarkMeta
     elif raw == "whole_image":
         mode = "whole_image"
     elif isinstance(raw, str):
-        raise Unprocessable(f"'faces' must be 'auto', 'whole_image' or a JSON list of faces, "
-                            f"not {raw!r}", code="invalid_face")
+        raise Unprocessable("'faces' must be 'auto', 'whole_image' or a JSON list of faces",
+                            code="invalid_face")
     else:
         faces = parse_faces(raw)
         if not faces:  # an empty list: the whole image, as it always was

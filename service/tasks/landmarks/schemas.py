@@ -59,7 +59,7 @@ class LandmarkOptions(BaseModel):
         None, ge=0.0, le=1.0, description="faces=auto: minimum detector score (default: the "
         "detector's, 0.6 for BlazeFace full range).")
     max_faces: int | None = Field(
-        None, ge=1, description="faces=auto: most detected faces, best first (default and upper "
+        None, ge=1, le=10_000, description="faces=auto: most detected faces, best first (default and upper "
         "bound: HRNET_MAX_FACES).")
 
 
