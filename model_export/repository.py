@@ -29,8 +29,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from service.contract import (
-    IMAGE_SIZE, METADATA_FILENAME, METADATA_PARAMETER, DetectionMetadata, LandmarkMetadata,
-    ModelMetadata, SegmentationMetadata, padded,
+    IMAGE_SIZE, METADATA_FILENAME, METADATA_PARAMETER, DetectionMetadata, FaceDetectionMetadata,
+    LandmarkMetadata, ModelMetadata, SegmentationMetadata, padded,
 )
 
 CONFIG_FILENAME = "config.pbtxt"
@@ -73,7 +73,8 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
 
 def representative_size(metadata: ModelMetadata) -> tuple[int, int]:
     """A typical (h, w) network input: a segmentation window (crop size), the landmark crop, or
-    the largest padded landscape detection input (e.g. 800x1344 for 1333x800)."""
+    the largest padded landscape detection input (e.g. 800x1344 for 1333x800), the face
+    detector's input square."""
     if isinstance(metadata, DetectionMetadata):
         long_side, short_side = max(metadata.detection.max_size), min(metadata.detection.max_size)
         d = max(1, metadata.detection.size_divisor)
@@ -83,6 +84,9 @@ def representative_size(metadata: ModelMetadata) -> tuple[int, int]:
         return int(h), int(w)
     if isinstance(metadata, LandmarkMetadata):
         h, w = metadata.landmarks.input_size
+        return int(h), int(w)
+    if isinstance(metadata, FaceDetectionMetadata):
+        h, w = metadata.face_detection.input_size
         return int(h), int(w)
     raise ValueError(f"no representative input size for task {metadata.task!r}")
 

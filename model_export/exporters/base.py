@@ -17,7 +17,7 @@ from torch import nn
 
 from service.contract import WeightsInfo
 
-from model_export.checkpoints import load_checkpoint
+from model_export.checkpoints import inspect_checkpoint, load_checkpoint
 from model_export.checkpoints.matching import CheckpointInfo
 from model_export.datasets import DatasetInfo
 from model_export.errors import ExportError
@@ -92,6 +92,15 @@ class Exporter(ABC, Generic[OptionsT, ReportT]):
             raise ExportError(f"{self.task} export takes {self.options_type.__name__} options, "
                               f"not {type(given).__name__}")
         return given
+
+    def default_checkpoint(self, arch: str | None) -> Path | None:
+        """The weights file used when a request gives neither a checkpoint nor random init
+        (face detection: the file shipped in a package); None: one of the two is required."""
+        return None
+
+    def inspect(self, path: Path, arch: str | None) -> CheckpointInfo:
+        """What the weights file ``path`` is (PyTorch checkpoints: ``inspect_checkpoint``)."""
+        return inspect_checkpoint(path)
 
     @abstractmethod
     def validate(self, options: OptionsT, *, opset: int, tensorrt_plan: bool) -> None:

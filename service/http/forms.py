@@ -77,7 +77,11 @@ def list_text(name: str, text: str) -> Any:
 
 
 def json_text(name: str, text: str) -> Any:
-    """A JSON value given as text (a task's extra field, e.g. ``faces``); 400 ``invalid_json``."""
+    """A JSON value given as text (a task's extra field, e.g. ``faces``); 400 ``invalid_json``.
+    A bare word (``faces=auto``) is that string, as if it were quoted."""
+    word = text.strip()
+    if word.isidentifier() and word not in ("true", "false", "null"):
+        return word
     try:
         return _loads(text)
     except _JSON_ERRORS as exc:

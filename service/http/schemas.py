@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.contract import (
-    DetectionMetadata, LandmarkMetadata, ModelMetadata, SegmentationMetadata, TensorSpec,
+    DetectionMetadata, FaceDetectionMetadata, LandmarkMetadata, ModelMetadata,
+    SegmentationMetadata, TensorSpec,
 )
 
 
@@ -30,6 +31,8 @@ class WeightsSummary(BaseModel):
     )
     file: str | None = None
     sha256: str | None = None
+    package: str | None = Field(None, description="Registry package the weights came from.")
+    license: str | None = Field(None, description="License of the weights.")
 
 
 class InputConventions(BaseModel):
@@ -100,6 +103,10 @@ class ModelInfo(BaseModel):
             defaults = {"score_threshold": d.score_threshold, "nms_iou": d.nms_iou,
                         "max_detections": d.max_detections}
             limits = {"max_detections": d.max_detections}
+        elif isinstance(meta, FaceDetectionMetadata):
+            f = meta.face_detection
+            defaults = {"score_threshold": f.score_threshold, "nms_iou": f.nms_iou,
+                        "tiles": list(f.tiles)}
         spec = meta.inputs[0]
         return cls(
             name=meta.name, task=meta.task, arch=meta.arch, dataset=meta.dataset,
@@ -112,7 +119,8 @@ class ModelInfo(BaseModel):
             inputs=list(meta.inputs), outputs=list(meta.outputs),
             max_batch_size=meta.max_batch_size, default_options=defaults, limits=limits,
             protocol=meta.protocol.model_dump(mode="json"),
-            weights=WeightsSummary(**meta.weights.model_dump(include={"origin", "format", "random_init", "file", "sha256"})),
+            weights=WeightsSummary(**meta.weights.model_dump(include={
+                "origin", "format", "random_init", "file", "sha256", "package", "license"})),
             random_init=meta.weights.random_init, default_for_task=is_default,
             runtime=RuntimeInfo(backend=backend, providers=list(providers or [])),
         )

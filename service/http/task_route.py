@@ -1,8 +1,9 @@
 """The one request path of every task endpoint, and the route that serves it.
 
 negotiate (``Accept``) -> read the request (image bytes, options, extras) -> pick the model ->
-resolve the options against it -> decode the image -> run the task -> headers (model, random
-weights, image size, ``Server-Timing``). Each endpoint
+resolve the options against it (and the upstream task's model and options, when the request
+needs one: landmarks without face boxes) -> decode the image -> run the task -> headers (model,
+random weights, image size, ``Server-Timing``). Each endpoint
 module (``routers/segment.py`` ...) only names its task, path and documentation.
 """
 
@@ -19,7 +20,7 @@ from service.http.deps import TaskContext, task_context
 from service.http.forms import RequestFields, read_request
 from service.http.negotiation import negotiate
 from service.http.openapi import ERROR_RESPONSES, openapi_body
-from service.tasks.common import JSON, Binary, TaskDef, run_task
+from service.tasks.common import JSON, Binary, TaskDef, resolve_upstream, run_task
 
 
 def result_headers(meta: ModelMetadata, image: np.ndarray) -> dict[str, str]:
@@ -43,9 +44,10 @@ async def serve_task(request: Request, ctx: TaskContext, task: TaskDef[Any, Any,
     parsed = await read_request(request, ctx.settings, fields)
     meta = ctx.model(parsed.options.model, task.name)
     resolved = task.resolve(parsed.options, parsed.extras, meta, ctx.limits)
+    resolved, upstream = resolve_upstream(task, resolved, ctx.registry, ctx.limits)
     image = await ctx.decode(parsed.take_image())
     answer = await run_task(task, image, meta, resolved, ctx.runner, ctx.limits,
-                            timings=ctx.timings, media=media)
+                            timings=ctx.timings, media=media, upstream=upstream)
     headers = result_headers(meta, image)
     # The stage times as the standard Server-Timing header (the JSON answers repeat them).
     headers["Server-Timing"] = ", ".join(f"{k};dur={v}" for k, v in ctx.timings.as_ms().items())

@@ -224,3 +224,21 @@ def boxes_overlay(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], int, s
         y = y1 - h if y1 - h >= 0 else y1
         caption(draw, (x1, y), text, colours[int(cls)], fnt, (im.width, im.height))
     return image_bytes(im, fmt)
+
+
+def faces_overlay(rgb: np.ndarray, faces: Iterable[tuple[Sequence[float], str]],
+                  points: Iterable[np.ndarray] = (), *, fmt: str = "jpeg") -> bytes:
+    """The image with each face's ``(box, caption)`` (a detector's box and score) and, per face,
+    its points (detector keypoints or landmarks) as dots: the ``/faces`` overlay, and
+    ``/landmarks``' when the faces were detected."""
+    im = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(im)
+    r = max(1.0, min(rgb.shape[:2]) / 200.0)
+    width = max(2, int(r))
+    for (x1, y1, x2, y2), caption in faces:
+        draw.rectangle([x1, y1, x2, y2], outline=(0, 255, 0), width=width)
+        draw.text((x1 + 2, y1 + 2), caption, fill=(255, 255, 0))
+    for pts in points:
+        for x, y in pts:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
+    return image_bytes(im, fmt)

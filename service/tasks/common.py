@@ -14,6 +14,13 @@ A task (``service/tasks/<task>/``) is four steps over one decoded image, in this
 
 :func:`run_task` strings them together with the runner in between and times each stage; the web
 layer only reads the request, picks the model, decodes the image and writes the answer.
+
+A task may need another task's answer first (:class:`Upstream`): landmarks without face boxes
+run face detection on the same image, through the same runner, within the same deadline, and
+plan their crops from the detected faces. The flow stays one-way: the upstream task (face
+detection) knows nothing of its user; :func:`resolve_upstream` picks the upstream model and
+resolves its options before any pixel work, :func:`run_task` runs its plan, passes and merge
+and hands the merged answer to the task's ``attach`` before the task plans.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from service.contract import ModelMetadata, Task
-from service.errors import Timeout, Unprocessable
+from service.errors import ModelNotFound, Timeout, Unprocessable
 from service.runtime import memory
+from service.runtime.registry import ModelRegistry
 from service.runtime.runner import InferenceRunner, Pass
 from service.settings import Settings
 from service.tasks.schemas import TaskResult
@@ -130,11 +138,69 @@ class TaskDef(Generic[Resolved, PlanT, Merged]):
     respond: Callable[[np.ndarray, Any, Resolved, PlanT, Merged, str], Answer]
     pixel_budget: str = "max_network_pixels"
     """The :class:`Limits` field bounding this task's network pixels."""
+    upstream: "Upstream | None" = None
+    """Another task whose answer some requests of this one need first (landmarks: faces)."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A task run before this one when a request needs its answer (one-way: ``task`` does not
+    know its user).
+
+    ``options(resolved)`` gives the upstream task's options for this request (their ``model``
+    names the upstream model; None: the request does not need it). When no model of the
+    upstream task is served and the request named none, ``without(resolved)`` gives the request
+    to run without it (None: 404 as for any missing model). ``attach(resolved, merged, meta)``
+    puts the upstream's merged answer (and the model that made it) into this task's request.
+    """
+
+    task: "TaskDef[Any, Any, Any]"
+    options: Callable[[Any], BaseModel | None]
+    attach: Callable[[Any, Any, ModelMetadata], Any]
+    without: Callable[[Any], Any | None] = lambda _resolved: None
+
+
+@dataclass(frozen=True)
+class UpstreamRun:
+    """The upstream task of one request, resolved: its model and options."""
+
+    task: "TaskDef[Any, Any, Any]"
+    meta: ModelMetadata
+    resolved: Any
+
+
+def resolve_upstream(task: "TaskDef[Any, Any, Any]", resolved: Any, registry: ModelRegistry,
+                     limits: Limits) -> tuple[Any, UpstreamRun | None]:
+    """The request (possibly changed to go without its upstream) and its resolved upstream run
+    (None: not needed). 404/400/422 here, before the image is decoded."""
+    up = task.upstream
+    options = up.options(resolved) if up is not None else None
+    if up is None or options is None:
+        return resolved, None
+    name = getattr(options, "model", None)
+    try:
+        meta = registry.resolve(name, up.task.name)
+    except ModelNotFound:
+        fallback = up.without(resolved) if name is None else None
+        if fallback is None:
+            raise
+        return fallback, None
+    return resolved, UpstreamRun(up.task, meta, up.task.resolve(options, {}, meta, limits))
+
+
+async def _infer(plan: Plan, image: np.ndarray, meta: ModelMetadata, runner: InferenceRunner,
+                 deadline: float) -> list[dict[str, np.ndarray]]:
+    """An upstream plan's passes made and run (no pass: nothing to run)."""
+    if plan.n_passes == 0:
+        return []
+    passes: Sequence[Pass] = await asyncio.to_thread(plan.passes, image)
+    return await runner.run(meta, passes, deadline=deadline)
 
 
 async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
                    resolved: Any, runner: InferenceRunner, limits: Limits, *,
-                   timings: Timings | None = None, media: str = JSON) -> Answer:
+                   timings: Timings | None = None, media: str = JSON,
+                   upstream: UpstreamRun | None = None) -> Answer:
     """plan -> passes -> infer -> merge -> respond for one decoded ``H x W x 3`` uint8 image.
 
     CPU work runs in worker threads (the event loop stays free); stages are timed as
@@ -142,17 +208,41 @@ async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelM
     The whole run has ``limits.timeout_s``: past it :class:`~service.errors.Timeout` (504) is
     raised at once, the inference in flight is stopped and nothing further starts (a CPU step
     already running in a thread finishes there, its result unused).
+
+    ``upstream`` (from :func:`resolve_upstream`) runs first, within the same deadline, timed as
+    one stage named after its task; its merged answer goes to ``task.upstream.attach`` and only
+    then does ``task`` plan (its limits are checked then, before its pixel work).
     """
     timings = timings if timings is not None else Timings()
-    plan = task.plan(resolved, meta, (int(image.shape[0]), int(image.shape[1])))
-    limits.check(plan, task.pixel_budget)
+    size = (int(image.shape[0]), int(image.shape[1]))
+    up_plan = plan = None
+    if upstream is not None:
+        if task.upstream is None or task.upstream.task is not upstream.task:
+            raise ValueError(f"task {task.name} has no upstream {upstream.task.name}")
+        up_plan = upstream.task.plan(upstream.resolved, upstream.meta, size)
+        limits.check(up_plan, upstream.task.pixel_budget)
+    else:
+        plan = task.plan(resolved, meta, size)
+        limits.check(plan, task.pixel_budget)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout_s
     try:
         async with asyncio.timeout_at(deadline):
+            if upstream is not None and up_plan is not None and task.upstream is not None:
+                # The upstream's queue and inference are inside its one stage.
+                with timings.stage(upstream.task.name):
+                    up_out = await _infer(up_plan, image, upstream.meta, runner, deadline)
+                    found = await asyncio.to_thread(upstream.task.merge, up_plan, up_out)
+                del up_out
+                resolved = task.upstream.attach(resolved, found, upstream)
+                plan = task.plan(resolved, meta, size)
+                limits.check(plan, task.pixel_budget)
+            assert plan is not None
             with timings.stage("preprocess"):
-                passes: Sequence[Pass] = await asyncio.to_thread(plan.passes, image)
-            outputs = await runner.run(meta, passes, timings=timings, deadline=deadline)
+                passes: Sequence[Pass] = (await asyncio.to_thread(plan.passes, image)
+                                          if plan.n_passes else [])
+            outputs = (await runner.run(meta, passes, timings=timings, deadline=deadline)
+                       if passes else [])
             del passes  # the inputs of a large request are not kept during the merge
             with timings.stage("postprocess"):
                 merged = await asyncio.to_thread(task.merge, plan, outputs)
@@ -164,7 +254,9 @@ async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelM
         raise Timeout(f"the request did not finish within {limits.timeout_s:g} s") from None
     finally:
         # Large images weigh as much as many network pixels (decoded, as floats, merged maps).
-        work = max(plan.n_pixels, int(image.shape[0]) * int(image.shape[1]))
+        work = max(plan.n_pixels if plan is not None else 0,
+                   up_plan.n_pixels if up_plan is not None else 0,
+                   int(image.shape[0]) * int(image.shape[1]))
         if limits.release_memory_pixels and work >= limits.release_memory_pixels:
             # Off the request's path: the answer does not wait for the trim (~25 ms).
             loop.run_in_executor(None, memory.release)

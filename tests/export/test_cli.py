@@ -135,7 +135,12 @@ def test_demo_requests_cover_the_documented_models(tmp_path) -> None:
     assert (det.task, det.arch, det.dataset, det.options.max_size) == ("detection", "hrnetv2p_w18", "coco", (800, 480))
     assert det.random_init and DEMO_DETECTION_NOTE in det.notes
     assert det.options.overrides["rpn_post_nms_top_n"] < 2000
-    assert set(DEMO_FACTORIES) == {"segmentation", "landmarks", "detection"}
+    assert set(DEMO_FACTORIES) == {"segmentation", "landmarks", "detection", "face_detection"}
+    faces = reqs["blazeface_full_range"]
+    # Real weights: neither a checkpoint nor random init, so the packaged .tflite is used.
+    assert (faces.task, faces.arch, faces.dataset) == ("face_detection", "blazeface_full_range",
+                                                       "mediapipe_face")
+    assert faces.checkpoint is None and not faces.random_init
 
 
 # ------------------------------------------------------------------------------ detection

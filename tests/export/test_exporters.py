@@ -14,6 +14,7 @@ from model_export.errors import ExportError
 from model_export.exporters import (
     EXPORTERS,
     DetectionExport,
+    FaceDetectionExport,
     LandmarkExport,
     SegmentationExport,
     exporter_for,
@@ -22,7 +23,7 @@ from model_export.pipeline import ExportRequest, export_model
 from model_export.repository import TritonOptions
 
 OPTIONS = {"segmentation": SegmentationExport, "landmarks": LandmarkExport,
-           "detection": DetectionExport}
+           "detection": DetectionExport, "face_detection": FaceDetectionExport}
 ARCHS = {"segmentation": "hrnetv2_w18_small_v1", "landmarks": "hrnetv2_w18",
          "detection": "hrnetv2p_w18"}
 DATASET = {"segmentation": "cityscapes", "landmarks": "300w", "detection": "coco"}
@@ -35,7 +36,7 @@ def test_every_dataset_task_has_an_exporter() -> None:
         assert exporter.task == task and exporter_for(task) is exporter
         assert exporter.options_type is OPTIONS[task]
         assert list_archs(task)  # and the registry builds networks for it
-    with pytest.raises(ExportError, match="segmentation, landmarks, detection"):
+    with pytest.raises(ExportError, match="segmentation, landmarks, detection, face_detection"):
         exporter_for("depth")
 
 

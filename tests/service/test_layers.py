@@ -55,13 +55,13 @@ def test_imports_only_go_down_the_layers() -> None:
 
 def test_every_task_is_a_package_of_the_same_steps() -> None:
     tasks = sorted(p for p in (SERVICE / "tasks").iterdir() if (p / "__init__.py").is_file())
-    assert [p.name for p in tasks] == ["detection", "landmarks", "segmentation"]
+    assert [p.name for p in tasks] == ["detection", "face_detection", "landmarks", "segmentation"]
     steps = {"__init__.py", "schemas.py", "plan.py", "merge.py", "respond.py"}
     for task in tasks:
         assert steps <= {f.name for f in task.glob("*.py")}, task.name
-    from service.tasks import detection, landmarks, segmentation
+    from service.tasks import detection, face_detection, landmarks, segmentation
 
-    for pkg in (detection, landmarks, segmentation):
+    for pkg in (detection, face_detection, landmarks, segmentation):
         t = pkg.TASK
         assert (t.resolve.__name__, t.plan.__name__, t.merge.__name__, t.respond.__name__) == (
             "resolve", "plan", "merge", "respond")

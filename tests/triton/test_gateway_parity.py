@@ -4,7 +4,9 @@ Three gateways run over real HTTP: embedded (the session's repository), Triton o
 Triton over HTTP (the session's tritonserver serving CPU twins of the same ONNX files).
 Segmentation label maps, and the whole /segment JSON answer but its timings, must be identical;
 landmarks must agree within 1e-3 px; detections (two graph inputs, FP32 ``image`` + INT64
-``image_size``; three outputs) must have the same labels and boxes/scores within 1e-4.
+``image_size``; three outputs) must have the same labels and boxes/scores within 1e-4; faces
+(the BlazeFace twin: a batch of tiles per request) the same boxes, keypoints and scores within
+1e-4, and /landmarks without boxes (the detector first, then the crops) within 1e-3 px.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DET_MODEL
-from tests.helpers import encode_png
+from tests.conftest import DET_MODEL, FACE_DET_MODEL
+from tests.helpers import encode_png, group_photo
 from tests.triton.harness import TritonServer, live_gateway
 
 PROTOCOLS = ("grpc", "http")
@@ -35,7 +37,8 @@ def photos() -> dict[str, bytes]:
 
     astronaut = np.asarray(Image.fromarray(data.astronaut()).resize((192, 192), Image.BILINEAR))
     coffee = np.asarray(Image.fromarray(data.coffee()).resize((200, 150), Image.BILINEAR))
-    return {"astronaut": encode_png(astronaut), "coffee": encode_png(coffee)}
+    return {"astronaut": encode_png(astronaut), "coffee": encode_png(coffee),
+            "group": encode_png(group_photo()[0])}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def _segment(base: str, photo: bytes, model: str, options: dict) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(r.content)))
 
 
-def _landmarks(base: str, photo: bytes, options: dict) -> list[list[list[float]]]:
+def _landmarks_body(base: str, photo: bytes, options: dict) -> dict:
     options = dict(options)
     form = {"faces": json.dumps(options.pop("faces"))} if "faces" in options else {}
     r = httpx.post(
@@ -79,7 +82,11 @@ def _landmarks(base: str, photo: bytes, options: dict) -> list[list[list[float]]
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"]["name"] == options["model"]
-    return [face["landmarks"] for face in body["faces"]]
+    return body
+
+
+def _landmarks(base: str, photo: bytes, options: dict) -> list[list[list[float]]]:
+    return [face["landmarks"] for face in _landmarks_body(base, photo, options)["faces"]]
 
 
 def test_models_discovered_from_triton(gateways: dict[str, str]) -> None:
@@ -142,7 +149,7 @@ def test_landmarks_match(gateways: dict[str, str], photos: dict[str, bytes]) -> 
     """Landmarks of a face box and of the whole image agree within 1e-3 px, with and without flip."""
     cases = [
         {"model": "face_300w", "faces": [[150, 20, 210, 100]]},  # astronaut's face, roughly
-        {"model": "face_300w", "flip": True},
+        {"model": "face_300w", "flip": True, "faces": "whole_image"},
     ]
     photo = photos["astronaut"]
     for options in cases:
@@ -194,3 +201,35 @@ def test_detect_matches(gateways: dict[str, str], photos: dict[str, bytes]) -> N
             assert got_labels == labels, f"{photo} via {protocol}: labels differ"
             assert np.abs(got_boxes - boxes).max() <= 1e-4, f"{photo} via {protocol}: boxes"
             assert np.abs(got_scores - scores).max() <= 1e-4, f"{photo} via {protocol}: scores"
+
+
+def _faces(base: str, photo: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r = httpx.post(f"{base}/faces", files={"file": ("photo.png", photo, "image/png")},
+                   data={"model": FACE_DET_MODEL}, timeout=120)
+    assert r.status_code == 200, r.text
+    faces = r.json()["faces"]
+    return (np.asarray([f["box"] for f in faces], np.float64).reshape(-1, 4),
+            np.asarray([f["keypoints"] for f in faces], np.float64).reshape(-1, 6, 2),
+            np.asarray([f["score"] for f in faces], np.float64))
+
+
+def test_faces_and_landmarks_without_boxes_match(gateways: dict[str, str],
+                                                 photos: dict[str, bytes]) -> None:
+    """The group photo: /faces (4 tiles in one batch of the twin) and /landmarks without boxes
+    (the detector, then the three crops as one batch) give the embedded answers through Triton."""
+    photo = photos["group"]
+    boxes, keypoints, scores = _faces(gateways["embedded"], photo)
+    assert len(scores) == 3
+    expected = _landmarks_body(gateways["embedded"], photo, {"model": "face_300w"})
+    assert expected["faces_source"] == "detected" and len(expected["faces"]) == 3
+    points = np.asarray([f["landmarks"] for f in expected["faces"]], np.float64)
+    for protocol in PROTOCOLS:
+        b, k, s = _faces(gateways[protocol], photo)
+        assert b.shape == boxes.shape, f"{protocol}: other faces"
+        assert np.abs(b - boxes).max() <= 1e-4 and np.abs(k - keypoints).max() <= 1e-4
+        assert np.abs(s - scores).max() <= 1e-4
+        got = _landmarks_body(gateways[protocol], photo, {"model": "face_300w"})
+        assert got["faces_source"] == "detected" and got["face_model"]["name"] == FACE_DET_MODEL
+        got_points = np.asarray([f["landmarks"] for f in got["faces"]], np.float64)
+        assert got_points.shape == points.shape
+        assert np.abs(got_points - points).max() <= 1e-3, f"{protocol}: landmarks differ"

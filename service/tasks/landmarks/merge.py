@@ -36,6 +36,9 @@ def merge(plan: LandmarkPlan, outputs: list[dict[str, np.ndarray]]) -> Landmarks
 
     The heatmaps must have the model's ``heatmap_size`` (the decode's geometry depends on it).
     """
+    if not plan.faces:  # faces=auto found none
+        k = plan.num_landmarks
+        return Landmarks(np.zeros((0, k, 2)), np.zeros((0, k)), tuple(plan.heatmap_size))
     hm = merge_heatmaps([o[HEATMAPS] for o in outputs], len(plan.faces), plan.flip,
                         plan.flip_pairs)
     if tuple(hm.shape[2:]) != tuple(plan.heatmap_size):

@@ -6,7 +6,8 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.tasks.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
+from service.tasks.face_detection.schemas import DetectedFace
+from service.tasks.schemas import EncodedImage, ImageInput, ImageResult, ModelUsed, TimingsMs
 
 
 class FaceSpec(BaseModel):
@@ -30,6 +31,8 @@ class FaceSpec(BaseModel):
 
 
 FaceInput = Union[list[float], FaceSpec]
+#: ``faces`` as a word: ``auto`` runs the face detector, ``whole_image`` crops the whole image.
+FacesMode = Literal["auto", "whole_image"]
 
 
 class LandmarkOptions(BaseModel):
@@ -55,13 +58,23 @@ class LandmarkOptions(BaseModel):
         False, description="Also return each face's points as COCO keypoint triplets "
         "`[x1, y1, s1, x2, y2, s2, ...]` with s = the point's `score` (as COCO results files "
         "carry them).")
+    face_model: str | None = Field(
+        None, description="Face detector of faces=auto (default: the face_detection default).")
+    min_face_score: float | None = Field(
+        None, ge=0.0, le=1.0, description="faces=auto: minimum detector score (default: the "
+        "detector's, 0.6 for BlazeFace full range).")
+    max_faces: int | None = Field(
+        None, ge=1, le=10_000, description="faces=auto: most detected faces, best first (default and upper "
+        "bound: HRNET_MAX_FACES).")
 
 
 class LandmarksJsonRequest(ImageInput, LandmarkOptions):
     """JSON body: a base64 image, optional faces and options."""
 
-    faces: list[FaceInput] | None = Field(
-        None, description="Boxes [x1,y1,x2,y2] or {box} / {center, scale}; none: the whole image."
+    faces: list[FaceInput] | FacesMode | None = Field(
+        None, description="Boxes [x1,y1,x2,y2] or {box} / {center, scale}; 'auto' (the default "
+        "when omitted): the faces a face detector finds; 'whole_image': the whole image is one "
+        "face."
     )
 
 
@@ -69,7 +82,8 @@ class FaceResult(BaseModel):
     """Landmarks of one face."""
 
     index: int
-    box: list[float] | None = Field(description="The box as sent (None for center/scale faces).")
+    box: list[float] | None = Field(description="The box as sent or as detected (None for "
+                                    "center/scale faces and the whole image).")
     center: list[float] = Field(description="Crop centre used, image pixels.")
     scale: float = Field(description="Scale used (crop side = scale * 200 px).")
     crop_box: list[float] = Field(description="The square that was cropped, [x1, y1, x2, y2].")
@@ -87,13 +101,18 @@ class FaceResult(BaseModel):
     score: float = Field(description="Mean of `scores` (the face's score in COCO results).")
     keypoints: list[float] | None = Field(
         None, description="COCO keypoint triplets [x1, y1, s1, ...] (s = `scores`), if requested.")
+    detection: DetectedFace | None = Field(
+        None, description="faces=auto: the detector's face (box, score, keypoints) this crop "
+        "was made from.")
 
 
 class LandmarksResponse(ImageResult):
     """``POST /landmarks`` answer."""
 
     labels: list[str] = Field(description="Landmark names, in the order of each face's points.")
-    faces_source: Literal["request", "whole_image"]
+    faces_source: Literal["request", "whole_image", "detected"]
+    face_model: ModelUsed | None = Field(
+        None, description="The face detector that found the faces (faces_source 'detected').")
     options: dict = Field(description="Options actually used.")
     faces: list[FaceResult]
     overlay: EncodedImage | None = None
