@@ -42,11 +42,17 @@ async def _burst(url: str) -> tuple[dict, dict, list[np.ndarray], np.ndarray]:
 
 
 def test_concurrent_requests_are_batched(triton_server: TritonServer, model_repo: Path) -> None:
-    """execution_count grows less than inference_count, and each request gets its own result."""
-    before, after, outputs, images = asyncio.run(_burst(triton_server.grpc_url))
-    inferences = _counts(after)[0] - _counts(before)[0]
-    executions = _counts(after)[1] - _counts(before)[1]
-    assert inferences == REQUESTS
+    """execution_count grows less than inference_count, and each request gets its own result.
+
+    Requests of a burst that a loaded machine spreads past the batcher's queue delay run alone,
+    so up to three bursts are sent; batching must show in one of them."""
+    for _ in range(3):
+        before, after, outputs, images = asyncio.run(_burst(triton_server.grpc_url))
+        inferences = _counts(after)[0] - _counts(before)[0]
+        executions = _counts(after)[1] - _counts(before)[1]
+        assert inferences == REQUESTS
+        if executions < inferences:
+            break
     assert 1 <= executions < inferences, f"{executions} executions for {inferences} inferences"
     # Batched results are split back to the right requests: compare with ONNX Runtime, one by one.
     session = ort.InferenceSession(str(model_repo / MODEL / "1" / "model.onnx"))
