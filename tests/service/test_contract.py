@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.contract import (
-    DetectionMetadata, LandmarkMetadata, ModelMetadata, SegmentationMetadata, rescale_size,
+    SCHEMA_VERSION, DetectionMetadata, LandmarkMetadata, ModelMetadata, SegmentationMetadata,
+    rescale_size,
 )
 
 _COMMON = {
@@ -35,7 +36,7 @@ def _schema1(task: str, **protocols) -> str:
 def test_each_task_parses_into_its_class() -> None:
     seg = ModelMetadata.from_json(_schema1("segmentation", segmentation=_SEG))
     assert isinstance(seg, SegmentationMetadata) and seg.protocol is seg.segmentation
-    assert seg.segmentation.crop_size == (32, 64) and seg.schema_version == 2
+    assert seg.segmentation.crop_size == (32, 64) and seg.schema_version == SCHEMA_VERSION == 3
     lm = ModelMetadata.from_json(_schema1("landmarks", landmarks=None))
     assert isinstance(lm, LandmarkMetadata) and lm.landmarks.scale_unit == 200.0
     det = ModelMetadata.from_json(_schema1("detection", detection={
