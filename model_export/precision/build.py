@@ -31,6 +31,7 @@ import numpy as np
 
 from service.contract import LandmarkMetadata, ModelMetadata, SegmentationMetadata, TierDeltas
 
+from model_export.datasets import LANDMARK_INPUT_SIZE
 from model_export.errors import ExportError
 from model_export.metadata import tier_metadata
 from model_export.precision.deltas import task_deltas
@@ -196,7 +197,7 @@ def measurement(task: str, onnx_path: Path, meta: ModelMetadata, popts: Precisio
 def calibration_feeds(task: str, popts: PrecisionOptions, sizes: list[tuple[int, int]]
                       ) -> tuple[list[Feed], str]:
     """The INT8 calibration inputs and a description of them (for the metadata)."""
-    size = popts.calibration_size or sizes[0]
+    size = popts.calibration_size or (sizes[0] if sizes else LANDMARK_INPUT_SIZE)
     if popts.calibration_images is not None:
         images = folder_images(popts.calibration_images, popts.calibration_count)
         source = f"{len(images)} images of {popts.calibration_images}"
@@ -222,7 +223,7 @@ def build_cpu_tiers(task: str, onnx_path: Path, staging: Path, meta: ModelMetada
         if precision == "int8":
             feeds, calibration = calibration_feeds(task, popts, sizes)
             model_file = staging / "int8" / "model.onnx"
-            seconds = quantize_int8(onnx_path, model_file, feeds)
+            seconds = quantize_int8(onnx_path, model_file, feeds, task=task)
             calibration += (", activations uint8, weights int8 per output channel (Q/DQ); "
                             f"quantised in {seconds:.0f} s")
             log(f"  int8: calibrated on {calibration}")
@@ -300,7 +301,7 @@ def build_tensorrt_tiers(task: str, onnx_path: Path, staging: Path, meta: ModelM
         if precision == "int8":
             feeds, calibration = calibration_feeds(task, popts, sizes or [(256, 256)])
             src = staging / "trt_int8" / "model.onnx"
-            quantize_int8(onnx_path, src, feeds, symmetric=True)
+            quantize_int8(onnx_path, src, feeds, symmetric=True, task=task)
             calibration += ", activations and weights int8 symmetric (explicit Q/DQ for TensorRT)"
         plan = staging / f"trt_{precision}" / "model.plan"
         log(f"  {precision}: building TensorRT plan (profile {profile.min_shape}..{profile.max_shape})")

@@ -6,6 +6,10 @@
   the explicit Q/DQ form TensorRT builds INT8 engines from.
 
 Ranges: min/max of every activation over the calibration images (``CalibrationMethod.MinMax``).
+
+Detection graphs quantise their backbone (HRNetV2p + HRFPN: nearly all of the arithmetic) and
+keep the box arithmetic in FP32: anchors, box decoding, RoIAlign and NMS in INT8 would move
+boxes by whole quantisation steps (and OpenVINO refuses a quantised anchor generator).
 """
 
 from __future__ import annotations
@@ -30,8 +34,13 @@ class _Reader:
         pass
 
 
+#: Per task, the node-name prefix of what is quantised (None: the whole network).
+QUANTISED_NODES: dict[str, str | None] = {"segmentation": None, "landmarks": None,
+                                          "detection": "/model/backbone/"}
+
+
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, feeds: list[Feed], *,
-                  symmetric: bool = False) -> float:
+                  symmetric: bool = False, task: str = "segmentation") -> float:
     """Write the Q/DQ INT8 graph of ``onnx_path`` to ``out_path``; returns the seconds it took."""
     from onnxruntime.quantization import (
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
@@ -45,6 +54,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, feeds: list[Feed]
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    prefix = QUANTISED_NODES.get(task)
+    nodes = None
+    if prefix is not None:
+        import onnx
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        nodes = [n.name for n in graph.node if n.name.startswith(prefix)]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs advice through the root logger
@@ -53,7 +69,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, feeds: list[Feed]
             str(onnx_path), str(out_path), Reader(feeds), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes,
+            extra_options=extra)
     finally:
         root.setLevel(level)
     return time.perf_counter() - t0
