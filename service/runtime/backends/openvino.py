@@ -69,8 +69,9 @@ class OpenVINOSession:
         return [f"openvino:CPU:{self.inference_precision()}"]
 
     def inference_precision(self) -> str:
-        """The precision the compiled model reports (e.g. ``bf16``), for checks and logs."""
-        return str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        """The precision the compiled model reports (``bf16``, ``f32``), for checks and logs."""
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        return hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def begin(self) -> Any:
         """A fresh infer request: the handle of one run, which :meth:`cancel` stops."""
