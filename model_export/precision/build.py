@@ -243,6 +243,10 @@ def build_cpu_tiers(task: str, onnx_path: Path, staging: Path, meta: ModelMetada
                f"fastest of {', '.join(engines)}" + (" meeting the thresholds" if passing else
                                                      " (none met the thresholds)"))
         deltas = m.tier_deltas(tried[chosen]["deltas"])
+        slower = bool(deltas.ms_per_pass and deltas.ms_per_pass > m.fp32_ms)
+        if slower:  # e.g. BF16 on a CPU without AMX: the tier costs accuracy and buys no speed
+            log(f"  WARNING: {precision} on {chosen} ran {deltas.ms_per_pass / m.fp32_ms:.2f}x "
+                "the FP32 time at export on this machine (no speed gained here)")
         name = tier_name(meta.name, precision)
         note = (f"Precision tier {precision.upper()} of {meta.name} on {chosen} ({why}); "
                 "measured against FP32: " + _figures(deltas) + ".")
@@ -258,6 +262,7 @@ def build_cpu_tiers(task: str, onnx_path: Path, staging: Path, meta: ModelMetada
                                           if not k.startswith("_")},
                                "failures": t["failures"]} for e, t in tried.items()},
             "not_candidates": skipped, "fp32_ms_per_pass": round(m.fp32_ms, 2),
+            "slower_than_fp32": slower,
             "failures": tried[chosen]["failures"], "passed": not tried[chosen]["failures"],
             "note": "against FP32 ONNX Runtime on the same inputs, not against ground truth",
         }
