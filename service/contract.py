@@ -325,6 +325,14 @@ class ModelMetadata(_Frozen):
         ``face_detection``)."""
         return getattr(self, self.protocol_field)
 
+    def running_at(self, precision: Precision) -> "ModelMetadata":
+        """This entry as served at ``precision`` (a backend that changes the arithmetic, e.g.
+        ONNX Runtime's TensorRT provider building FP16 engines from an FP32 graph, says so)."""
+        if precision == self.precision.precision:
+            return self
+        return self.model_copy(update={"precision": self.precision.model_copy(
+            update={"precision": precision})})
+
     def takes(self, name: str) -> bool:
         """True when the graph has an input called ``name``."""
         return any(spec.name == name for spec in self.inputs)

@@ -101,3 +101,24 @@ def test_registry_default_stays_fp32_and_lists_tiers(tier_repo: Path) -> None:
     assert tiers == ["fp32", "bf16", "int8"]
     assert [m.name for m in registry.tiers(TIER_MODEL)] == [
         TIER_MODEL, f"{TIER_MODEL}_bf16", f"{TIER_MODEL}_int8"]
+
+
+def test_the_precision_served_is_the_precision_that_runs(tier_repo: Path) -> None:
+    """An FP32 graph run through TensorRT in FP16 (ONNX Runtime's provider in the gateway, or
+    Triton's accelerator from --tensorrt-accelerator fp16) answers as fp16; tiers keep theirs."""
+    from service.runtime.backends.embedded import served_precision
+    from service.runtime.backends.triton import _precision
+
+    fp32 = ModelMetadata.from_json((tier_repo / TIER_MODEL / "hrnet.json").read_text())
+    int8 = ModelMetadata.from_json((tier_repo / f"{TIER_MODEL}_int8" / "hrnet.json").read_text())
+    trt = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    on = repo_settings(tier_repo, ort_tensorrt_fp16=True)
+    assert served_precision(fp32, trt, on) == "fp16"
+    assert served_precision(fp32, trt, repo_settings(tier_repo)) == "fp32"
+    assert served_precision(fp32, ["CPUExecutionProvider"], on) == "fp32"
+    assert served_precision(int8, ["CPUExecutionProvider"], on) == "int8"
+    assert fp32.running_at("fp16").precision.precision == "fp16" and fp32.running_at("fp32") is fp32
+    accel = {"optimization": {"execution_accelerators": {"gpu_execution_accelerator": [
+        {"name": "tensorrt", "parameters": {"precision_mode": "FP16"}}]}}}
+    assert _precision(accel, fp32) == "fp16" and _precision({}, fp32) == "fp32"
+    assert _precision(accel, int8) == "int8"

@@ -22,7 +22,7 @@ import numpy as np
 from service.contract import METADATA_FILENAME, ModelMetadata
 from service.errors import BackendError, ConfigurationError, ModelNotFound, ServiceError, Unavailable
 from service.runtime.backends.providers import (
-    CPU, check_session, choose_providers, session_providers,
+    CPU, TENSORRT, check_session, choose_providers, session_providers,
 )
 from service.settings import Settings
 
@@ -74,6 +74,15 @@ def run_options(settings: Settings):  # -> onnxruntime.RunOptions
     if settings.ort_cpu_arena and settings.ort_shrink_arena:
         opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return opts
+
+
+def served_precision(meta: ModelMetadata, providers: list[str], settings: Settings) -> str:
+    """The precision an entry really runs at here: its own, except an FP32 graph that ONNX
+    Runtime's TensorRT provider builds FP16 engines of (``ort_tensorrt_fp16``)."""
+    if (meta.precision.precision == "fp32" and settings.ort_tensorrt_fp16
+            and TENSORRT in providers):
+        return "fp16"
+    return meta.precision.precision
 
 
 class OrtSession:
@@ -166,7 +175,8 @@ class EmbeddedBackend:
                 for warning in check_session(name, choice, actual, self.settings):
                     log.warning(warning)
                     self._warnings.append(warning)
-            sessions[name], models[name], used[name] = session, meta, actual
+            sessions[name], used[name] = session, actual
+            models[name] = meta.running_at(served_precision(meta, actual, self.settings))
             log.info("loaded %s (%s, %s) with %s", name, meta.task, meta.precision.precision,
                      ", ".join(actual))
         return sessions, models, used
