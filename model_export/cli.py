@@ -1,7 +1,8 @@
 """``python -m model_export``: export, inspect, list-archs, list-datasets, demo.
 
 Exit status: 0 success; 1 the request cannot be exported (bad options, wrong or unreadable
-checkpoint); 2 usage error; 3 ONNX Runtime / PyTorch parity failed.
+checkpoint); 2 usage error; 3 ONNX Runtime / PyTorch parity failed, or a precision tier missed a
+threshold against FP32.
 Progress lines go to stderr; the final summary of what was written goes to stdout.
 """
 
@@ -106,6 +107,35 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
                    help="batch sizes of the parity check")
     p.add_argument("--warmup", choices=["zero", "random", "none"], default="zero",
                    help="Triton model_warmup sample at a representative size")
+    t = p.add_argument_group("precision tiers", "lower-precision entries beside the FP32 one "
+                             "(<name>_bf16, <name>_int8, <name>_trt, <name>_trt_int8), each "
+                             "measured against FP32 on the parity photos (and --precision-images)")
+    t.add_argument("--precision", nargs="+", default=["fp32"], metavar="TIER",
+                   choices=["fp32", "bf16", "int8"],
+                   help="CPU tiers: fp32 (always written; the default model), bf16, int8")
+    t.add_argument("--tensorrt-precision", nargs="+", default=[], metavar="TIER",
+                   choices=["fp16", "int8"], help="GPU tiers: TensorRT plans (needs tensorrt + GPU)")
+    t.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], default="auto",
+                   help="engine of the CPU tiers (auto: the fastest measured that meets the "
+                   "thresholds; BF16 runs on OpenVINO)")
+    t.add_argument("--calibration-images", type=Path, metavar="DIR",
+                   help="INT8 calibration photos (default: scikit-image sample photos)")
+    t.add_argument("--calibration-count", type=int, default=16, help="most calibration images")
+    t.add_argument("--calibration-size", type=_size, metavar="HxW",
+                   help="calibration input size (default: the first parity size)")
+    t.add_argument("--precision-images", type=Path, metavar="DIR",
+                   help="also measure the tiers on these images (your own domain)")
+    t.add_argument("--min-label-agreement", type=float, metavar="F",
+                   help="segmentation: fail (exit 3) below this pixel agreement with FP32")
+    t.add_argument("--min-class-agreement", type=float, metavar="F",
+                   help="segmentation: fail below this IoU with FP32 for any class of >= 1%% of "
+                   "the pixels")
+    t.add_argument("--max-nme", type=float, metavar="F",
+                   help="landmarks: fail above this NME against FP32 (inter-ocular)")
+    t.add_argument("--max-landmark-shift", type=float, metavar="PX",
+                   help="landmarks: fail above this largest displacement (crop pixels)")
+    t.add_argument("--min-box-agreement", type=float, metavar="F",
+                   help="detection: fail below this fraction of boxes matching FP32's")
     p.add_argument("--no-overwrite", action="store_true", help="fail if the entry exists")
 
 
@@ -204,6 +234,7 @@ TASK_OPTIONS: dict[str, Callable[[argparse.Namespace], "ExportOptions"]] = {
 def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
     from model_export.onnx.hrnet import DEFAULT_OPSET
     from model_export.pipeline import ExportRequest
+    from model_export.precision.tiers import PrecisionOptions, TierThresholds
     from model_export.repository import TritonOptions
 
     return ExportRequest(
@@ -225,6 +256,15 @@ def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
             tensorrt_fp16=a.tensorrt_accelerator == "fp16",
         ),
         options=TASK_OPTIONS[a.task](a),
+        precision=PrecisionOptions(
+            tiers=tuple(a.precision), tensorrt=tuple(a.tensorrt_precision), engine=a.engine,
+            calibration_images=a.calibration_images, calibration_count=a.calibration_count,
+            calibration_size=a.calibration_size, eval_images=a.precision_images,
+            thresholds=TierThresholds(
+                min_label_agreement=a.min_label_agreement,
+                min_class_agreement=a.min_class_agreement, max_nme=a.max_nme,
+                max_displacement_px=a.max_landmark_shift,
+                min_box_agreement=a.min_box_agreement)),
     )
 
 

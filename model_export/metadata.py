@@ -25,10 +25,12 @@ from service.contract import (
     FaceDetectionProtocol,
     LandmarkMetadata,
     ModelMetadata,
+    PrecisionInfo,
     SegmentationMetadata,
     Normalization,
     SegmentationProtocol,
     TensorSpec,
+    TierDeltas,
     WeightsInfo,
 )
 
@@ -257,3 +259,21 @@ def build_metadata(
     if face is not None:
         return FaceDetectionMetadata(face_detection=face, **common)
     return DetectionMetadata(detection=det, **common)
+
+
+def tier_metadata(
+    base: ModelMetadata,
+    *,
+    name: str,
+    precision: str,
+    engine: str,
+    calibration: str | None = None,
+    deltas: TierDeltas | None = None,
+    note: str | None = None,
+) -> ModelMetadata:
+    """The metadata of a precision tier made from the FP32 entry ``base``: the same contract
+    (tensor specs stay FP32), its own name, the tier's precision block, and a note."""
+    info = PrecisionInfo(precision=precision, engine=engine,  # type: ignore[arg-type]
+                         base_model=base.name, calibration=calibration, deltas=deltas)
+    notes = [*base.notes, note] if note else list(base.notes)
+    return base.model_copy(update={"name": name, "precision": info, "notes": notes})

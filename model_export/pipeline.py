@@ -1,11 +1,14 @@
-"""The export pipeline: checkpoint -> network -> ONNX -> parity -> repository entry (-> TensorRT plan).
+"""The export pipeline: checkpoint -> network -> ONNX -> parity -> precision tiers -> repository
+entries (-> TensorRT plans).
 
 ``export_model(ExportRequest(...))`` is what the CLI's ``export`` and ``demo`` commands run; tests
 and other code call it directly, for every task (segmentation, landmarks, detection). Progress goes
 to stderr as stage lines with timings.
 
 The steps here are the ones every task shares: validation, checkpoint inspection, the random-init
-banner, metadata, versions, the repository entry, the TensorRT plan and the summary. The task's
+banner, metadata, versions, the precision tiers (:mod:`model_export.precision`: made from the
+FP32 graph, measured against it, failing the export like a parity failure when a threshold is
+missed; nothing is written then), the repository entries, the TensorRT plans and the summary. The task's
 exporter (:data:`model_export.exporters.EXPORTERS`) checks the task's options, builds and loads
 the network, and exports it to ONNX with its parity check.
 """
@@ -29,16 +32,16 @@ from model_export.errors import ExportError
 from model_export.exporters import ExportOptions, exporter_for
 from model_export.exporters.base import BuildJob, Exporter, Parity
 from model_export.metadata import build_metadata
+from model_export.errors import ParityError
 from model_export.onnx.hrnet import DEFAULT_OPSET, MAX_OPSET
+from model_export.precision.build import TierBuild, build_cpu_tiers, build_tensorrt_tiers, discard
+from model_export.precision.tiers import PrecisionOptions
 from model_export.progress import Log, stage, stderr_log
 from model_export.random_init import DEMO_SEED
-from model_export.repository import EntryPaths, TritonOptions, write_entry, write_parity
-from model_export.tensorrt import (
-    TensorRTUnavailable,
-    compute_profile,
-    tensorrt_available,
-    write_plan_entry,
+from model_export.repository import (
+    ONNX_FILENAME, PLAN_FILENAME, EntryPaths, TritonOptions, write_entry, write_parity,
 )
+from model_export.tensorrt import TensorRTUnavailable, plan_options, tensorrt_available
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -52,7 +55,9 @@ class ExportRequest:
     (face detection) takes neither and uses that file. ``notes`` are recorded in the metadata.
     ``triton`` holds the serving settings of the entry (instances, dynamic batching delay,
     warm-up, ONNX Runtime's TensorRT accelerator); ``tensorrt_plan`` also builds a ``<name>_trt``
-    entry (segmentation and landmarks, on a GPU machine). ``options`` are the task's
+    entry (segmentation and landmarks, on a GPU machine; the same as ``precision.tensorrt``
+    holding ``fp16``). ``precision``: the lower-precision tiers written beside the FP32 entry
+    (:class:`~model_export.precision.tiers.PrecisionOptions`). ``options`` are the task's
     (:class:`~model_export.exporters.SegmentationExport`,
     :class:`~model_export.exporters.LandmarkExport` or
     :class:`~model_export.exporters.DetectionExport`); None means the task's defaults.
@@ -72,6 +77,13 @@ class ExportRequest:
     overwrite: bool = True
     triton: TritonOptions = field(default_factory=TritonOptions)
     options: ExportOptions | None = None
+    precision: PrecisionOptions = field(default_factory=PrecisionOptions)
+
+    @property
+    def tensorrt_tiers(self) -> tuple[str, ...]:
+        """The TensorRT plans to build (``tensorrt_plan`` is FP16)."""
+        tiers = (*(("fp16",) if self.tensorrt_plan else ()), *self.precision.tensorrt)
+        return tuple(dict.fromkeys(tiers))
 
 
 @dataclass
@@ -87,6 +99,8 @@ class ExportResult:
     model: object = field(repr=False)
     plan_entry: EntryPaths | None = None
     plan_message: str | None = None
+    tiers: list[TierBuild] = field(default_factory=list, repr=False)
+    tier_entries: list[EntryPaths] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -102,9 +116,10 @@ class ExportResult:
         ]
         if self.entry.parity:
             lines.append(f"  {self.entry.parity} ({self.parity.headline()}, passed)")
-        if self.plan_entry:
-            lines.append(f"  {self.plan_entry.model_file}")
-        elif self.plan_message:
+        for tier, entry in zip(self.tiers, self.tier_entries):
+            lines.append(f"  {entry.model_file} ({tier.precision} on {tier.engine})")
+            lines.append(tier.summary())
+        if self.plan_message:
             lines.append(f"  TensorRT plan not written: {self.plan_message}")
         return "\n".join(lines)
 
@@ -168,7 +183,8 @@ def _validate(req: ExportRequest) -> tuple[ExportRequest, Exporter[Any, Any], An
         raise ExportError(f"opset {req.opset} not supported by the exporter (13..{MAX_OPSET})")
     if req.triton.tensorrt_fp16 and req.triton.instance_kind != "gpu":
         raise ExportError("--tensorrt-accelerator needs --instance-kind gpu")
-    exporter.validate(options, opset=req.opset, tensorrt_plan=req.tensorrt_plan)
+    exporter.validate(options, opset=req.opset, tensorrt_plan=bool(req.tensorrt_tiers))
+    req.precision.validate(req.task)
     return req, exporter, options
 
 
@@ -235,29 +251,77 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     except Exception as exc:
         raise type(exc)(f"{exc}\nThe failed export is kept in {staging} for inspection.") from None
 
+    tiers, plan_message = _build_tiers(req, exporter, options, onnx_path, staging, metadata, log)
+    failed = [f"{t.name}: " + "; ".join(t.failures) for t in tiers if t.failures]
+    if failed:
+        raise ParityError("precision tier(s) differ from FP32 beyond the thresholds "
+                          f"({req.precision.thresholds}):\n  " + "\n  ".join(failed)
+                          + f"\nNothing was written; the export is kept in {staging} for "
+                          "inspection.")
+
+    parity_doc = parity.to_dict()
+    if tiers:
+        parity_doc["tiers"] = {t.name: {k: t.report[k] for k in ("precision", "engine", "passed")}
+                               | {"deltas": t.metadata.precision.deltas.model_dump(mode="json")
+                                  if t.metadata.precision.deltas else None} for t in tiers}
     with stage(log, f"writing {repo / req.name}"):
-        entry = write_entry(repo, metadata, onnx_path, parity=parity.to_dict(), options=req.triton,
-                            move=True, overwrite=req.overwrite)
-    result = ExportResult(request=req, metadata=metadata, entry=entry, parity=parity, model=model)
-    if req.tensorrt_plan:
-        _write_plan(result, req.triton, log)
+        entry = write_entry(repo, metadata, onnx_path, parity=parity_doc, options=req.triton,
+                            move=not tiers, overwrite=req.overwrite)
+    result = ExportResult(request=req, metadata=metadata, entry=entry, parity=parity, model=model,
+                          tiers=tiers, plan_message=plan_message)
+    cpu = TritonOptions(**{**req.triton.__dict__, "instance_kind": "cpu", "tensorrt_fp16": False})
+    for tier in tiers:
+        with stage(log, f"writing {repo / tier.name}"):
+            doc = {**parity.to_dict(), "tier": tier.report}
+            if tier.tensorrt:
+                written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
+                                      options=plan_options(req.triton), platform="tensorrt_plan",
+                                      backend="tensorrt", model_filename=PLAN_FILENAME,
+                                      overwrite=req.overwrite)
+            else:
+                written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
+                                      options=cpu, model_filename=ONNX_FILENAME,
+                                      overwrite=req.overwrite)
+        result.tier_entries.append(written)
+        if tier.tensorrt and tier.precision == "fp16":
+            result.plan_entry = written
+    discard(tiers)
     shutil.rmtree(staging, ignore_errors=True)
     result.seconds = time.perf_counter() - t_start
     return result
 
 
-def _write_plan(result: ExportResult, options: TritonOptions, log: Log) -> None:
-    if not tensorrt_available():
-        result.plan_message = "the 'tensorrt' package is not importable here (needs an NVIDIA GPU machine)"
-        log(f"[model_export] WARNING: TensorRT plan skipped: {result.plan_message}")
-        return
-    profile = compute_profile(result.metadata)
-    with stage(log, f"building TensorRT FP16 plan (profile {profile.min_shape}..{profile.max_shape})"):
-        try:
-            result.plan_entry = write_plan_entry(
-                result.entry.entry_dir.parent, result.metadata, result.entry.model_file,
-                fp16=True, options=options, profile=profile, parity=result.parity.to_dict(),
-            )
-        except TensorRTUnavailable as exc:
-            result.plan_message = str(exc)
-            log(f"[model_export] WARNING: {exc}")
+def _build_tiers(req: ExportRequest, exporter: Exporter[Any, Any], options: Any, onnx_path: Path,
+                 staging: Path, metadata: ModelMetadata, log: Log
+                 ) -> tuple[list[TierBuild], str | None]:
+    """The request's precision tiers, made and measured (nothing written yet), and why the
+    TensorRT ones were not built, if so."""
+    import torch
+
+    popts = req.precision
+    threads = max(1, torch.get_num_threads())
+    sizes = exporter.tier_sizes(options)
+    tiers: list[TierBuild] = []
+    if popts.cpu_tiers:
+        with stage(log, f"precision tiers {', '.join(popts.cpu_tiers)}: made from the FP32 "
+                        "graph and measured against it"):
+            tiers += build_cpu_tiers(req.task, onnx_path, staging, metadata, popts, sizes, log,
+                                     threads=threads)
+    message = None
+    if req.tensorrt_tiers:
+        if not tensorrt_available():
+            message = ("the 'tensorrt' package is not importable here (needs an NVIDIA GPU "
+                       "machine)")
+            log(f"[model_export] WARNING: TensorRT plan(s) {', '.join(req.tensorrt_tiers)} "
+                f"skipped: {message}")
+        else:
+            with stage(log, f"TensorRT plans {', '.join(req.tensorrt_tiers)}"):
+                try:
+                    tiers += build_tensorrt_tiers(req.task, onnx_path, staging, metadata, popts,
+                                                  req.tensorrt_tiers, log, threads=threads)
+                except TensorRTUnavailable as exc:
+                    message = str(exc)
+                    log(f"[model_export] WARNING: {exc}")
+    for tier in tiers:
+        log(tier.summary())
+    return tiers, message

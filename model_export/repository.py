@@ -99,8 +99,23 @@ def build_model_config(
     backend: str | None = "onnxruntime",
     default_model_filename: str | None = None,
 ) -> mc.ModelConfig:
-    """The ``ModelConfig`` of an entry serving ``metadata``'s graph."""
+    """The ``ModelConfig`` of an entry serving ``metadata``'s graph.
+
+    An entry whose ``precision.engine`` is ``openvino`` (a BF16 tier, or an INT8 one measured
+    faster there) gets Triton's OpenVINO backend on CPU instances, reading ``model.onnx``, with
+    ``HINT_BF16`` for BF16. (That backend has no FP32 hint: on CPUs with AVX512-BF16 or AMX,
+    where OpenVINO defaults to BF16, only the ONNX Runtime backend keeps FP32 and INT8 exact,
+    which is why those tiers default to it.)
+    """
     options = options or TritonOptions()
+    extra: dict[str, str] = {}
+    if metadata.precision.engine == "openvino":
+        platform, backend, default_model_filename = "", "openvino", ONNX_FILENAME
+        options = TritonOptions(**{**options.__dict__, "instance_kind": "cpu",
+                                   "tensorrt_fp16": False})
+        extra = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+        if metadata.precision.precision == "bf16":
+            extra["HINT_BF16"] = "YES"
     cfg = mc.ModelConfig(name=metadata.name, platform=platform, max_batch_size=metadata.max_batch_size)
     if backend:
         cfg.backend = backend
@@ -129,6 +144,8 @@ def build_model_config(
         # Engines are built per shape range; caching them spares rebuilds after restarts.
         acc.parameters["trt_engine_cache_enable"] = "true"
         acc.parameters["trt_engine_cache_path"] = f"/tmp/triton_trt_cache/{metadata.name}"
+    for key, value in extra.items():
+        cfg.parameters[key].string_value = value
     cfg.parameters[METADATA_PARAMETER].string_value = metadata.to_json()
     return cfg
 

@@ -1,7 +1,9 @@
 """TensorRT plans from the exported ONNX graph (GPU machines with the ``tensorrt`` package).
 
-A plan is written as a sibling repository entry ``<name>_trt`` (``platform: "tensorrt_plan"``,
-``1/model.plan``) carrying the same metadata under the new name. A plan is specific to the GPU
+A plan is written as a sibling repository entry ``<name>_trt`` (FP16) or ``<name>_trt_int8``
+(INT8, built from an explicit Q/DQ graph, :mod:`model_export.precision`) with
+``platform: "tensorrt_plan"`` and ``1/model.plan``, carrying the same metadata under the new name
+with its precision (engine ``tensorrt``). A plan is specific to the GPU
 model and TensorRT version that built it: build it on the serving machine.
 
 The optimisation profile (the shapes TensorRT tunes for) comes from the serving protocol
@@ -12,14 +14,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.contract import ModelMetadata
+from typing import Any, Callable
+
+import numpy as np
+
+from service.contract import ModelMetadata, PrecisionInfo
 from service.runtime.profiles import TrtProfile, compute_profile
 
 from model_export.repository import PLAN_FILENAME, EntryPaths, TritonOptions, write_entry
 
 TRT_SUFFIX = "_trt"
 __all__ = ["TRT_SUFFIX", "TensorRTUnavailable", "TrtProfile", "build_plan", "compute_profile",
-           "tensorrt_available", "trt_metadata", "write_plan_entry"]
+           "plan_options", "profile_note", "tensorrt_available", "tensorrt_runner",
+           "trt_metadata", "write_plan_entry"]
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -41,9 +48,15 @@ def build_plan(
     profile: TrtProfile,
     *,
     fp16: bool = True,
+    int8: bool = False,
     workspace_bytes: int = 4 << 30,
 ) -> Path:
-    """Parse ``onnx_path`` with TensorRT and serialise an engine for ``profile`` to ``plan_path``."""
+    """Parse ``onnx_path`` with TensorRT and serialise an engine for ``profile`` to ``plan_path``.
+
+    ``int8``: the graph carries explicit Q/DQ nodes (symmetric INT8, :mod:`model_export.precision
+    .quantize`); the INT8 flag lets TensorRT run the quantised layers in INT8 (and ``fp16`` the
+    others in FP16). No calibrator: the scales are the graph's.
+    """
     try:
         import tensorrt as trt
     except Exception as exc:  # ImportError, or a broken CUDA install
@@ -69,6 +82,10 @@ def build_plan(
         if not builder.platform_has_fast_fp16:
             raise RuntimeError("this GPU has no fast FP16; build with fp16=False")
         config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        if not builder.platform_has_fast_int8:
+            raise RuntimeError("this GPU has no fast INT8; build an FP16 plan instead")
+        config.set_flag(trt.BuilderFlag.INT8)
     opt = builder.create_optimization_profile()
     opt.set_shape(profile.input_name, profile.min_shape, profile.opt_shape, profile.max_shape)
     config.add_optimization_profile(opt)
@@ -81,13 +98,60 @@ def build_plan(
     return plan_path
 
 
+def profile_note(profile: TrtProfile) -> str:
+    """What a plan's profile limits, for its notes."""
+    return f"input shapes limited to min {profile.min_shape}, max {profile.max_shape}."
+
+
 def trt_metadata(metadata: ModelMetadata, profile: TrtProfile, fp16: bool) -> ModelMetadata:
-    """The plan entry's metadata: same contract, new name, a note on the profile."""
-    note = (
-        f"TensorRT plan ({'FP16' if fp16 else 'FP32'}); input shapes limited to "
-        f"min {profile.min_shape}, max {profile.max_shape}."
-    )
-    return metadata.model_copy(update={"name": metadata.name + TRT_SUFFIX, "notes": [*metadata.notes, note]})
+    """The plan entry's metadata: same contract, new name, its precision, a note on the profile."""
+    precision = "fp16" if fp16 else "fp32"
+    note = f"TensorRT plan ({precision.upper()}); {profile_note(profile)}"
+    info = PrecisionInfo(precision=precision, engine="tensorrt", base_model=metadata.name)
+    return metadata.model_copy(update={"name": metadata.name + TRT_SUFFIX, "precision": info,
+                                       "notes": [*metadata.notes, note]})
+
+
+def tensorrt_runner(plan_path: str | Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A function running the plan ``plan_path`` on the GPU (TensorRT 10 runtime, buffers from
+    torch's CUDA allocator): graph inputs -> every output, as numpy. The export measures TensorRT
+    tiers with it; TensorRTUnavailable without ``tensorrt`` or a CUDA device."""
+    try:
+        import tensorrt as trt
+        import torch
+    except Exception as exc:
+        raise TensorRTUnavailable(f"tensorrt is not importable ({exc})") from exc
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("no CUDA device to run the plan on")
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    stream = torch.cuda.Stream()
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        buffers: dict[str, Any] = {}
+        for name, array in feed.items():
+            buffers[name] = torch.from_numpy(np.ascontiguousarray(array)).cuda()
+            context.set_input_shape(name, tuple(array.shape))
+            context.set_tensor_address(name, buffers[name].data_ptr())
+        for name in outputs:
+            buffers[name] = torch.empty(tuple(context.get_tensor_shape(name)),
+                                        dtype=torch.float32, device="cuda")
+            context.set_tensor_address(name, buffers[name].data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT failed to run the plan")
+        stream.synchronize()
+        return {name: buffers[name].cpu().numpy() for name in outputs}
+
+    return run
+
+
+def plan_options(options: TritonOptions | None) -> TritonOptions:
+    """Serving settings of a plan entry: GPU instances, no ONNX Runtime accelerator."""
+    opts = options or TritonOptions()
+    return TritonOptions(**{**opts.__dict__, "tensorrt_fp16": False, "instance_kind": "gpu"})
 
 
 def write_plan_entry(
@@ -106,9 +170,8 @@ def write_plan_entry(
     plan_meta = trt_metadata(metadata, profile, fp16)
     staging = Path(repo) / f".{plan_meta.name}.plan"
     build_plan(onnx_path, staging, profile, fp16=fp16, workspace_bytes=workspace_bytes)
-    opts = options or TritonOptions()
     # The TRT accelerator option belongs to the ONNX Runtime backend, not to plans.
-    opts = TritonOptions(**{**opts.__dict__, "tensorrt_fp16": False, "instance_kind": "gpu"})
+    opts = plan_options(options)
     return write_entry(
         repo,
         plan_meta,

@@ -5,7 +5,8 @@
 # a complete `tritonserver` 2.51 binary, its shared libraries and the python backend. We unpack
 # those (no pip install of pytriton itself) and add what the python backend's stub needs:
 #   - the Python 3.11 stub copied to backends/python/triton_python_backend_stub;
-#   - a --target directory with numpy<2 and onnxruntime, because the stub embeds the *system*
+#   - a --target directory with numpy<2, onnxruntime (and openvino, when the venv has it, for the
+#     OpenVINO precision tiers), because the stub embeds the *system*
 #     libpython3.11 and never sees our virtual environment (model.py puts it on sys.path).
 #
 # Layout (TRITON_HOME, default .cache/triton, git-ignored):
@@ -30,7 +31,11 @@ home=$(cd "$home" && pwd)
 # The stub's ORT should match the gateway's so both backends give identical numbers.
 ort_version=$("$py" -c 'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null || true)
 ort_spec="onnxruntime${ort_version:+==$ort_version}"
-stamp_text="pytriton=$PYTRITON_VERSION $ort_spec numpy<2"
+# OpenVINO entries (precision tiers) run through OpenVINO in the stub too, same version as the
+# gateway's; none when the gateway has none (pip install '.[openvino]').
+ov_version=$("$py" -c 'from importlib.metadata import version; print(version("openvino"))' 2>/dev/null || true)
+ov_spec="${ov_version:+openvino==$ov_version}"
+stamp_text="pytriton=$PYTRITON_VERSION $ort_spec numpy<2${ov_spec:+ $ov_spec}"
 
 server="$home/dist/pytriton/tritonserver"
 if [ -f "$home/.stamp" ] && [ "$(cat "$home/.stamp")" = "$stamp_text" ] && [ -x "$server/bin/tritonserver" ]; then
@@ -63,12 +68,13 @@ EOF
   cp "$server/python_backend_stubs/3.11/triton_python_backend_stub" "$server/backends/python/"
   chmod +x "$server/bin/tritonserver" "$server/backends/python/triton_python_backend_stub"
 
-  echo "[triton] installing $ort_spec and numpy<2 for the python backend stub into pydeps/" >&2
+  echo "[triton] installing $ort_spec${ov_spec:+, $ov_spec} and numpy<2 for the python backend stub into pydeps/" >&2
   rm -rf "$home/pydeps"
   # (pip may warn that numpy<2 conflicts with packages of the venv: pydeps is a separate tree.)
   "$py" -m pip install -q --disable-pip-version-check --no-warn-script-location \
-    --target "$home/pydeps" "numpy<2" "$ort_spec" 2>&1 | grep -v -E "dependency resolver|requires numpy" >&2 || true
+    --target "$home/pydeps" "numpy<2" "$ort_spec" ${ov_spec:+"$ov_spec"} 2>&1 | grep -v -E "dependency resolver|requires numpy" >&2 || true
   [ -d "$home/pydeps/onnxruntime" ] || { echo "[triton] pip install --target pydeps failed" >&2; exit 1; }
+  [ -z "$ov_spec" ] || [ -d "$home/pydeps/openvino" ] || { echo "[triton] pip install of $ov_spec into pydeps failed" >&2; exit 1; }
 fi
 
 # The stub links libpython3.11.so.1.0. Debian's libpython3.11 provides it system-wide; where it is
@@ -111,5 +117,9 @@ checker=/usr/bin/python3.11
 [ -x "$checker" ] || checker="$py"
 PYTHONPATH="$home/pydeps" "$checker" -s -S -c 'import numpy, onnxruntime; assert numpy.__version__ < "2"' \
   || { echo "[triton] pydeps do not import" >&2; exit 1; }
+if [ -n "$ov_spec" ]; then
+  PYTHONPATH="$home/pydeps" "$checker" -s -S -c 'import openvino; openvino.Core()' \
+    || { echo "[triton] openvino in pydeps does not import" >&2; exit 1; }
+fi
 echo "$stamp_text" >"$home/.stamp"
 echo "[triton] ready: $server/bin/tritonserver (source $home/env.sh)" >&2

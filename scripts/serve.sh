@@ -10,10 +10,10 @@ venv=${HRNET_VENV:-.venv}
 repo=${HRNET_REPOSITORY:-triton_repo}
 if ls "$repo"/*/hrnet.json >/dev/null 2>&1; then
   echo "[serve] $repo holds models: installing the gateway only (no torch)" >&2
-  bash scripts/setup_env.sh cpu
+  bash scripts/setup_env.sh cpu,openvino
 else
   echo "[serve] $repo has no models: installing the exporter (torch) to write the demo repository (random-init HRNets, real face detector)" >&2
-  bash scripts/setup_env.sh export,cpu
+  bash scripts/setup_env.sh export,cpu,openvino
   "$venv/bin/python" -m model_export demo --repo "$repo"
 fi
 export HRNET_REPOSITORY="$repo"

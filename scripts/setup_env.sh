@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's virtual environment and installs the project into it.
-# Usage: scripts/setup_env.sh EXTRAS   (e.g. "export,test,cpu" or "cpu"; "gpu" instead of "cpu"
-# installs onnxruntime-gpu: the two ONNX Runtime wheels conflict, choose one)
+# Usage: scripts/setup_env.sh EXTRAS   (e.g. "export,test,cpu,openvino" or "cpu"; "gpu" instead
+# of "cpu" installs onnxruntime-gpu: the two ONNX Runtime wheels conflict, choose one; "openvino"
+# adds the engine of the BF16 precision tier)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=${1:-export,test,cpu}
+extras=${1:-export,test,cpu,openvino}
 venv=${HRNET_VENV:-.venv}
 if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating virtual environment $venv" >&2

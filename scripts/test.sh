@@ -4,7 +4,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/export -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh export,test,cpu
+bash scripts/setup_env.sh export,test,cpu,openvino
 bash scripts/install_triton.sh
 bash scripts/install_nginx.sh
 bash scripts/install_chromium.sh

@@ -29,6 +29,13 @@ Tensor conventions shared by every exported graph (the names are the constants b
   sigmoid, the score threshold and MediaPipe's weighted NMS are the gateway's, from
   :class:`FaceDetectionProtocol` (as MediaPipe's own graph does them after the model).
 
+Precision tiers (schema 3): an entry may run the graph at lower precision (``precision``:
+BF16 or INT8 on the CPU, FP16 or INT8 with TensorRT on a GPU), through the engine it names. Its
+inputs and outputs stay FP32 whatever the tier; ``precision.deltas`` holds what the export measured
+against the FP32 graph, and ``precision.base_model`` names the FP32 entry it was made from (the
+gateway lists a model's tiers by it). Documents without the block (schema 1 and 2) are FP32 on
+ONNX Runtime.
+
 Every field here is read by the gateway: a field nobody reads would be a trap (changing it at
 export would change nothing). This module must stay free of torch: both programs import it.
 """
@@ -40,7 +47,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 METADATA_FILENAME = "hrnet.json"
 METADATA_PARAMETER = "hrnet_metadata"
 
@@ -221,6 +228,60 @@ class ExportInfo(_Frozen):
     fp16_tensorrt_accelerator: bool = False
 
 
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16", "int8")
+Engine = Literal["onnxruntime", "openvino", "tensorrt"]
+
+
+class TierDeltas(_Frozen):
+    """What a lower-precision tier changes, measured by the export against the FP32 graph (ONNX
+    Runtime) on the same inputs. Only the task's own figures are set."""
+
+    reference: str = Field("fp32 onnxruntime", description="What the tier was compared with.")
+    images: int = Field(description="Images compared (each at every measured size).")
+    sources: list[str] = Field(description="Where they came from, e.g. 'parity photos'.")
+    sizes: list[tuple[int, int]] = Field(default_factory=list, description="(h, w) measured.")
+    # segmentation
+    label_agreement: float | None = Field(
+        None, description="Fraction of logit pixels with the FP32 argmax label, all images.")
+    min_label_agreement: float | None = Field(None, description="The worst image's agreement.")
+    class_agreement: dict[str, float] | None = Field(
+        None, description="Per class present in the FP32 labels: IoU of the tier's and FP32's "
+        "masks of that class.")
+    # landmarks
+    mean_displacement_px: float | None = Field(
+        None, description="Mean landmark displacement, crop pixels (256x256 crop).")
+    max_displacement_px: float | None = None
+    nme: float | None = Field(
+        None, description="Mean displacement normalised by the FP32 prediction's inter-ocular "
+        "distance (or the crop side when the dataset has none): NME against FP32, not against "
+        "ground truth.")
+    # detection
+    box_agreement: float | None = Field(
+        None, description="Detections matched one-to-one (same label, IoU >= 0.5) over "
+        "max(FP32, tier) detections, all images.")
+    mean_box_iou: float | None = None
+    max_score_diff: float | None = None
+    # speed at export (one machine, the export's sizes; the benchmarks measure it properly)
+    ms_per_pass: float | None = None
+    fp32_ms_per_pass: float | None = None
+
+
+class PrecisionInfo(_Frozen):
+    """The arithmetic an entry runs and the engine that runs it (default: exact FP32 on ONNX
+    Runtime, the official numbers)."""
+
+    precision: Precision = "fp32"
+    engine: Engine = Field(
+        "onnxruntime", description="What runs the graph: 'onnxruntime' (model.onnx), 'openvino' "
+        "(model.onnx with the precision as its inference hint) or 'tensorrt' (model.plan).")
+    base_model: str | None = Field(
+        None, description="The FP32 entry this tier was made from; None for an FP32 entry.")
+    calibration: str | None = Field(
+        None, description="INT8: what the activation ranges were calibrated on.")
+    deltas: TierDeltas | None = Field(None, description="Measured against FP32 at export.")
+
+
 class ModelMetadata(_Frozen):
     """Everything the gateway needs to serve one repository entry (the fields of every task).
 
@@ -251,6 +312,7 @@ class ModelMetadata(_Frozen):
     max_batch_size: int
     weights: WeightsInfo
     export: ExportInfo
+    precision: PrecisionInfo = PrecisionInfo()
     notes: list[str] = Field(
         default_factory=list,
         description="Human-readable remarks, e.g. where a demo entry departs from the official "
@@ -262,6 +324,14 @@ class ModelMetadata(_Frozen):
         """This task's protocol (``segmentation``, ``landmarks``, ``detection`` or
         ``face_detection``)."""
         return getattr(self, self.protocol_field)
+
+    def running_at(self, precision: Precision) -> "ModelMetadata":
+        """This entry as served at ``precision`` (a backend that changes the arithmetic, e.g.
+        ONNX Runtime's TensorRT provider building FP16 engines from an FP32 graph, says so)."""
+        if precision == self.precision.precision:
+            return self
+        return self.model_copy(update={"precision": self.precision.model_copy(
+            update={"precision": precision})})
 
     def takes(self, name: str) -> bool:
         """True when the graph has an input called ``name``."""
@@ -329,9 +399,13 @@ _SCHEMA1_CONSTANTS = {("normalization", "in_graph"): True, ("detection", "boxes_
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """A schema 1 document (hrnet-serve 0.1 exports) as schema 2: constant fields dropped, null
-    protocols removed. Anything else fails validation as before."""
-    if data.get("schema_version", 1) != 1:
+    """An older document as the current schema. Schema 1 (hrnet-serve 0.1 exports): constant
+    fields dropped, null protocols removed; schema 1 and 2 have no ``precision`` block (they are
+    FP32 on ONNX Runtime, its default). Anything else fails validation as before."""
+    version = data.get("schema_version", 1)
+    if version == 2:
+        return dict(data, schema_version=SCHEMA_VERSION)
+    if version != 1:
         return data
     out = dict(data, schema_version=SCHEMA_VERSION)
     for task in TASKS:

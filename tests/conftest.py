@@ -24,6 +24,11 @@ tests/triton).
 one pipeline (ONNX + parity against LiteRT) into its own repository, once per session (~15 s);
 ``faces_repo``: the landmark model ``face_300w`` and that detector together (links), for
 ``/landmarks`` without face boxes.
+
+``tier_export`` / ``tier_repo``: ``TIER_MODEL`` (hrnetv2_w18_small_v1 on LIP's 96x96 protocol)
+with its precision tiers ``TIER_MODEL_bf16`` (OpenVINO) and ``TIER_MODEL_int8`` (the engine the
+export measured faster), in their own repository (tests/export, tests/service, tests/http,
+tests/triton).
 """
 
 from __future__ import annotations
@@ -167,3 +172,39 @@ def faces_repo(model_repo: Path, face_det_repo: Path,
     for entry in (model_repo / FACE_300W, face_det_repo / FACE_DET_MODEL):
         (dst / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
     return dst
+
+
+TIER_MODEL = "seg_tiers"
+#: Two small INT8 calibration photos: enough for the code path, quick on a 2-core machine.
+TIER_CALIBRATION = 2
+
+
+@pytest.fixture(scope="session")
+def tier_export(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``ExportResult`` of ``TIER_MODEL`` with BF16 and INT8 tiers (``result.tiers``), engine
+    chosen by measurement, no thresholds."""
+    import torch
+
+    from model_export.exporters import SegmentationExport
+    from model_export.pipeline import ExportRequest, export_model
+    from model_export.precision.tiers import PrecisionOptions
+    from model_export.repository import TritonOptions
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    repo = tmp_path_factory.mktemp("tier_repo")
+    req = ExportRequest(
+        task="segmentation", arch="hrnetv2_w18_small_v1", dataset="lip", name=TIER_MODEL,
+        repo=repo, random_init=True, seed=TEST_SEED,
+        triton=TritonOptions(instance_kind="cpu", warmup="none"),
+        options=SegmentationExport(base_size=96, crop_size=(96, 96), max_batch_size=4,
+                                   trace_size=_SEG_TRACE, parity_sizes=_SEG_PARITY,
+                                   parity_batches=(1, 2)),
+        precision=PrecisionOptions(tiers=("bf16", "int8"), calibration_count=TIER_CALIBRATION))
+    with torch.no_grad():
+        return export_model(req, log=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def tier_repo(tier_export: Any) -> Path:
+    """The repository of ``TIER_MODEL`` and its tiers (nothing else)."""
+    return tier_export.entry.entry_dir.parent

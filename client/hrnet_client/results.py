@@ -25,10 +25,14 @@ class ModelUsed:
     dataset: str
     random_init: bool
     weights_origin: str
+    precision: str = "fp32"
+    """The arithmetic that ran: 'fp32' (exact), or a tier ('bf16', 'int8', 'fp16')."""
+    engine: str = "onnxruntime"
 
     @classmethod
     def of(cls, d: dict) -> "ModelUsed":
-        return cls(d["name"], d["arch"], d["dataset"], bool(d["random_init"]), d["weights_origin"])
+        return cls(d["name"], d["arch"], d["dataset"], bool(d["random_init"]), d["weights_origin"],
+                   d.get("precision", "fp32"), d.get("engine", "onnxruntime"))
 
 
 @dataclass(frozen=True)

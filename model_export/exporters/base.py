@@ -119,6 +119,12 @@ class Exporter(ABC, Generic[OptionsT, ReportT]):
     def require_parity(self, report: ReportT) -> None:
         """Raise ``ParityError`` unless ``report`` (from :meth:`export`) passed."""
 
+    def tier_sizes(self, options: OptionsT) -> list[tuple[int, int]]:
+        """The input sizes precision tiers are measured at (the parity sizes: (h, w) for
+        segmentation, resize limits for detection; landmarks have their fixed crop). Tasks
+        without precision tiers (``model_export.precision.tiers.TIER_TASKS``) keep this."""
+        return []
+
 
 def load_weights(model: nn.Module, job: BuildJob, log: Log) -> WeightsInfo:
     """Load ``job.checkpoint`` into ``model`` strictly (logging the report); its weights record."""

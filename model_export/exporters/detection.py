@@ -122,3 +122,7 @@ class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
     def require_parity(self, report: DetectionParityReport) -> None:
         """ParityError unless every photo's detections matched."""
         require_detection_parity(report)
+
+    def tier_sizes(self, options: DetectionExport) -> list[tuple[int, int]]:
+        """The parity photos' resize limits."""
+        return [tuple(s) for s in (options.parity_sizes or PARITY_SIZES)]  # type: ignore[misc]

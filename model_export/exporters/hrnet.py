@@ -120,3 +120,7 @@ class HRNetExporter(Exporter[HRNetOptionsT, ParityReport]):
     def require_parity(self, report: ParityReport) -> None:
         """ParityError unless every (size, batch) case passed."""
         require_parity(report)
+
+    def tier_sizes(self, options: HRNetOptionsT) -> list[tuple[int, int]]:
+        """The parity sizes."""
+        return self.parity_sizes(options)

@@ -10,7 +10,12 @@ Config parameters (``parameters { key: ... value { string_value: ... } }``):
 
 * ``onnx_model``: path of the ONNX file (absolute, or relative to the model's directory);
 * ``pydeps``: directory with ``numpy<2`` and ``onnxruntime`` (``pip install --target``);
-* ``ort_intra_threads``: optional ONNX Runtime intra-op thread count (0: ORT's default).
+* ``ort_intra_threads``: optional ONNX Runtime intra-op thread count (0: ORT's default; it also
+  bounds OpenVINO's threads);
+* ``hrnet_metadata``: the entry's metadata (the contract). Its ``precision`` block picks the
+  engine as the gateway's embedded backend does: ONNX Runtime, or OpenVINO (``openvino`` in
+  ``pydeps``) compiled with the tier's precision as its inference hint (BF16, or FP32 for FP32
+  and INT8 graphs: OpenVINO's default on AVX512-BF16/AMX CPUs would be BF16).
 
 The python backend imports this file *before* its own ``triton_python_backend_utils`` (which
 imports numpy), so the ``pydeps`` directory is put on ``sys.path`` at import time, read from the
@@ -69,7 +74,7 @@ def _param(config: dict, key: str, default: str | None = None) -> str | None:
 
 
 class TritonPythonModel:
-    """One ONNX Runtime session per model instance."""
+    """One ONNX Runtime session (or OpenVINO compiled model) per model instance."""
 
     def initialize(self, args: dict) -> None:
         """Load the ONNX graph named by the config (called once per instance by Triton)."""
@@ -98,13 +103,24 @@ class TritonPythonModel:
         if not os.path.isfile(onnx_path):
             raise pb_utils.TritonModelException(f"{self.name}: ONNX file not found: {onnx_path}")
 
-        options = onnxruntime.SessionOptions()
         threads = int(_param(config, "ort_intra_threads", "0") or 0)
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(
-            onnx_path, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        precision = json.loads(_param(config, "hrnet_metadata", "{}") or "{}").get("precision") or {}
+        self.precision = precision.get("precision", "fp32")
+        self.engine = precision.get("engine", "onnxruntime")
+        if self.engine == "openvino":
+            self._run_graph, graph_outputs = self._openvino(onnx_path, threads)
+        elif self.engine == "onnxruntime":
+            options = onnxruntime.SessionOptions()
+            if threads > 0:
+                options.intra_op_num_threads = threads
+            session = onnxruntime.InferenceSession(
+                onnx_path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            self._run_graph = lambda names, feeds: session.run(names, feeds)
+            graph_outputs = {o.name for o in session.get_outputs()}
+        else:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: engine {self.engine!r} cannot run in the CPU twin")
         # Triton only merges requests up to max_batch_size; at 1 (or 0: no batch axis) every
         # request runs alone, which also suits outputs whose per-item size varies (detections).
         self.batchable = int(config.get("max_batch_size", 0)) > 1
@@ -113,12 +129,37 @@ class TritonPythonModel:
         self.input_dtypes = {
             i["name"]: pb_utils.triton_string_to_numpy(i["data_type"]) for i in config["input"]
         }
-        graph_outputs = {o.name for o in self.session.get_outputs()}
         missing = [n for n in self.output_names if n not in graph_outputs]
         if missing:
             raise pb_utils.TritonModelException(
                 f"{self.name}: outputs {missing} of config.pbtxt are not outputs of {onnx_path}"
             )
+
+    def _openvino(self, onnx_path: str, threads: int) -> tuple[Any, set]:
+        """OpenVINO on the CPU with the tier's precision hint (the gateway's
+        ``service.runtime.backends.openvino`` settings)."""
+        try:
+            import openvino
+        except ImportError as exc:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: an OpenVINO entry needs openvino in pydeps: {exc}") from exc
+        hints = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+        if self.precision not in hints:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: OpenVINO does not serve {self.precision!r}")
+        props: dict = {"INFERENCE_PRECISION_HINT": hints[self.precision],
+                       "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if threads > 0:
+            props["INFERENCE_NUM_THREADS"] = threads
+        core = openvino.Core()
+        compiled = core.compile_model(core.read_model(onnx_path), "CPU", props)
+
+        def run(names: list, feeds: dict) -> list:
+            result = compiled.create_infer_request().infer(feeds)
+            by_name = {port.get_any_name(): value for port, value in result.items()}
+            return [np.array(by_name[n]) for n in names]
+
+        return run, {o.get_any_name() for o in compiled.outputs}
 
     def _inputs(self, request: Any) -> dict:
         """The request's input arrays by name, in the configured dtype."""
@@ -133,9 +174,9 @@ class TritonPythonModel:
     def _run(self, feeds: dict) -> list:
         """One ONNX Runtime call; returns outputs in config order."""
         try:
-            return self.session.run(self.output_names, feeds)
-        except Exception as exc:  # ORT raises its own exception types; report them as Triton's
-            raise pb_utils.TritonModelException(f"{self.name}: onnxruntime failed: {exc}") from exc
+            return self._run_graph(self.output_names, feeds)
+        except Exception as exc:  # engines raise their own exception types; report them as Triton's
+            raise pb_utils.TritonModelException(f"{self.name}: {self.engine} failed: {exc}") from exc
 
     def execute(self, requests: list) -> list:
         """Run a list of requests, batching those with equal per-item input shapes (models with
@@ -178,4 +219,4 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         """Drop the session (called by Triton on unload)."""
-        self.session = None
+        self._run_graph = None

@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.contract import (
-    DetectionMetadata, FaceDetectionMetadata, LandmarkMetadata, ModelMetadata,
-    SegmentationMetadata, TensorSpec,
+    DetectionMetadata, Engine, FaceDetectionMetadata, LandmarkMetadata, ModelMetadata, Precision,
+    SegmentationMetadata, TensorSpec, TierDeltas,
 )
 
 
@@ -56,6 +56,25 @@ class RuntimeInfo(BaseModel):
                                  "(embedded), or Triton's backend, instance kind and accelerators.")
 
 
+class TierInfo(BaseModel):
+    """One precision tier of a checkpoint: the entry serving it and what it changes."""
+
+    model: str = Field(description="The entry to request (the `model` option) for this tier.")
+    precision: Precision
+    engine: Engine
+    calibration: str | None = Field(None, description="INT8: what the ranges were calibrated on.")
+    deltas: TierDeltas | None = Field(
+        None, description="Measured by the export against FP32 on the same inputs (None for "
+        "FP32 itself, and for a tier that could not be measured where it was exported).")
+
+    @classmethod
+    def of(cls, meta: ModelMetadata) -> "TierInfo":
+        """The tier ``meta`` serves."""
+        p = meta.precision
+        return cls(model=meta.name, precision=p.precision, engine=p.engine,
+                   calibration=p.calibration, deltas=p.deltas)
+
+
 class ModelInfo(BaseModel):
     """A served model as clients see it."""
 
@@ -82,11 +101,18 @@ class ModelInfo(BaseModel):
     random_init: bool = Field(description="Loud copy of weights.random_init.")
     default_for_task: bool = False
     runtime: RuntimeInfo = Field(description="What runs this model in this gateway.")
+    precision: TierInfo = Field(description="The precision this entry runs, with its deltas.")
+    base_model: str | None = Field(
+        None, description="The FP32 entry this tier was made from (None: this is FP32).")
+    tiers: list[TierInfo] = Field(
+        default_factory=list, description="Every served precision tier of this checkpoint "
+        "(this entry included), FP32 first: pick one with the `model` option.")
 
     @classmethod
     def from_metadata(cls, meta: ModelMetadata, *, is_default: bool = False,
-                      backend: str = "embedded", providers: list[str] | None = None) -> "ModelInfo":
-        """Describe ``meta`` for clients."""
+                      backend: str = "embedded", providers: list[str] | None = None,
+                      tiers: list[ModelMetadata] | None = None) -> "ModelInfo":
+        """Describe ``meta`` for clients (``tiers``: the served entries of its checkpoint)."""
         defaults: dict[str, Any] = {}
         limits: dict[str, int] = {}
         if isinstance(meta, SegmentationMetadata):
@@ -123,6 +149,8 @@ class ModelInfo(BaseModel):
                 "origin", "format", "random_init", "file", "sha256", "package", "license"})),
             random_init=meta.weights.random_init, default_for_task=is_default,
             runtime=RuntimeInfo(backend=backend, providers=list(providers or [])),
+            precision=TierInfo.of(meta), base_model=meta.precision.base_model,
+            tiers=[TierInfo.of(m) for m in (tiers if tiers is not None else [meta])],
         )
 
 

@@ -24,9 +24,11 @@ from service.tasks.common import JSON, Binary, TaskDef, resolve_upstream, run_ta
 
 
 def result_headers(meta: ModelMetadata, image: np.ndarray) -> dict[str, str]:
-    """``X-Model``, ``X-Random-Init`` and ``X-Image-Size`` (``WxH``) of every task response."""
+    """``X-Model``, ``X-Model-Precision``, ``X-Random-Init`` and ``X-Image-Size`` (``WxH``) of
+    every task response (binary answers included, which have no JSON head)."""
     return {
         "X-Model": meta.name,
+        "X-Model-Precision": meta.precision.precision,
         "X-Random-Init": "true" if meta.weights.random_init else "false",
         "X-Image-Size": f"{image.shape[1]}x{image.shape[0]}",
     }

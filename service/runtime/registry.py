@@ -19,8 +19,11 @@ class ModelRegistry:
                 self.defaults[task] = configured
                 continue
             names = [n for n, m in self.models.items() if m.task == task]
-            # Prefer a non-TensorRT sibling so the default runs anywhere.
-            names.sort(key=lambda n: (n.endswith("_trt"), n))
+            # FP32 first (the official numbers; lower tiers are opt-in), and an entry that runs
+            # anywhere before a TensorRT plan.
+            names.sort(key=lambda n: (self.models[n].precision.precision != "fp32",
+                                      self.models[n].precision.engine == "tensorrt",
+                                      n.endswith("_trt"), n))
             if names:
                 self.defaults[task] = names[0]
 
@@ -28,6 +31,16 @@ class ModelRegistry:
         """The served model names (of ``task``), for error messages."""
         names = [n for n, m in self.models.items() if task is None or m.task == task]
         return ", ".join(names) if names else "none"
+
+    def tiers(self, name: str) -> list[ModelMetadata]:
+        """Every served precision tier of model ``name``'s checkpoint: its FP32 entry (the
+        ``precision.base_model`` of a tier, or ``name`` itself) and the entries made from it,
+        FP32 first, then by name."""
+        meta = self.get(name)
+        base = meta.precision.base_model or meta.name
+        found = [m for n, m in self.models.items()
+                 if n == base or m.precision.base_model == base]
+        return sorted(found, key=lambda m: (m.precision.precision != "fp32", m.name))
 
     def get(self, name: str) -> ModelMetadata:
         """The model ``name``; 404 when not served (the message lists those that are)."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract import ModelMetadata
+from service.contract import Engine, ModelMetadata, Precision
 from service.imaging.encode import b64, image_bytes
 
 
@@ -39,12 +39,17 @@ class ModelUsed(BaseModel):
     dataset: str
     random_init: bool
     weights_origin: str
+    precision: Precision = Field(
+        "fp32", description="The arithmetic that ran: 'fp32' (exact to the official code), or a "
+        "lower tier ('bf16', 'int8', 'fp16') whose measured deltas /v1/models lists.")
+    engine: Engine = Field("onnxruntime", description="What ran the graph.")
 
     @classmethod
     def of(cls, meta: ModelMetadata) -> "ModelUsed":
         """The block describing ``meta``."""
         return cls(name=meta.name, arch=meta.arch, dataset=meta.dataset,
-                   random_init=meta.weights.random_init, weights_origin=meta.weights.origin)
+                   random_init=meta.weights.random_init, weights_origin=meta.weights.origin,
+                   precision=meta.precision.precision, engine=meta.precision.engine)
 
 
 class EncodedImage(BaseModel):

@@ -32,7 +32,7 @@ def test_a_repository_with_models_installs_the_gateway_only(tmp_path):
     (repo / "m" / "hrnet.json").write_text("{}")
     calls = _serve(tmp_path, repo)
     installs = [c for c in calls if c.startswith("-m pip install") and "--upgrade" not in c]
-    assert installs == ["-m pip install -q -e .[cpu]"], calls  # no export extra: no torch
+    assert installs == ["-m pip install -q -e .[cpu,openvino]"], calls  # no export extra: no torch
     assert not any("model_export" in c for c in calls)
     assert calls[-1].startswith("-m service --host")
 
@@ -40,6 +40,6 @@ def test_a_repository_with_models_installs_the_gateway_only(tmp_path):
 def test_an_empty_repository_gets_the_demo_models(tmp_path):
     repo = tmp_path / "empty"
     calls = _serve(tmp_path, repo)
-    assert "-m pip install -q -e .[export,cpu]" in calls
+    assert "-m pip install -q -e .[export,cpu,openvino]" in calls
     assert f"-m model_export demo --repo {repo}" in calls
     assert calls[-1].startswith("-m service --host")

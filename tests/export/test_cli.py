@@ -42,7 +42,9 @@ def test_export_help_lists_options(capsys) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for opt in ("--checkpoint", "--random-init", "--align-corners", "--no-align-corners", "--crop-size",
-                "--tensorrt-accelerator", "--tensorrt-plan", "--instance-kind", "--parity-sizes", "--opset"):
+                "--tensorrt-accelerator", "--tensorrt-plan", "--instance-kind", "--parity-sizes", "--opset",
+                "--precision", "--tensorrt-precision", "--engine", "--calibration-images",
+                "--precision-images", "--min-label-agreement", "--max-nme"):
         assert opt in text
 
 

@@ -42,6 +42,7 @@ def test_every_input_kind_gives_the_same_label_map(gateway_url, street, tmp_path
     # The JSON answer's PNG and the raw binary answer are the same map.
     np.testing.assert_array_equal(seg.label_map, reference)
     assert seg.model.name == "seg_cityscapes" and seg.random_init is True
+    assert (seg.model.precision, seg.model.engine) == ("fp32", "onnxruntime")
     assert seg.image_size == (96, 64) and seg.labels[0] == "road"
     assert sum(c.pixels for c in seg.classes) == 96 * 64
     assert all(c.label_id is not None and c.rle is not None for c in seg.classes)

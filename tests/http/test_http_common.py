@@ -57,7 +57,9 @@ def test_every_form_and_the_same_headers(endpoints, path):
         assert body["random_init"] is True and {"decode", "inference"} <= set(body["timings_ms"])
         # The shared head (service/schemas.py TaskResult) on every task endpoint.
         assert body["model"]["name"] == MODEL[path] and body["model"]["random_init"] is True
-        assert set(body["model"]) == {"name", "arch", "dataset", "random_init", "weights_origin"}
+        assert set(body["model"]) == {"name", "arch", "dataset", "random_init", "weights_origin",
+                                      "precision", "engine"}
+        assert body["model"]["precision"] == r.headers["x-model-precision"] == "fp32"
         assert body["image_size"] == list(SMALL) and isinstance(body["options"], dict)
         body.pop("timings_ms")
         bodies.append(body)
@@ -72,7 +74,7 @@ def test_detect_response_shares_landmarks_pieces(endpoints):
                     timeout=120).json()
     assert det["coordinate_frame"] == lm["coordinate_frame"]
     assert set(det["model"]) == set(lm["model"]) == {"name", "arch", "dataset", "random_init",
-                                                     "weights_origin"}
+                                                     "weights_origin", "precision", "engine"}
     assert det["overlay"]["format"] == "png"
     assert Image.open(io.BytesIO(base64.b64decode(det["overlay"]["data"]))).size == SMALL
     assert [d["score"] for d in det["detections"]] == pytest.approx([0.9, 0.3])

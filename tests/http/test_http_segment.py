@@ -30,7 +30,8 @@ def test_multipart_json_response(gateway_url):
     info = httpx.get(f"{gateway_url}/v1/models/seg_cityscapes").json()
     assert body["model"] == {"name": "seg_cityscapes", "arch": "hrnetv2_w18_small_v1",
                              "dataset": "cityscapes", "random_init": True,
-                             "weights_origin": info["weights"]["origin"]}
+                             "weights_origin": info["weights"]["origin"],
+                             "precision": "fp32", "engine": "onnxruntime"}
     assert body["random_init"] is True and r.headers["x-random-init"] == "true"
     assert body["image_size"] == [240, 160] and r.headers["x-image-size"] == "240x160"
     assert not {"width", "height", "dataset"} & set(body)  # the old flat shape is gone

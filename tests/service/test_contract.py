@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.contract import (
-    DetectionMetadata, LandmarkMetadata, ModelMetadata, SegmentationMetadata, rescale_size,
+    SCHEMA_VERSION, DetectionMetadata, LandmarkMetadata, ModelMetadata, SegmentationMetadata,
+    rescale_size,
 )
 
 _COMMON = {
@@ -35,7 +36,7 @@ def _schema1(task: str, **protocols) -> str:
 def test_each_task_parses_into_its_class() -> None:
     seg = ModelMetadata.from_json(_schema1("segmentation", segmentation=_SEG))
     assert isinstance(seg, SegmentationMetadata) and seg.protocol is seg.segmentation
-    assert seg.segmentation.crop_size == (32, 64) and seg.schema_version == 2
+    assert seg.segmentation.crop_size == (32, 64) and seg.schema_version == SCHEMA_VERSION == 3
     lm = ModelMetadata.from_json(_schema1("landmarks", landmarks=None))
     assert isinstance(lm, LandmarkMetadata) and lm.landmarks.scale_unit == 200.0
     det = ModelMetadata.from_json(_schema1("detection", detection={
@@ -63,3 +64,25 @@ def test_task_class_is_checked() -> None:
 def test_rescale_size_is_mmcv_imrescale() -> None:
     assert rescale_size(480, 640, (1333, 800)) == (800, 1067, 800 / 480)
     assert rescale_size(1000, 100, (1333, 800))[:2] == (1333, 133)
+
+
+def test_documents_before_precision_tiers_are_fp32_on_onnxruntime() -> None:
+    """Schema 1 and 2 documents (written before the precision block) load as FP32 on ONNX
+    Runtime, upgraded to the current schema; a schema 3 document round-trips its tier."""
+    from service.contract import PrecisionInfo, TierDeltas
+
+    schema2 = json.dumps({**_COMMON, "schema_version": 2, "task": "segmentation",
+                          "segmentation": _SEG})
+    for text in (schema2, _schema1("segmentation", segmentation=_SEG)):
+        meta = ModelMetadata.from_json(text)
+        assert meta.schema_version == SCHEMA_VERSION
+        assert meta.precision == PrecisionInfo()
+        assert (meta.precision.precision, meta.precision.engine) == ("fp32", "onnxruntime")
+    tier = ModelMetadata.from_json(schema2).model_copy(update={"precision": PrecisionInfo(
+        precision="int8", engine="openvino", base_model="m", calibration="2 photos",
+        deltas=TierDeltas(images=3, sources=["parity photos"], label_agreement=0.99,
+                          class_agreement={"x": 0.9}))})
+    assert ModelMetadata.from_json(tier.to_json()) == tier
+    with pytest.raises(ValidationError):  # an unknown precision or engine is refused
+        ModelMetadata.from_json(json.dumps({**json.loads(tier.to_json()),
+                                            "precision": {"precision": "fp8"}}))

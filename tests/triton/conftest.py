@@ -3,7 +3,8 @@
 * ``triton_install``: ``scripts/install_triton.sh`` (cached after the first run);
 * ``serving_repo``: one repository with every session model: the four of ``model_repo``
   (tests/conftest.py), the detection model of ``det_repo`` (the same session export that
-  tests/detection uses) and the face detector of ``face_det_repo``, as links to the exported
+  tests/detection uses), the face detector of ``face_det_repo`` and the precision tiers of
+  ``tier_repo``, as links to the exported
   entries (nothing is exported twice);
 * ``triton_cpu_repo``: CPU twins (python backend + ONNX Runtime, the same ``model.onnx``) of every
   entry of ``serving_repo``, warm-up samples included (the detection entry's ``image_size`` file);
@@ -29,14 +30,14 @@ def triton_install() -> TritonInstall:
 
 
 @pytest.fixture(scope="session")
-def serving_repo(model_repo: Path, det_repo: Path, face_det_repo: Path,
+def serving_repo(model_repo: Path, det_repo: Path, face_det_repo: Path, tier_repo: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository holding every session model (segmentation, landmarks, detection, face
-    detection) as links."""
+    detection, and the precision tiers of ``TIER_MODEL``) as links."""
     from model_export.repository import CONFIG_FILENAME
 
     dst = tmp_path_factory.mktemp("serving_repo")
-    for repo in (model_repo, det_repo, face_det_repo):
+    for repo in (model_repo, det_repo, face_det_repo, tier_repo):
         for entry in sorted(repo.iterdir()):
             if (entry / CONFIG_FILENAME).is_file():
                 (dst / entry.name).symlink_to(entry.resolve(), target_is_directory=True)

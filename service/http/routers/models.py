@@ -1,4 +1,5 @@
-"""Served models: names, tasks, labels, input conventions, default options, weights origin."""
+"""Served models: names, tasks, labels, input conventions, default options, weights origin,
+precision tiers with their measured deltas."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def _info(registry: ModelRegistry, backend: Backend, name: str) -> ModelInfo:
     meta = registry.get(name)
     return ModelInfo.from_metadata(meta, is_default=registry.defaults.get(meta.task) == name,
                                    backend=backend.name,
-                                   providers=backend.providers().get(name, []))
+                                   providers=backend.providers().get(name, []),
+                                   tiers=registry.tiers(name))
 
 
 @router.get("", response_model=ModelList, summary="List served models", operation_id="list_models")

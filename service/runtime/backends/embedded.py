@@ -1,9 +1,12 @@
-"""In-process backend: one ONNX Runtime session per repository entry.
+"""In-process backend: one session per repository entry, of the kind its metadata names.
 
 Discovers ``<repository>/<name>/hrnet.json`` + ``<name>/1/model.onnx`` (entries with only a TensorRT
-plan are skipped). ``session.run`` releases the GIL, so calls go to a thread pool and the event loop
-stays free. Execution providers are chosen by :mod:`service.runtime.backends.providers` (a missing
-requested provider stops start-up); :meth:`EmbeddedBackend.providers` reports what runs each model.
+plan are skipped). The entry's ``precision.engine`` picks the session: ONNX Runtime (FP32 and
+INT8 Q/DQ graphs) or OpenVINO (:mod:`service.runtime.backends.openvino`: BF16, or INT8 where the
+export measured it faster). Both release the GIL while they run, so calls go to a thread pool and
+the event loop stays free. ONNX Runtime's execution providers are chosen by
+:mod:`service.runtime.backends.providers` (a missing requested provider stops start-up);
+:meth:`EmbeddedBackend.providers` reports what runs each model.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from service.contract import METADATA_FILENAME, ModelMetadata
 from service.errors import BackendError, ConfigurationError, ModelNotFound, ServiceError, Unavailable
-from service.runtime.backends.providers import check_session, choose_providers, session_providers
+from service.runtime.backends.providers import (
+    CPU, TENSORRT, check_session, choose_providers, session_providers,
+)
 from service.settings import Settings
 
 log = logging.getLogger("service.runtime.embedded")
@@ -70,14 +76,54 @@ def run_options(settings: Settings):  # -> onnxruntime.RunOptions
     return opts
 
 
+def served_precision(meta: ModelMetadata, providers: list[str], settings: Settings) -> str:
+    """The precision an entry really runs at here: its own, except an FP32 graph that ONNX
+    Runtime's TensorRT provider builds FP16 engines of (``ort_tensorrt_fp16``)."""
+    if (meta.precision.precision == "fp32" and settings.ort_tensorrt_fp16
+            and TENSORRT in providers):
+        return "fp16"
+    return meta.precision.precision
+
+
+class OrtSession:
+    """An ONNX Runtime session as the backend uses it: :meth:`begin` gives a run's options (its
+    cancellable handle), :meth:`run` runs, :meth:`cancel` stops a run."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, session: Any, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on, in order."""
+        return list(self.session.get_providers())
+
+    def begin(self) -> Any:
+        """The run's ``RunOptions``."""
+        return run_options(self.settings)
+
+    def run(self, inputs: dict[str, np.ndarray], handle: Any = None) -> dict[str, np.ndarray]:
+        """Every output by name."""
+        options = handle if handle is not None else self.begin()
+        return dict(zip(self.output_names, self.session.run(self.output_names, inputs, options)))
+
+    @staticmethod
+    def cancel(handle: Any) -> None:
+        """Terminate the run of ``handle``."""
+        handle.terminate = True
+
+
 class EmbeddedBackend:
-    """ONNX Runtime sessions in this process (CUDA first when available, else as configured)."""
+    """Sessions in this process: ONNX Runtime (CUDA first when available, else as configured),
+    or OpenVINO on the CPU for entries that name it."""
 
     name = "embedded"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._sessions: dict[str, object] = {}
+        self._sessions: dict[str, Any] = {}
         self._models: dict[str, ModelMetadata] = {}
         threads = settings.executor_threads or settings.max_concurrency
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ort")
@@ -85,7 +131,24 @@ class EmbeddedBackend:
         self._used: dict[str, list[str]] = {}
         self._warnings: list[str] = []
 
-    def _load(self) -> tuple[dict[str, object], dict[str, ModelMetadata], dict[str, list[str]]]:
+    def _session(self, meta: ModelMetadata, path: Path, ort: Any, choice: Any) -> Any:
+        """The session of one entry, by its ``precision.engine``."""
+        engine = meta.precision.engine
+        if engine == "openvino":
+            from service.runtime.backends.openvino import OpenVINOSession
+
+            return OpenVINOSession(path, meta.precision.precision,
+                                   threads=self.settings.ort_intra_threads)
+        if engine != "onnxruntime":
+            raise ValueError(f"engine {engine!r} does not run in the embedded backend")
+        # INT8 Q/DQ graphs are CPU graphs (GPU providers run Q/DQ as float, slowly).
+        providers = (session_providers(choice, meta, self.settings)
+                     if meta.precision.precision == "fp32" else [CPU])
+        session = ort.InferenceSession(str(path), sess_options=session_options(self.settings),
+                                       providers=providers)
+        return OrtSession(session, self.settings)
+
+    def _load(self) -> tuple[dict[str, Any], dict[str, ModelMetadata], dict[str, list[str]]]:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -97,24 +160,25 @@ class EmbeddedBackend:
         self._warnings = list(choice.warnings)
         for warning in choice.warnings:
             log.warning(warning)
-        sessions: dict[str, object] = {}
+        sessions: dict[str, Any] = {}
         models: dict[str, ModelMetadata] = {}
         used: dict[str, list[str]] = {}
         for name, (meta, path) in discover(Path(self.settings.repository)).items():
-            opts = session_options(self.settings)
             try:
-                session = ort.InferenceSession(
-                    str(path), sess_options=opts,
-                    providers=session_providers(choice, meta, self.settings))
-            except Exception as exc:
-                log.error("cannot load %s: %s", path, exc)
+                session = self._session(meta, path, ort, choice)
+            except Exception as exc:  # e.g. an OpenVINO entry where openvino is not installed
+                log.error("cannot load %s (%s on %s): %s", path, meta.precision.precision,
+                          meta.precision.engine, exc)
                 continue
-            actual = list(session.get_providers())
-            for warning in check_session(name, choice, actual, self.settings):
-                log.warning(warning)
-                self._warnings.append(warning)
-            sessions[name], models[name], used[name] = session, meta, actual
-            log.info("loaded %s (%s) with %s", name, meta.task, ", ".join(actual))
+            actual = session.providers()
+            if isinstance(session, OrtSession) and meta.precision.precision == "fp32":
+                for warning in check_session(name, choice, actual, self.settings):
+                    log.warning(warning)
+                    self._warnings.append(warning)
+            sessions[name], used[name] = session, actual
+            models[name] = meta.running_at(served_precision(meta, actual, self.settings))
+            log.info("loaded %s (%s, %s) with %s", name, meta.task, meta.precision.precision,
+                     ", ".join(actual))
         return sessions, models, used
 
     async def start(self) -> None:
@@ -154,12 +218,12 @@ class EmbeddedBackend:
                 raise Unavailable("backend not started", retry_after=1)
             raise ModelNotFound(f"model '{model}' is not served")
         loop = asyncio.get_running_loop()
-        options = run_options(self.settings)
+        handle = session.begin()
         try:
-            return await loop.run_in_executor(self._pool, _run, session, inputs, options)
+            return await loop.run_in_executor(self._pool, session.run, inputs, handle)
         except asyncio.CancelledError:
             # The request left (deadline, client gone): stop the run instead of finishing it.
-            options.terminate = True
+            session.cancel(handle)
             raise
         except RuntimeError as exc:
             if "shutdown" in str(exc):
@@ -170,8 +234,3 @@ class EmbeddedBackend:
         except Exception as exc:  # ORT raises its own exception types
             raise BackendError(f"inference failed for '{model}': {exc}") from exc
 
-
-def _run(session, inputs: dict[str, np.ndarray], options) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    names = [o.name for o in session.get_outputs()]
-    outs = session.run(names, inputs, options)
-    return dict(zip(names, outs))

@@ -143,7 +143,7 @@ class TritonBackend:
                 continue
             if meta.name != name:  # tasks address the model by the name Triton serves it under
                 meta = meta.model_copy(update={"name": name})
-            models[name] = meta
+            models[name] = meta.running_at(_precision(config, meta))
             outputs[name] = [o["name"] for o in config.get("output", [])] or [o.name for o in meta.outputs]
             runs[name] = _runtime(config)
         self._models, self._outputs, self._runs, self._stale = models, outputs, runs, False
@@ -342,6 +342,19 @@ def _runtime(config: dict[str, Any]) -> list[str]:
     accel = config.get("optimization", {}).get("execution_accelerators", {})
     out += [str(a.get("name")) for a in accel.get("gpu_execution_accelerator", [])]
     return out
+
+
+def _precision(config: dict[str, Any], meta: ModelMetadata) -> str:
+    """The precision Triton runs the model at: the metadata's, except an FP32 ONNX entry whose
+    config turns on the TensorRT accelerator in FP16 (``--tensorrt-accelerator fp16``)."""
+    if meta.precision.precision != "fp32":
+        return meta.precision.precision
+    accel = config.get("optimization", {}).get("execution_accelerators", {})
+    for a in accel.get("gpu_execution_accelerator", []):
+        mode = str((a.get("parameters") or {}).get("precision_mode", "")).upper()
+        if a.get("name") == "tensorrt" and mode == "FP16":
+            return "fp16"
+    return "fp32"
 
 
 class _Retryable(Exception):
