@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     max_passes: int = Field(
         256, ge=1, description="Most network passes (scales x windows x flips) one request may plan."
     )
+    # Several images per request: each image is held to the limits above; these bound the whole.
+    max_images: int = Field(
+        16, ge=1, description="Most images in one request (several `file` parts or JSON "
+        "`images`); more answer 422 too_many_images.")
+    max_request_pixels: int = Field(
+        80_000_000, ge=1, description="Most decoded pixels (width*height summed over the "
+        "request's images), checked from the headers before any image is decoded (413).")
+    max_request_network_pixels: int = Field(
+        128_000_000, ge=1, description="Most network-input pixels summed over all images of a "
+        "request (422): the outputs of all passes are held until each image's merge.")
+    max_request_detection_pixels: int = Field(
+        32_000_000, ge=1, description="Most detection network-input pixels summed over all "
+        "images of a request (422).")
 
     # Scheduling.
     max_batch: int = Field(8, ge=1, description="Most network passes in one backend call.")

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from service.contract import ModelMetadata
 from service.errors import ServiceError
 from service.http.metrics import Metrics
-from service.imaging.decode import decode
+from service.imaging.decode import Decoded, decode
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
 from service.runtime.runner import InferenceRunner
@@ -99,10 +99,15 @@ class TaskContext:
     async def decode(self, data: bytes) -> np.ndarray:
         """The uploaded image as ``H x W x 3`` uint8 RGB (timed as stage ``decode``). A lenient
         decode's warning is kept for the answer's ``X-Image-Warning`` (``image_warning``)."""
-        with self.timings.stage("decode"):
-            decoded = await run_in_threadpool(decode, data, self.settings)
+        decoded = await self.decode_image(data)
         self.image_warning = decoded.warning
         return decoded.pixels
+
+    async def decode_image(self, data: bytes) -> Decoded:
+        """One uploaded image decoded with its lenient-mode warning (timed as stage ``decode``;
+        the stages of several images add up)."""
+        with self.timings.stage("decode"):
+            return await run_in_threadpool(decode, data, self.settings)
 
 
 async def task_context(

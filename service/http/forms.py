@@ -7,6 +7,12 @@ Request forms, the same for every endpoint:
 * ``application/json``: an object with the base64 ``image`` and the options as fields;
 * a raw ``image/*`` (or ``application/octet-stream``) body.
 
+Several images (at most ``max_images``): several ``file`` parts, or a JSON ``images`` list
+instead of ``image`` (each item a base64 string, or an object with its ``image`` and the task's
+extra fields for that image, e.g. landmarks' ``faces``; the request's own extras apply to items
+without theirs). The options are the request's, the same for every image. A batch answers a list
+(see ``task_route``); an item whose base64 is invalid fails alone.
+
 Query parameters are read for every form (the same names, ``options`` included). Precedence:
 query < ``options`` object < individual fields (for JSON bodies: query < body). An empty form or
 query value counts as omitted. Text values go through the endpoint's parsers (lists as JSON or
@@ -134,17 +140,38 @@ class RequestFields(Generic[O]):
 
 
 @dataclass
-class ParsedRequest(Generic[O]):
-    """The image bytes, validated options and raw extra fields of one request."""
+class ImagePart:
+    """One image of a request: its bytes and the extra fields given for it alone, or the error
+    that makes it unreadable (that image fails alone)."""
 
     data: bytes
+    extras: dict[str, Any] = field(default_factory=dict)
+    error: ServiceError | None = None
+
+
+@dataclass
+class ParsedRequest(Generic[O]):
+    """The images, validated options and raw extra fields of one request."""
+
+    images: list[ImagePart]
     options: O
     extras: dict[str, Any]
+    batch: bool = False
+    """Several images were sent (file parts, or a JSON ``images`` list): the answer is a list."""
+
+    @property
+    def data(self) -> bytes:
+        """The first image's bytes."""
+        return self.images[0].data if self.images else b""
+
+    def take_images(self) -> list[ImagePart]:
+        """The images, forgotten here (large uploads are not kept during inference)."""
+        images, self.images = self.images, []
+        return images
 
     def take_image(self) -> bytes:
-        """The image bytes, forgotten here (a large upload is not kept during inference)."""
-        data, self.data = self.data, b""
-        return data
+        """The only image's bytes, forgotten here."""
+        return self.take_images()[0].data
 
 
 class _Collector:
@@ -201,10 +228,10 @@ def content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _multipart(request: Request, fields: _Collector) -> bytes:
-    """The uploaded image part's bytes; the text fields go to ``fields``."""
+async def _multipart(request: Request, settings: Settings, fields: _Collector) -> list[bytes]:
+    """The uploaded image parts' bytes; the text fields go to ``fields``."""
     try:
-        form = await request.form(max_files=4, max_fields=64)
+        form = await request.form(max_files=settings.max_images + 1, max_fields=64)
     except ServiceError:  # e.g. 413 from the body limit while the parts stream in
         raise
     except Exception as exc:  # malformed multipart or over the part limits
@@ -212,34 +239,47 @@ async def _multipart(request: Request, fields: _Collector) -> bytes:
         raise BadRequest(f"cannot parse the multipart body: {shown(detail, 200)}",
                          code="invalid_multipart") from None
     try:
-        return await _multipart_parts(form, fields)
+        return await _multipart_parts(form, settings, fields)
     finally:
         # Starlette spools uploads over 1 MB to temporary files; nothing else closes them
         # when an endpoint reads the form itself.
         await form.close()
 
 
-async def _multipart_parts(form: FormData, fields: _Collector) -> bytes:
-    """The image part's bytes of a parsed ``form``; its text fields go to ``fields``."""
+async def _multipart_parts(form: FormData, settings: Settings, fields: _Collector) -> list[bytes]:
+    """The image parts' bytes of a parsed ``form`` (``file`` parts, or ``image`` ones), in order;
+    its text fields go to ``fields``."""
     name = next((n for n in _IMAGE_PARTS if n in form), None)
     if name is None:
         raise BadRequest("multipart request needs a 'file' part with the image", code="missing_file")
-    upload = form[name]
-    if not isinstance(upload, UploadFile):
+    uploads = form.getlist(name)
+    if not all(isinstance(u, UploadFile) for u in uploads):
         raise BadRequest(f"'{name}' must be a file part, not a text field", code="missing_file")
+    check_image_count(len(uploads), settings)
     texts = []
     for key, value in form.multi_items():
-        if value is upload:
+        if key == name:
             continue
         if not isinstance(value, str):
-            raise BadRequest(f"unexpected file part {shown(key)}", code="invalid_multipart")
+            raise BadRequest(f"unexpected file part {shown(key)}: images go in '{name}' parts",
+                             code="invalid_multipart")
         texts.append((key, value))
     fields.add_text(texts)
-    return await upload.read()
+    return [await u.read() for u in uploads]  # type: ignore[union-attr]
 
 
-async def _json_body(request: Request, settings: Settings, fields: _Collector) -> Any:
-    """The JSON body's ``image`` value; its other fields go to ``fields``."""
+def check_image_count(n: int, settings: Settings) -> None:
+    """422 ``too_many_images`` past ``settings.max_images``; 400 for an empty ``images`` list."""
+    if n == 0:
+        raise BadRequest("'images' is empty: send at least one image", code="missing_image")
+    if n > settings.max_images:
+        raise Unprocessable(f"the request has {n} images; the limit is {settings.max_images} "
+                            "(max_images)", code="too_many_images")
+
+
+async def _json_body(request: Request, settings: Settings, fields: _Collector) -> tuple[list[Any], bool]:
+    """The JSON body's images (``image``, or the items of ``images``) and whether it is a batch;
+    its other fields go to ``fields``."""
     body = await request.body()
     check_body_size(len(body), settings)
     try:
@@ -248,16 +288,49 @@ async def _json_body(request: Request, settings: Settings, fields: _Collector) -
         raise BadRequest(f"malformed JSON body: {_json_problem(exc)}", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise BadRequest("the JSON body must be an object with an 'image' field", code="invalid_json")
-    if "image" not in payload:
-        raise BadRequest("the JSON body needs an 'image' field (base64)", code="missing_image")
-    image = payload.pop("image")
+    image, images = payload.pop("image", None), payload.pop("images", None)
+    if image is not None and images is not None:
+        raise BadRequest("the JSON body has both 'image' and 'images': send one of them",
+                         code="invalid_json")
+    if image is None and images is None:
+        raise BadRequest("the JSON body needs an 'image' field (base64), or 'images' (a list)",
+                         code="missing_image")
     for key, value in payload.items():
         fields.add_value(key, value)
-    return image
+    if images is None:
+        return [image], False
+    if not isinstance(images, list):
+        raise BadRequest("'images' must be a list of base64 strings or objects with an 'image'",
+                         code="invalid_json")
+    check_image_count(len(images), settings)
+    return images, True
+
+
+def _json_image(item: Any, index: int | None, fields: RequestFields[Any], settings: Settings) -> ImagePart:
+    """One JSON image (a base64 string, or in ``images`` an object with ``image`` and the task's
+    extra fields) as bytes; a batch item's own problem is its error, not the request's."""
+    where = "'image'" if index is None else f"images[{index}]"
+    extras: dict[str, Any] = {}
+    try:
+        if isinstance(item, dict) and index is not None:
+            unknown = sorted(set(item) - {"image", *fields.extras})
+            if unknown:
+                raise Unprocessable(f"{where}: unknown field {shown(unknown[0])} (an item has "
+                                    f"'image'{''.join(', ' + repr(e) for e in fields.extras)})",
+                                    code="invalid_options")
+            extras = {k: v for k, v in item.items() if k != "image"}
+            item = item.get("image")
+        if not isinstance(item, str):
+            raise BadRequest(f"{where} must be a base64 string", code="invalid_base64")
+        return ImagePart(decode_base64(item, settings), extras)
+    except ServiceError as exc:
+        if index is None:
+            raise
+        return ImagePart(b"", extras, exc)
 
 
 async def read_request(request: Request, settings: Settings, spec: RequestFields[O]) -> ParsedRequest[O]:
-    """Image bytes, options and extras of any request form (see the module docstring).
+    """Images, options and extras of any request form (see the module docstring).
 
     400 for unreadable bodies, 413 over the size limit, 415 for other content types, 422 for
     invalid options. Base64 is decoded after the options are validated.
@@ -266,19 +339,22 @@ async def read_request(request: Request, settings: Settings, spec: RequestFields
     fields.add_text(request.query_params.multi_items())
     ctype = content_type(request)
     if ctype == JSON:
-        image = await _json_body(request, settings, fields)
+        items, batch = await _json_body(request, settings, fields)
         options = fields.validated()
-        data = await run_in_threadpool(decode_base64, image, settings)
-    elif ctype == "multipart/form-data":
-        data = await _multipart(request, fields)
+        images = await run_in_threadpool(
+            lambda: [_json_image(item, i if batch else None, spec, settings)
+                     for i, item in enumerate(items)])
+        return ParsedRequest(images, options, fields.extras, batch)
+    if ctype == "multipart/form-data":
+        parts = await _multipart(request, settings, fields)
         options = fields.validated()
-    elif ctype.startswith("image/") or ctype == "application/octet-stream":
+        return ParsedRequest([ImagePart(p) for p in parts], options, fields.extras, len(parts) > 1)
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
         data = await request.body()
         options = fields.validated()
-    else:
-        raise UnsupportedMediaType(
-            f"unsupported Content-Type {shown(ctype) if ctype else '(none)'}: send multipart/form-data (a 'file' "
-            "part), application/json (base64 'image'), or the image bytes (image/*)",
-            code="unsupported_content_type",
-        )
-    return ParsedRequest(data, options, fields.extras)
+        return ParsedRequest([ImagePart(data)], options, fields.extras)
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {shown(ctype) if ctype else '(none)'}: send multipart/form-data (a 'file' "
+        "part), application/json (base64 'image'), or the image bytes (image/*)",
+        code="unsupported_content_type",
+    )

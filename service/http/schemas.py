@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from service.contract import (
     DetectionMetadata, Engine, FaceDetectionMetadata, LandmarkMetadata, ModelMetadata, Precision,
@@ -21,6 +21,30 @@ class ErrorResponse(BaseModel):
     """Body of every non-2xx response."""
 
     error: ErrorDetail
+
+
+class ImageError(BaseModel):
+    """An image of a several-image request that failed alone (the others are answered)."""
+
+    index: int = Field(description="Position of the image in the request (0-based).")
+    status: int = Field(description="The HTTP status this error has in a one-image request.")
+    error: ErrorDetail
+
+
+def batch_response(response: type[BaseModel]) -> type[BaseModel]:
+    """The answer of a several-image request to an endpoint answering ``response`` per image:
+    the results in request order, each an answer or an :class:`ImageError`."""
+    name = response.__name__.removesuffix("Response") + "BatchResponse"
+    return create_model(
+        name,
+        __doc__=f"Several images answered in order: each item a {response.__name__} or an "
+        "ImageError (that image failed alone).",
+        images=(int, Field(description="Images in the request.")),
+        failed=(int, Field(description="Images that failed (ImageError items).")),
+        results=(list[Union[response, ImageError]], ...),  # type: ignore[valid-type]
+        timings_ms=(dict[str, float], Field(default_factory=dict, description="Wall-clock "
+                    "milliseconds per stage of the whole request (all images).")),
+    )
 
 
 class WeightsSummary(BaseModel):

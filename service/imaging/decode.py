@@ -42,6 +42,7 @@ import re
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -152,6 +153,25 @@ def check_dimensions(width: int, height: int, settings: Settings | None = None) 
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels",
             code="image_too_large",
         )
+
+
+def image_pixels(data: bytes) -> int:
+    """width * height from an image's header (0 when it cannot be read: the decode says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as im:
+            return int(im.width) * int(im.height)
+    except Exception:  # any unreadable header; decode() reports it with its proper status
+        return 0
+
+
+def check_request_pixels(images: Sequence[bytes], settings: Settings | None = None) -> None:
+    """413 ``too_many_pixels`` when the images of one request have more than
+    ``settings.max_request_pixels`` together (from their headers, before any is decoded)."""
+    limit = _limit(settings, "max_request_pixels")
+    total = sum(image_pixels(d) for d in images if d)
+    if total > limit:
+        raise PayloadTooLarge(f"the request's {len(images)} images have {total} pixels together; "
+                              f"the limit is {limit} (max_request_pixels)", code="too_many_pixels")
 
 
 def decode_base64(text: str, settings: Settings | None = None) -> bytes:

@@ -3,8 +3,9 @@
 * at most ``max_concurrency`` requests run inference at once (a semaphore);
 * at most ``max_queue`` requests wait for a slot; beyond that a request gets 429 + Retry-After;
 * each request's inference (waiting included) has a deadline (504 past it);
-* a request's network passes are grouped by the shapes (and dtypes) of all their inputs and sent
-  in batches of at most ``min(model.max_batch_size, settings.max_batch)`` passes and at most
+* a request's network passes (of all its images: :func:`chain_passes`) are grouped by the shapes
+  (and dtypes) of all their inputs and sent in batches of at most
+  ``min(model.max_batch_size, settings.max_batch)`` passes and at most
   ``settings.max_batch_pixels`` network pixels (large passes run alone: stacking eight
   1024x2048 windows made inference 1.17x slower and took 3.8x the memory of one at a time).
 
@@ -61,6 +62,40 @@ def _named(p: Pass, meta: ModelMetadata) -> dict[str, np.ndarray]:
 
 def _signature(p: dict[str, np.ndarray]) -> Signature:
     return tuple(sorted((k, tuple(v.shape), v.dtype.str) for k, v in p.items()))
+
+
+class ChainedPasses:
+    """The passes of several images as one sequence, made on demand in each part's own way,
+    so that one runner request groups passes of different images that share input shapes into
+    the same backend calls (a batch of eight same-size photos runs as if it were one)."""
+
+    def __init__(self, parts: Sequence[Sequence[Pass]], meta: ModelMetadata) -> None:
+        self._parts = list(parts)
+        self._meta = meta
+        self._index = [(k, j) for k, part in enumerate(self._parts) for j in range(len(part))]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i: int) -> Pass:
+        k, j = self._index[i]
+        return self._parts[k][j]
+
+    def signature(self, i: int) -> Signature:
+        """The inputs' (name, shape, dtype) of pass ``i`` (a lazy part's without making it)."""
+        k, j = self._index[i]
+        part = self._parts[k]
+        if isinstance(part, LazyPasses):
+            return part.signature(j)
+        return _signature(_named(part[j], self._meta))
+
+
+def chain_passes(parts: Sequence[Sequence[Pass]], meta: ModelMetadata) -> Sequence[Pass]:
+    """The passes of ``parts`` (one sequence per image) as one sequence for :meth:`InferenceRunner.run`,
+    in order (a single part as it is)."""
+    if len(parts) == 1:
+        return parts[0]
+    return ChainedPasses(parts, meta)
 
 
 class RunnerObserver(Protocol):

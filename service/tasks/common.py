@@ -12,8 +12,11 @@ A task (``service/tasks/<task>/``) is four steps over one decoded image, in this
 4. ``respond(image, meta, resolved, plan, merged, media)``: the answer in the negotiated media
    type (a task response model, or :class:`Binary` bytes).
 
-:func:`run_task` strings them together with the runner in between and times each stage; the web
-layer only reads the request, picks the model, decodes the image and writes the answer.
+:func:`run_batch` strings them together with the runner in between and times each stage, for
+the images of one request (:func:`run_task`: one image); the web layer only reads the request,
+picks the model, decodes the images and writes the answer. The passes of all images of a request
+run as one runner request, so passes of images that share a shape share backend calls; an image
+that breaks its own limits fails alone.
 
 A task may need another task's answer first (:class:`Upstream`): landmarks without face boxes
 run face detection on the same image, through the same runner, within the same deadline, and
@@ -27,16 +30,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
 
 from service.contract import ModelMetadata, Task
-from service.errors import ModelNotFound, Timeout, Unprocessable
+from service.errors import ModelNotFound, ServiceError, Timeout, Unprocessable
 from service.runtime import memory
 from service.runtime.registry import ModelRegistry
-from service.runtime.runner import InferenceRunner, Pass
+from service.runtime.runner import InferenceRunner, Pass, chain_passes
 from service.settings import Settings
 from service.tasks.schemas import TaskResult
 from service.timings import Timings
@@ -60,6 +63,10 @@ class Limits:
     max_faces: int
     timeout_s: float
     release_memory_pixels: int = 0  # after a request of at least this many network pixels
+    max_request_network_pixels: int = 128_000_000
+    """Network pixels summed over all images of one request (segmentation, landmarks, faces)."""
+    max_request_detection_pixels: int = 32_000_000
+    """Detection network pixels summed over all images of one request."""
 
     @classmethod
     def of(cls, settings: Settings) -> "Limits":
@@ -67,7 +74,9 @@ class Limits:
         return cls(max_passes=settings.max_passes, max_network_pixels=settings.max_network_pixels,
                    max_detection_pixels=settings.max_detection_pixels,
                    max_faces=settings.max_faces, timeout_s=settings.request_timeout_s,
-                   release_memory_pixels=settings.release_memory_pixels)
+                   release_memory_pixels=settings.release_memory_pixels,
+                   max_request_network_pixels=settings.max_request_network_pixels,
+                   max_request_detection_pixels=settings.max_request_detection_pixels)
 
     def check(self, plan: "Plan", budget: str = "max_network_pixels") -> None:
         """422 ``too_many_passes`` / ``too_many_pixels`` when ``plan`` is over a limit
@@ -81,6 +90,21 @@ class Limits:
             raise Unprocessable(
                 f"the request's passes need {plan.n_pixels} network-input pixels; the limit is "
                 f"{limit} ({plan.reduce_hint})", code="too_many_pixels")
+
+
+    def check_total(self, plans: Sequence["Plan"], budget: str = "max_network_pixels") -> None:
+        """422 ``too_many_pixels`` when the plans of a request's images are together over the
+        request's budget (the ``max_request_*`` field of the per-image ``budget``)."""
+        if len(plans) < 2:
+            return  # one image: its own limit (checked by :meth:`check`) is the request's
+        total = sum(p.n_pixels for p in plans)
+        field_name = "max_request_" + budget.removeprefix("max_")
+        limit = getattr(self, field_name)
+        if total > limit:
+            raise Unprocessable(
+                f"the request's {len(plans)} images need {total} network-input pixels together; "
+                f"the limit is {limit} ({field_name}): send fewer images per request",
+                code="too_many_pixels")
 
 
 class Plan(Protocol):
@@ -150,8 +174,9 @@ class Upstream:
     ``options(resolved)`` gives the upstream task's options for this request (their ``model``
     names the upstream model; None: the request does not need it). When no model of the
     upstream task is served and the request named none, ``without(resolved)`` gives the request
-    to run without it (None: 404 as for any missing model). ``attach(resolved, merged, meta)``
-    puts the upstream's merged answer (and the model that made it) into this task's request.
+    to run without it (None: 404 as for any missing model). ``attach(resolved, merged, run)``
+    puts the upstream's merged answer (and its :class:`UpstreamRun`: the model that made it and
+    its options) into this task's request.
     """
 
     task: "TaskDef[Any, Any, Any]"
@@ -188,20 +213,90 @@ def resolve_upstream(task: "TaskDef[Any, Any, Any]", resolved: Any, registry: Mo
     return resolved, UpstreamRun(up.task, meta, up.task.resolve(options, {}, meta, limits))
 
 
-async def _infer(plan: Plan, image: np.ndarray, meta: ModelMetadata, runner: InferenceRunner,
-                 deadline: float) -> list[dict[str, np.ndarray]]:
-    """An upstream plan's passes made and run (no pass: nothing to run)."""
-    if plan.n_passes == 0:
-        return []
-    passes: Sequence[Pass] = await asyncio.to_thread(plan.passes, image)
-    return await runner.run(meta, passes, deadline=deadline)
+@dataclass(frozen=True)
+class Job:
+    """One image of a request, ready to run: its decoded ``H x W x 3`` uint8 pixels, its
+    resolved request and its resolved upstream run (None: not needed)."""
+
+    image: np.ndarray
+    resolved: Any
+    upstream: UpstreamRun | None = None
+
+
+Outcome = Answer | ServiceError
+"""What one image of a request comes to: its answer, or the error that stopped it alone."""
+
+
+def _size(image: np.ndarray) -> tuple[int, int]:
+    return int(image.shape[0]), int(image.shape[1])
+
+
+async def _make_passes(plans: dict[int, Plan], jobs: Mapping[int, Job]) -> dict[int, Sequence[Pass]]:
+    """Each plan's passes (lazy ones stay lazy), made in a worker thread."""
+    return {i: await asyncio.to_thread(p.passes, jobs[i].image)
+            for i, p in plans.items() if p.n_passes}
+
+
+async def _infer(passes: dict[int, Sequence[Pass]], meta: ModelMetadata, runner: InferenceRunner,
+                 deadline: float, timings: Timings | None = None
+                 ) -> dict[int, list[dict[str, np.ndarray]]]:
+    """The passes of several images run as one runner request (one slot, one queue wait), so
+    that passes of different images with the same input shapes share backend calls."""
+    if not passes:
+        return {}
+    order = list(passes)
+    outputs = await runner.run(meta, chain_passes([passes[i] for i in order], meta),
+                               timings=timings, deadline=deadline)
+    split: dict[int, list[dict[str, np.ndarray]]] = {}
+    start = 0
+    for i in order:
+        split[i] = outputs[start:start + len(passes[i])]
+        start += len(passes[i])
+    return split
+
+
+async def _each(indices: Sequence[int], outcomes: list[Any], step: Callable[[int], Any]) -> dict[int, Any]:
+    """``step(i)`` in a worker thread for each image still running; a :class:`ServiceError`
+    ends that image alone (its outcome), any other error the request."""
+    done: dict[int, Any] = {}
+    for i in indices:
+        if outcomes[i] is not None:
+            continue
+        try:
+            done[i] = await asyncio.to_thread(step, i)
+        except ServiceError as exc:
+            outcomes[i] = exc
+    return done
 
 
 async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
                    resolved: Any, runner: InferenceRunner, limits: Limits, *,
                    timings: Timings | None = None, media: str = JSON,
                    upstream: UpstreamRun | None = None) -> Answer:
-    """plan -> passes -> infer -> merge -> respond for one decoded ``H x W x 3`` uint8 image.
+    """plan -> passes -> infer -> merge -> respond for one decoded ``H x W x 3`` uint8 image
+    (:func:`run_batch` of one image; its error is raised). The answer carries the timings."""
+    timings = timings if timings is not None else Timings()
+    (outcome,) = await run_batch(task, [Job(image, resolved, upstream)], meta, runner, limits,
+                                 timings=timings, media=media)
+    if isinstance(outcome, ServiceError):
+        raise outcome
+    if isinstance(outcome, TaskResult):
+        outcome.timings_ms = timings.as_ms()
+    return outcome
+
+
+async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceError],
+                    meta: ModelMetadata, runner: InferenceRunner, limits: Limits, *,
+                    timings: Timings | None = None, media: str = JSON) -> list[Outcome]:
+    """plan -> passes -> infer -> merge -> respond for the images of one request, in order.
+
+    A job that is already an error (its image did not decode) stays one. Each image is held to
+    the per-image limits, and a :class:`~service.errors.ServiceError` of its own steps (its
+    plan over a limit, its faces over ``max_faces``) is its outcome while the others go on.
+    The request as a whole is held to the ``max_request_*`` totals (422), one runner slot and
+    one deadline: the passes of all images run as one runner request, grouped by input shape
+    across images, so that images of one size share backend calls; errors of the runner and
+    the deadline (429, 503, 504) are the request's.
 
     CPU work runs in worker threads (the event loop stays free); stages are timed as
     ``preprocess``, ``queue``/``inference`` (by the runner), ``postprocess`` and ``encode``.
@@ -209,57 +304,93 @@ async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelM
     raised at once, the inference in flight is stopped and nothing further starts (a CPU step
     already running in a thread finishes there, its result unused).
 
-    ``upstream`` (from :func:`resolve_upstream`) runs first, within the same deadline, timed as
-    one stage named after its task; its merged answer goes to ``task.upstream.attach`` and only
-    then does ``task`` plan (its limits are checked then, before its pixel work).
+    A job's ``upstream`` (from :func:`resolve_upstream`) runs first, within the same deadline,
+    timed as one stage named after its task; its merged answer goes to ``task.upstream.attach``
+    and only then does ``task`` plan that image (its limits are checked then, before its pixel
+    work).
     """
     timings = timings if timings is not None else Timings()
-    size = (int(image.shape[0]), int(image.shape[1]))
-    up_plan = plan = None
-    if upstream is not None:
-        if task.upstream is None or task.upstream.task is not upstream.task:
-            raise ValueError(f"task {task.name} has no upstream {upstream.task.name}")
-        up_plan = upstream.task.plan(upstream.resolved, upstream.meta, size)
-        limits.check(up_plan, upstream.task.pixel_budget)
-    else:
-        plan = task.plan(resolved, meta, size)
-        limits.check(plan, task.pixel_budget)
+    outcomes: list[Any] = [j if isinstance(j, ServiceError) else None for j in jobs]
+    todo: dict[int, Job] = {i: j for i, j in enumerate(jobs) if isinstance(j, Job)}
+    resolved = {i: job.resolved for i, job in todo.items()}
+    plans: dict[int, Plan] = {}
+    up_plans: dict[int, Plan] = {}
+    for i, job in todo.items():  # every plan before any pixel work; an image over its limits fails alone
+        try:
+            if job.upstream is not None:
+                if task.upstream is None or task.upstream.task is not job.upstream.task:
+                    raise ValueError(f"task {task.name} has no upstream {job.upstream.task.name}")
+                up_plans[i] = job.upstream.task.plan(job.upstream.resolved, job.upstream.meta,
+                                                     _size(job.image))
+                limits.check(up_plans[i], job.upstream.task.pixel_budget)
+            else:
+                plans[i] = task.plan(job.resolved, meta, _size(job.image))
+                limits.check(plans[i], task.pixel_budget)
+        except ServiceError as exc:
+            plans.pop(i, None)
+            up_plans.pop(i, None)
+            outcomes[i] = exc
+    limits.check_total(list(plans.values()), task.pixel_budget)
+    if task.upstream is not None:
+        limits.check_total(list(up_plans.values()), task.upstream.task.pixel_budget)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout_s
     try:
         async with asyncio.timeout_at(deadline):
-            if upstream is not None and up_plan is not None and task.upstream is not None:
-                # The upstream's queue and inference are inside its one stage.
-                with timings.stage(upstream.task.name):
-                    up_out = await _infer(up_plan, image, upstream.meta, runner, deadline)
-                    found = await asyncio.to_thread(upstream.task.merge, up_plan, up_out)
-                del up_out
-                resolved = task.upstream.attach(resolved, found, upstream)
-                plan = task.plan(resolved, meta, size)
-                limits.check(plan, task.pixel_budget)
-            assert plan is not None
+            if up_plans and task.upstream is not None:
+                await _run_upstream(task, todo, up_plans, plans, resolved, outcomes, meta, runner,
+                                    limits, deadline, timings)
             with timings.stage("preprocess"):
-                passes: Sequence[Pass] = (await asyncio.to_thread(plan.passes, image)
-                                          if plan.n_passes else [])
-            outputs = (await runner.run(meta, passes, timings=timings, deadline=deadline)
-                       if passes else [])
+                passes = await _make_passes(plans, todo)
+            outputs = await _infer(passes, meta, runner, deadline, timings)
             del passes  # the inputs of a large request are not kept during the merge
             with timings.stage("postprocess"):
-                merged = await asyncio.to_thread(task.merge, plan, outputs)
+                merged = await _each(list(plans), outcomes,
+                                     lambda i: task.merge(plans[i], outputs.pop(i, [])))
             del outputs
             with timings.stage("encode"):
-                answer = await asyncio.to_thread(task.respond, image, meta, resolved, plan,
-                                                 merged, media)
+                answers = await _each(list(merged), outcomes, lambda i: task.respond(
+                    todo[i].image, meta, resolved[i], plans[i], merged.pop(i), media))
+            for i, answer in answers.items():
+                outcomes[i] = answer
     except TimeoutError:
         raise Timeout(f"the request did not finish within {limits.timeout_s:g} s") from None
     finally:
         # Large images weigh as much as many network pixels (decoded, as floats, merged maps).
-        work = max(plan.n_pixels if plan is not None else 0,
-                   up_plan.n_pixels if up_plan is not None else 0,
-                   int(image.shape[0]) * int(image.shape[1]))
+        work = max([p.n_pixels for p in (*plans.values(), *up_plans.values())]
+                   + [j.image.shape[0] * j.image.shape[1] for j in todo.values()] + [0])
         if limits.release_memory_pixels and work >= limits.release_memory_pixels:
             # Off the request's path: the answer does not wait for the trim (~25 ms).
             loop.run_in_executor(None, memory.release)
-    if isinstance(answer, TaskResult):
-        answer.timings_ms = timings.as_ms()
-    return answer
+    return outcomes
+
+
+async def _run_upstream(task: TaskDef[Any, Any, Any], jobs: Mapping[int, Job],
+                        up_plans: dict[int, Plan], plans: dict[int, Plan],
+                        resolved: dict[int, Any], outcomes: list[Any], meta: ModelMetadata,
+                        runner: InferenceRunner, limits: Limits, deadline: float,
+                        timings: Timings) -> None:
+    """The upstream task of the images that need it (one runner request per upstream model),
+    its answers attached to their requests, and those images planned (into ``plans``)."""
+    assert task.upstream is not None
+    up = task.upstream
+    # The upstream's queue and inference are inside its one stage.
+    with timings.stage(up.task.name):
+        by_model: dict[str, list[int]] = {}
+        for i in up_plans:
+            by_model.setdefault(jobs[i].upstream.meta.name, []).append(i)  # type: ignore[union-attr]
+        for idx in by_model.values():
+            group = {i: up_plans[i] for i in idx}
+            up_meta = jobs[idx[0]].upstream.meta  # type: ignore[union-attr]
+            outputs = await _infer(await _make_passes(group, jobs), up_meta, runner, deadline)
+            found = await _each(idx, outcomes, lambda i: up.task.merge(group[i], outputs.pop(i, [])))
+            del outputs
+            for i, merged in found.items():
+                try:
+                    resolved[i] = up.attach(resolved[i], merged, jobs[i].upstream)
+                    plans[i] = task.plan(resolved[i], meta, _size(jobs[i].image))
+                    limits.check(plans[i], task.pixel_budget)
+                except ServiceError as exc:
+                    plans.pop(i, None)
+                    outcomes[i] = exc
+    limits.check_total(list(plans.values()), task.pixel_budget)

@@ -13,10 +13,16 @@ from service.imaging.encode import b64, image_bytes
 
 
 class ImageInput(BaseModel):
-    """JSON request carrying the image as base64 (standard or URL-safe alphabet; data URLs allowed)."""
+    """JSON request carrying the image as base64 (standard or URL-safe alphabet; data URLs
+    allowed), or several images (``images``; exactly one of the two)."""
 
-    image: str = Field(min_length=1, description="Base64-encoded image file (JPEG, PNG, WebP, "
-                       "BMP, TIFF); a data URL is accepted too.")
+    image: str | None = Field(None, min_length=1, description="Base64-encoded image file (JPEG, "
+                              "PNG, WebP, BMP, TIFF); a data URL is accepted too.")
+    images: list[str | dict[str, Any]] | None = Field(
+        None, min_length=1, description="Several images instead of 'image' (at most max_images): "
+        "each a base64 string, or an object with its 'image' and this endpoint's per-image "
+        "fields (landmarks: 'faces'). The answer lists the results in order; an image that "
+        "fails alone is an error item.")
 
 
 COORDINATE_FRAME = "pixels; the top-left pixel covers [0,1]x[0,1] (its centre is 0.5,0.5)"
