@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import httpx
 import numpy as np
@@ -71,6 +71,28 @@ class _Requests:
         return {"method": "POST", "url": f"{self.base_url}{path}", "data": fields,
                 "files": {"file": (name, data, media)}, "headers": {"Accept": accept}}
 
+    def batch_request(self, path: str, images: Sequence[ImageInput], options: dict[str, Any],
+                      extras: dict[str, Any]) -> dict[str, Any]:
+        """Several images in one request: one ``file`` part each, in order."""
+        req = self.task_request(path, images[0], options, extras)
+        req["files"] = [("file", image_file(im)) for im in images]
+        return req
+
+    def parsed_batch(self, response: httpx.Response, parse: Callable[[dict], T]
+                     ) -> list[T | GatewayError]:
+        """A several-image answer: each image's result, or the :class:`GatewayError` of an
+        image that failed alone."""
+        results = self.check(response).json()["results"]
+        out: list[T | GatewayError] = []
+        for item in results:
+            if "error" in item:
+                err = item["error"]
+                out.append(GatewayError(item["status"], err.get("code", "error"),
+                                        err.get("message", ""), response))
+            else:
+                out.append(self.parsed_body(item, parse))
+        return out
+
     def wait(self, response: Optional[httpx.Response], attempt: int) -> float:
         """Seconds to wait before retry ``attempt`` (1-based): ``Retry-After`` when the answer
         has one, else an exponential back-off with jitter; at most ``max_retry_wait``."""
@@ -88,7 +110,10 @@ class _Requests:
         return response
 
     def parsed(self, response: httpx.Response, parse: Callable[[dict], T]) -> T:
-        result = parse(self.check(response).json())
+        return self.parsed_body(self.check(response).json(), parse)
+
+    def parsed_body(self, body: dict, parse: Callable[[dict], T]) -> T:
+        result = parse(body)
         model = getattr(result, "model", None)
         if model is not None and model.random_init and model.name not in self._warned:
             self._warned.add(model.name)
@@ -193,6 +218,27 @@ class Client:
         req = self._r.task_request("/detect", image, {"model": model, **options}, {})
         return self._r.parsed(self._send(**req), Detections.of)
 
+    # -- several images per request ----------------------------------------------------------
+    def segment_many(self, images: Sequence[ImageInput], *, model: Optional[str] = None,
+                     **options: Any) -> list[Segmentation | GatewayError]:
+        """``POST /segment`` with several images in one request: the results in order, an
+        image that failed alone as its :class:`GatewayError` (the others still answered)."""
+        req = self._r.batch_request("/segment", images, {"model": model, **options}, {})
+        return self._r.parsed_batch(self._send(**req), Segmentation.of)
+
+    def landmarks_many(self, images: Sequence[ImageInput], *, faces: Optional[Any] = None,
+                       model: Optional[str] = None, **options: Any) -> list[Landmarks | GatewayError]:
+        """``POST /landmarks`` with several images (``faces`` applies to every image)."""
+        req = self._r.batch_request("/landmarks", images, {"model": model, **options},
+                                    {"faces": faces})
+        return self._r.parsed_batch(self._send(**req), Landmarks.of)
+
+    def detect_many(self, images: Sequence[ImageInput], *, model: Optional[str] = None,
+                    **options: Any) -> list[Detections | GatewayError]:
+        """``POST /detect`` with several images in one request."""
+        req = self._r.batch_request("/detect", images, {"model": model, **options}, {})
+        return self._r.parsed_batch(self._send(**req), Detections.of)
+
 
 class AsyncClient:
     """The same methods as :class:`Client`, as coroutines (``async with AsyncClient(url)``)."""
@@ -264,3 +310,20 @@ class AsyncClient:
                      ) -> Detections:
         req = self._r.task_request("/detect", image, {"model": model, **options}, {})
         return self._r.parsed(await self._send(**req), Detections.of)
+
+    async def segment_many(self, images: Sequence[ImageInput], *, model: Optional[str] = None,
+                           **options: Any) -> list[Segmentation | GatewayError]:
+        req = self._r.batch_request("/segment", images, {"model": model, **options}, {})
+        return self._r.parsed_batch(await self._send(**req), Segmentation.of)
+
+    async def landmarks_many(self, images: Sequence[ImageInput], *, faces: Optional[Any] = None,
+                             model: Optional[str] = None, **options: Any
+                             ) -> list[Landmarks | GatewayError]:
+        req = self._r.batch_request("/landmarks", images, {"model": model, **options},
+                                    {"faces": faces})
+        return self._r.parsed_batch(await self._send(**req), Landmarks.of)
+
+    async def detect_many(self, images: Sequence[ImageInput], *, model: Optional[str] = None,
+                          **options: Any) -> list[Detections | GatewayError]:
+        req = self._r.batch_request("/detect", images, {"model": model, **options}, {})
+        return self._r.parsed_batch(await self._send(**req), Detections.of)

@@ -85,6 +85,31 @@ def test_async_client_runs_requests_concurrently(gateway_url, street):
     assert {"seg_cityscapes", "face_300w"} <= {m["name"] for m in models} and ready
 
 
+def test_several_images_per_request(gateway_url, detector_url, street):
+    """``*_many``: one request, the results in order, equal to one call per image; a broken
+    image is its own GatewayError in the list."""
+    other = np.ascontiguousarray(street[::-1])
+    with Client(gateway_url) as client:
+        many = client.segment_many([street, other, b"\x89PNG\r\n\x1a\nbroken", street],
+                                   model="seg_cityscapes")
+        one = client.segment(other, model="seg_cityscapes")
+        faces = client.landmarks_many([photo_png((64, 64), "astronaut")] * 2,
+                                      faces=[[10, 5, 50, 55]])
+    assert isinstance(many[2], GatewayError) and many[2].status == 400
+    assert many[2].code == "invalid_image"
+    np.testing.assert_array_equal(many[1].label_map, one.label_map)
+    np.testing.assert_array_equal(many[0].label_map, many[3].label_map)
+    assert [f.faces[0].box for f in faces] == [[10, 5, 50, 55]] * 2
+
+    async def detect():
+        async with AsyncClient(detector_url) as client:
+            return await client.detect_many([photo_png((160, 120), "astronaut")] * 2,
+                                            score_threshold=0.0)
+
+    dets = asyncio.run(detect())
+    assert len(dets) == 2 and list(dets[0].scores) == list(dets[1].scores)
+
+
 def test_errors_carry_the_gateways_code_and_message(gateway_url, street):
     with Client(gateway_url) as client:
         with pytest.raises(GatewayError) as info:

@@ -60,8 +60,10 @@ def test_docs_and_openapi(gateway_url):
     # All three task answers document the same head and encoded-image pieces.
     schemas = spec["components"]["schemas"]
     for path in ("/segment", "/landmarks", "/detect"):
-        ref = spec["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
-        props = schemas[ref["$ref"].split("/")[-1]]["properties"]
+        answer = spec["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
+        one, several = answer["schema"]["anyOf"]  # one image, or several (issue 14)
+        props = schemas[one["$ref"].split("/")[-1]]["properties"]
+        assert several["$ref"].endswith("BatchResponse"), path
         assert props["model"] == {"$ref": "#/components/schemas/ModelUsed"}, path
         assert {"random_init", "image_size", "options", "timings_ms", "overlay"} <= set(props), path
         assert {"$ref": "#/components/schemas/EncodedImage"} in props["overlay"]["anyOf"], path

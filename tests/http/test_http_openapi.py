@@ -91,7 +91,9 @@ def test_bounds_in_the_schema_are_the_servers(spec, endpoints, gateway_url, live
     b64 = base64.b64encode(png).decode()
     seg_json = _op(spec, "/segment")["requestBody"]["content"]["application/json"]["schema"]
     # image: minLength 1
-    assert seg_json["properties"]["image"]["minLength"] == 1
+    image = seg_json["properties"]["image"]["anyOf"]  # a string, or null when 'images' is sent
+    assert {"type": "string", "minLength": 1} in image and {"type": "null"} in image
+    assert seg_json["properties"]["images"]["anyOf"][0]["minItems"] == 1
     r = httpx.post(f"{gateway_url}/segment", json={"image": ""}, timeout=60)
     assert 400 <= r.status_code < 500 and "error" in r.json()
     # scales: 1..8 items, each in [0.1, 4]

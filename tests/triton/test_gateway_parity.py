@@ -233,3 +233,26 @@ def test_faces_and_landmarks_without_boxes_match(gateways: dict[str, str],
         got_points = np.asarray([f["landmarks"] for f in got["faces"]], np.float64)
         assert got_points.shape == points.shape
         assert np.abs(got_points - points).max() <= 1e-3, f"{protocol}: landmarks differ"
+
+
+def test_several_images_per_request_through_triton(gateways: dict[str, str],
+                                                   photos: dict[str, bytes]) -> None:
+    """A several-image request (issue 14) through Triton answers what the embedded gateway
+    answers: the same label maps per image, a broken image failing alone."""
+    files = [("file", (f"{i}.png", p, "image/png")) for i, p in enumerate(
+        [photos["coffee"], photos["astronaut"], b"\x89PNG\r\n\x1a\nbroken", photos["coffee"]])]
+    data = {"options": json.dumps({"model": "seg_cityscapes", "scales": [0.75, 1.0],
+                                   "flip": True})}
+    bodies = {}
+    for name, base in gateways.items():
+        r = httpx.post(f"{base}/segment", files=files, data=data, timeout=300)
+        assert r.status_code == 200, r.text
+        bodies[name] = r.json()
+    for name, body in bodies.items():
+        assert body["images"] == 4 and body["failed"] == 1, name
+        assert body["results"][2]["error"]["code"] == "invalid_image"
+        maps = [res["label_map"]["data"] if "label_map" in res else None for res in body["results"]]
+        ref = [res["label_map"]["data"] if "label_map" in res else None
+               for res in bodies["embedded"]["results"]]
+        assert maps == ref, name
+        assert maps[0] == maps[3]
