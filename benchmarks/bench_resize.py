@@ -1,4 +1,5 @@
-"""The merge's resampling primitives: banded GEMM vs exact 2-tap gathers, on the merge's shapes.
+"""The merge's resampling primitives (banded GEMM vs exact 2-tap gathers, on the merge's shapes),
+and the whole-image resize of the passes (OpenCV vs the NumPy gathers it replaced).
 
     .venv/bin/python benchmarks/bench_resize.py [--repeat 15] [--channels 19] [--rows 8]
 
@@ -23,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.imaging.resize import (  # noqa: E402
-    axis_coeffs, gather_last, gather_rows, matmul_last, matmul_rows, resize_bilinear, resize_finite,
+    axis_coeffs, gather_last, gather_rows, matmul_last, matmul_rows, resize_bilinear, resize_image,
 )
 
 
@@ -65,12 +66,16 @@ def main() -> None:
         t = cpu_us(lambda: gather_rows(x, ch, s0, s0 + r), n)
         print(f"  {h_in:5d} -> {h_out:5d}, W {w:5d}                      {g:8.0f}  {t:9.0f}  {g / t:11.2f}")
 
-    print("whole image (3, h, w) -> (3, H, W), make_passes      gemm us  gather us  gemm/gather")
-    for src, dst in [((512, 1024), (896, 1792)), ((1024, 2048), (256, 512)), ((512, 1024), (384, 768))]:
-        x = (rng.uniform(0, 255, size=(3, *src))).astype(np.float32)
-        g = cpu_us(lambda: resize_finite(x, dst), max(3, n // 3))
-        t = cpu_us(lambda: resize_bilinear(x, dst), max(3, n // 3))
-        print(f"  {src} -> {dst}              {g:8.0f}  {t:9.0f}  {g / t:11.2f}")
+    print("whole image (h, w, 3) -> (H, W, 3), the passes' resize  opencv us  gather us  cv/gather")
+    for src, dst in [((1024, 2048), (1792, 3584)), ((1024, 2048), (512, 1024)),
+                     ((400, 600), (480, 720)), ((1365, 2048), (800, 1200))]:
+        u8 = rng.integers(0, 256, size=(*src, 3), dtype=np.uint8)
+        f32 = u8.astype(np.float32)
+        reps = max(3, n // 3)
+        for name, x in (("uint8", u8), ("float32", f32)):
+            g = cpu_us(lambda: resize_image(x, dst), reps)
+            t = cpu_us(lambda: resize_bilinear(x, dst, layout="hwc"), reps)
+            print(f"  {name:7s} {src} -> {dst}   {g:8.0f}  {t:9.0f}  {g / t:11.3f}")
 
 
 if __name__ == "__main__":
