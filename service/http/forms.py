@@ -159,11 +159,6 @@ class ParsedRequest(Generic[O]):
     batch: bool = False
     """Several images were sent (file parts, or a JSON ``images`` list): the answer is a list."""
 
-    @property
-    def data(self) -> bytes:
-        """The first image's bytes."""
-        return self.images[0].data if self.images else b""
-
     def take_images(self) -> list[ImagePart]:
         """The images, forgotten here (large uploads are not kept during inference)."""
         images, self.images = self.images, []
