@@ -48,7 +48,9 @@ def startup_lines(settings: Settings, backend: str, models: dict[str, ModelMetad
     lines.append(
         f"limits: body {settings.max_body_bytes} B, image {settings.max_pixels} px (side "
         f"{settings.max_image_side}), {settings.max_faces} faces, {settings.max_passes} passes / "
-        f"{settings.max_network_pixels} network px per request; {settings.max_concurrency} "
+        f"{settings.max_network_pixels} network px per image; {settings.max_images} images / "
+        f"{settings.max_request_pixels} px / {settings.max_request_network_pixels} network px "
+        f"per request; {settings.max_concurrency} "
         f"running + {settings.max_queue} queued, batch {settings.max_batch}, deadline "
         f"{settings.request_timeout_s:g} s")
     return lines
