@@ -262,6 +262,12 @@ class TierDeltas(_Frozen):
         "max(FP32, tier) detections, all images.")
     mean_box_iou: float | None = None
     max_score_diff: float | None = None
+    # any task, TensorRT plans: the raw outputs (logits, heatmaps) against the ONNX graph's
+    max_output_error: float | None = Field(
+        None, description="Largest absolute difference of any raw output value (logits, "
+        "heatmaps) from FP32's.")
+    max_output_rel_error: float | None = Field(
+        None, description="max_output_error over the largest FP32 output magnitude, worst input.")
     # speed at export (one machine, the export's sizes; the benchmarks measure it properly)
     ms_per_pass: float | None = None
     fp32_ms_per_pass: float | None = None
