@@ -8,7 +8,8 @@ A task (``service/tasks/<task>/``) is four steps over one decoded image, in this
 2. ``plan(resolved, meta, image_size)``: the network passes the request needs (scales, flips,
    windows, face crops, detection resizes). A :class:`Plan` knows its pass count and network
    pixels, so the limits are checked before any pixel work; ``plan.passes(image)`` makes them;
-3. ``merge(plan, outputs)``: the official ensembling or decoding of the passes' outputs;
+3. ``merge(plan, outputs)``: the official ensembling or decoding of the passes' outputs (or
+   ``device_merge``, the same run by the backend where the network runs, when it can);
 4. ``respond(image, meta, resolved, plan, merged, media)``: the answer in the negotiated media
    type (a task response model, or :class:`Binary` bytes).
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Protocol, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -140,6 +141,10 @@ class TaskDef(Generic[Resolved, PlanT, Merged]):
     """The :class:`Limits` field bounding this task's network pixels."""
     upstream: "Upstream | None" = None
     """Another task whose answer some requests of this one need first (landmarks: faces)."""
+    device_merge: Callable[[Any, list[dict[str, np.ndarray]], Any, InferenceRunner],
+                           Awaitable[Any | None]] | None = None
+    """The merge run by the backend where the network runs (segmentation's merge graph); its
+    None means "not here": ``merge`` runs in the gateway instead."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,10 @@ async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelM
                        if passes else [])
             del passes  # the inputs of a large request are not kept during the merge
             with timings.stage("postprocess"):
-                merged = await asyncio.to_thread(task.merge, plan, outputs)
+                merged = (await task.device_merge(plan, outputs, meta, runner)
+                          if task.device_merge is not None else None)
+                if merged is None:
+                    merged = await asyncio.to_thread(task.merge, plan, outputs)
             del outputs
             with timings.stage("encode"):
                 answer = await asyncio.to_thread(task.respond, image, meta, resolved, plan,
