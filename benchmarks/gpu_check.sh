@@ -66,7 +66,12 @@ t0=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET_S:-470}  # the whole run, seconds (the machine is lent for ~15 min)
 say() { echo "[gpu_check.sh +$(( $(date +%s) - t0 ))s] $*" >&2; }
 # Seconds left of the budget, at most $1 (a step's own cap), at least 30.
-left() { local l=$(( BUDGET - ($(date +%s) - t0) )); (( l > $1 )) && l=$1; (( l < 30 )) && l=30; echo "$l"; }
+left() {
+  local l=$(( BUDGET - ($(date +%s) - t0) ))
+  (( l > $1 )) && l=$1
+  (( l < 30 )) && l=30
+  echo "$l"
+}
 
 if [[ $MODE == gpu ]] && ! command -v nvidia-smi >/dev/null; then
   say "no nvidia-smi: not a GPU machine (use --cpu to try the steps on CPU)"; exit 2

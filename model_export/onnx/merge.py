@@ -96,8 +96,10 @@ def _region_body() -> onnx.GraphProto:
     nodes += [helper.make_node("Exp", ["up"], ["up_exp"]),
               helper.make_node("Where", ["take_exp", "up_exp", "up"], ["scores"])]
     # pass pixels -> source image (window mask and 1/count folded into the weights)
-    nodes += _two_tap("dny", "scores", region("down_rows"), region("down_row_w"), axis=1, rank=3, c="b_")
-    nodes += _two_tap("dn", "dny", region("down_cols"), region("down_col_w"), axis=2, rank=3, c="b_")
+    nodes += _two_tap("dny", "scores", region("down_rows"), region("down_row_w"), axis=1, rank=3,
+                      c="b_")
+    nodes += _two_tap("dn", "dny", region("down_cols"), region("down_col_w"), axis=2, rank=3,
+                      c="b_")
     nodes += [helper.make_node("Add", ["acc_in", "dn"], ["acc_out"]),
               helper.make_node("Identity", ["cond_in"], ["cond_out"])]
     return helper.make_graph(
