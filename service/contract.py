@@ -70,6 +70,7 @@ MERGE_INPUTS = (
     "up_rows", "up_row_w", "up_cols", "up_col_w",
     "down_rows", "down_row_w", "down_cols", "down_col_w",
     "final_rows", "final_row_w", "final_cols", "final_col_w", "take_exp", "with_confidence",
+    "down_identity", "final_identity",
 )
 MERGE_OUTPUTS = ("labels", "confidence")
 

@@ -20,7 +20,10 @@ Inputs (N regions: a window or a whole image of a scale, flip pairs averaged in 
   (windows form a grid, so the count is a product of a row and a column count);
 * ``final_rows`` / ``final_cols`` INT64 ``[2, H|W]`` and weights: LIP's square back to the
   original size (identity otherwise); ``take_exp`` BOOL ``[]`` (False: one whole pass at the
-  original size, whose argmax needs no ``exp``); ``with_confidence`` BOOL ``[]``.
+  original size, whose argmax needs no ``exp``); ``with_confidence`` BOOL ``[]``;
+  ``down_identity`` BOOL ``[N]`` (a whole pass at the source size: its crop, no gathers) and
+  ``final_identity`` BOOL ``[]`` (no final resize): full-resolution work skipped where the
+  tables would be the identity.
 
 Outputs: ``labels`` UINT8 ``[H, W]`` and ``confidence`` FP32 (``[H, W]``, or ``[0, 0]`` unless
 asked): only these cross back to the caller. Regions are folded in one at a time (a ``Loop``),
@@ -95,12 +98,26 @@ def _region_body() -> onnx.GraphProto:
     nodes += _two_tap("up", "upx", region("up_rows"), region("up_row_w"), axis=1, rank=3, c="b_")
     nodes += [helper.make_node("Exp", ["up"], ["up_exp"]),
               helper.make_node("Where", ["take_exp", "up_exp", "up"], ["scores"])]
-    # pass pixels -> source image (window mask and 1/count folded into the weights)
-    nodes += _two_tap("dny", "scores", region("down_rows"), region("down_row_w"), axis=1, rank=3,
-                      c="b_")
-    nodes += _two_tap("dn", "dny", region("down_cols"), region("down_col_w"), axis=2, rank=3,
-                      c="b_")
-    nodes += [helper.make_node("Add", ["acc_in", "dn"], ["acc_out"]),
+    # pass pixels -> source image (window mask and 1/count folded into the weights); a whole
+    # pass at the source size is just its top-left crop (no full-resolution gathers).
+    down = _two_tap("dny", "scores", region("down_rows"), region("down_row_w"), axis=1, rank=3,
+                    c="d_")
+    down += _two_tap("dn_g", "dny", region("down_cols"), region("down_col_w"), axis=2, rank=3,
+                     c="d_")
+    gathers = helper.make_graph(
+        [_const("d_k0", np.array(0, np.int64)), _const("d_k1", np.array(1, np.int64)),
+         _const("d_ax_last", np.array([1], np.int64)), *down], "down_gathers", [],
+        [helper.make_tensor_value_info("dn_g", F32, ["C", "Hs", "Ws"])])
+    crop = helper.make_graph(
+        [_const("c_s1", np.array([1], np.int64)), _const("c_s3", np.array([3], np.int64)),
+         _const("c_zero", np.array([0, 0], np.int64)), _const("c_axes", np.array([1, 2], np.int64)),
+         helper.make_node("Shape", ["acc_in"], ["c_shape"]),
+         helper.make_node("Slice", ["c_shape", "c_s1", "c_s3"], ["c_hw"]),
+         helper.make_node("Slice", ["scores", "c_zero", "c_hw", "c_axes"], ["dn_c"])],
+        "down_crop", [], [helper.make_tensor_value_info("dn_c", F32, ["C", "Hs", "Ws"])])
+    nodes += [helper.make_node("If", [region("down_identity")], ["dn"], then_branch=crop,
+                               else_branch=gathers),
+              helper.make_node("Add", ["acc_in", "dn"], ["acc_out"]),
               helper.make_node("Identity", ["cond_in"], ["cond_out"])]
     return helper.make_graph(
         nodes, "region",
@@ -148,6 +165,7 @@ def build_merge_graph() -> onnx.ModelProto:
         "final_rows": (I64, [2, "H"]), "final_row_w": (F32, [2, "H"]),
         "final_cols": (I64, [2, "W"]), "final_col_w": (F32, [2, "W"]),
         "take_exp": (BOOL, []), "with_confidence": (BOOL, []),
+        "down_identity": (BOOL, ["N"]), "final_identity": (BOOL, []),
     }
     assert tuple(ins) == MERGE_INPUTS
     nodes = [
@@ -169,10 +187,18 @@ def build_merge_graph() -> onnx.ModelProto:
         helper.make_node("Squeeze", ["n1", "s0"], ["trips"]),
         helper.make_node("Loop", ["trips", "true", "acc0"], ["acc"], body=_region_body()),
     ]
-    # LIP: the summed scores to the original size (identity tables otherwise); rows first.
-    nodes += _two_tap("fy", "acc", "final_rows", "final_row_w", axis=1, rank=3, c="m_")
-    nodes += _two_tap("final", "fy", "final_cols", "final_col_w", axis=2, rank=3, c="m_")
+    # LIP: the summed scores to the original size (rows first); the sum itself otherwise.
+    final = _two_tap("fy", "acc", "final_rows", "final_row_w", axis=1, rank=3, c="f_")
+    final += _two_tap("final_g", "fy", "final_cols", "final_col_w", axis=2, rank=3, c="f_")
+    resize = helper.make_graph(
+        [_const("f_k0", np.array(0, np.int64)), _const("f_k1", np.array(1, np.int64)),
+         _const("f_ax_last", np.array([1], np.int64)), *final], "final_resize", [],
+        [helper.make_tensor_value_info("final_g", F32, ["C", "H", "W"])])
+    same = helper.make_graph([helper.make_node("Identity", ["acc"], ["final_i"])], "final_same",
+                             [], [helper.make_tensor_value_info("final_i", F32, ["C", "H", "W"])])
     nodes += [
+        helper.make_node("If", ["final_identity"], ["final"], then_branch=same,
+                         else_branch=resize),
         helper.make_node("ArgMax", ["final"], ["arg"], axis=0, keepdims=0),  # first max wins
         helper.make_node("Cast", ["arg"], ["labels"], to=TensorProto.UINT8),
         helper.make_node("If", ["with_confidence"], ["confidence"],

@@ -118,6 +118,7 @@ def merge_feed(plan: SegPlan, logits: list[np.ndarray], *,
         feed[key] = np.zeros((n, 2, shape), np.int64)
         feed[key.replace("rows", "row_w").replace("cols", "col_w")] = np.zeros((n, 2, shape),
                                                                                np.float32)
+    feed["down_identity"] = np.zeros(n, bool)
     counts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k, (p, win) in enumerate(regions):
         sp = scale_of[p]
@@ -138,6 +139,7 @@ def merge_feed(plan: SegPlan, logits: list[np.ndarray], *,
                                   1.0 / _counts({(v.x0, v.x1) for v in sp.windows}, w))
         inv_y, inv_x = counts[id(sp)]
         same = sp.size == plan.source_size
+        feed["down_identity"][k] = same and sp.windows is None  # the pass's top-left crop
         cy = _identity(Hs) if same else axis_coeffs(sp.size[0], Hs, ac)
         cx = _identity(Ws) if same else axis_coeffs(sp.size[1], Ws, ac)
         feed["down_rows"][k], feed["down_row_w"][k] = _down(cy, win.y0, win.y1, inv_y, ph)
@@ -151,7 +153,7 @@ def merge_feed(plan: SegPlan, logits: list[np.ndarray], *,
     feed["final_rows"], feed["final_row_w"] = _taps(fr, H)
     feed["final_cols"], feed["final_col_w"] = _taps(fc, W)
     feed.update(flip=np.array(plan.flip), channel_perm=perm, take_exp=np.array(not fast),
-                with_confidence=np.array(bool(with_confidence)))
+                with_confidence=np.array(bool(with_confidence)), final_identity=np.array(not lip))
     return feed
 
 
