@@ -167,7 +167,16 @@ def graph_client(model_repo):
     settings = Settings(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1,
                         max_passes=512, merge_on_device="on")
     with TestClient(create_app(settings)) as c:
-        assert c.app.state.backend.merge_models() >= {"seg_cityscapes", "seg_pascal", "seg_lip"}
+        backend = c.app.state.backend
+        assert backend.merge_models() >= {"seg_cityscapes", "seg_pascal", "seg_lip"}
+        real, c.merge_calls = backend.infer, []
+
+        async def counting(model, inputs):  # proves the graph merged (no silent fallback)
+            if model.endswith("/merge"):
+                c.merge_calls.append(model)
+            return await real(model, inputs)
+
+        backend.infer = counting
         yield c
 
 
@@ -203,11 +212,13 @@ def test_label_map_matches_official(case, client, graph_client, exported_models)
         n_classes = len(np.unique(ref))
         assert n_classes >= 3, "degenerate reference: random model predicts too few classes"
         for merge, gateway in (("gateway", client), ("graph", graph_client)):
+            merges = len(graph_client.merge_calls)
             r = gateway.post(
                 "/segment", files={"file": ("x.png", _png(rgb), "image/png")},
                 data={"options": json.dumps(opts)}, headers={"Accept": "image/png"},
             )
             assert r.status_code == 200, r.text
+            assert len(graph_client.merge_calls) == merges + (merge == "graph")
             got = np.array(Image.open(io.BytesIO(r.content)))
             assert got.shape == ref.shape == rgb.shape[:2]
             agree = float((got == ref).mean())
