@@ -108,13 +108,22 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", choices=["zero", "random", "none"], default="zero",
                    help="Triton model_warmup sample at a representative size")
     t = p.add_argument_group("precision tiers", "lower-precision entries beside the FP32 one "
-                             "(<name>_bf16, <name>_int8, <name>_trt, <name>_trt_int8), each "
+                             "(<name>_bf16, <name>_int8, <name>_trt, <name>_trt_fp32, "
+                             "<name>_trt_int8), each "
                              "measured against FP32 on the parity photos (and --precision-images)")
     t.add_argument("--precision", nargs="+", default=["fp32"], metavar="TIER",
                    choices=["fp32", "bf16", "int8"],
                    help="CPU tiers: fp32 (always written; the default model), bf16, int8")
     t.add_argument("--tensorrt-precision", nargs="+", default=[], metavar="TIER",
-                   choices=["fp16", "int8"], help="GPU tiers: TensorRT plans (needs tensorrt + GPU)")
+                   choices=["fp32", "fp16", "int8"],
+                   help="GPU tiers: TensorRT plans (needs tensorrt + GPU), each run and checked "
+                   "against the ONNX graph (docs/precision.md: its limits per precision)")
+    t.add_argument("--plan-max-error", type=float, metavar="REL",
+                   help="TensorRT plans: fail above this output error relative to the largest "
+                   "ONNX output (default fp32 1e-3, fp16 5e-2, int8 none)")
+    t.add_argument("--plan-min-label-agreement", type=float, metavar="F",
+                   help="TensorRT segmentation plans: fail below this pixel agreement with the "
+                   "ONNX graph's labels, worst image (default fp32 0.999, fp16 0.99)")
     t.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], default="auto",
                    help="engine of the CPU tiers (auto: the fastest measured that meets the "
                    "thresholds; BF16 runs on OpenVINO)")
@@ -235,6 +244,7 @@ def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
     from model_export.onnx.hrnet import DEFAULT_OPSET
     from model_export.pipeline import ExportRequest
     from model_export.precision.tiers import PrecisionOptions, TierThresholds
+    from model_export.precision.plan_check import PlanThresholds
     from model_export.repository import TritonOptions
 
     return ExportRequest(
@@ -264,7 +274,9 @@ def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
                 min_label_agreement=a.min_label_agreement,
                 min_class_agreement=a.min_class_agreement, max_nme=a.max_nme,
                 max_displacement_px=a.max_landmark_shift,
-                min_box_agreement=a.min_box_agreement)),
+                min_box_agreement=a.min_box_agreement),
+            plan_thresholds=PlanThresholds(max_rel_error=a.plan_max_error,
+                                           min_label_agreement=a.plan_min_label_agreement)),
     )
 
 

@@ -9,6 +9,7 @@ detection resize limit and test settings), which it records in the notes. Torch-
 from __future__ import annotations
 
 from service.contract import (
+    MERGE_GRAPH_FILENAME,
     BOXES,
     CLASSIFICATORS,
     HEATMAPS,
@@ -198,6 +199,8 @@ def build_metadata(
     seg = lm = det = face = None
     if task == "segmentation":
         seg = segmentation_protocol(ds, base_size=base_size, crop_size=crop_size)
+        # Every segmentation entry carries the merge graph (written by write_entry).
+        seg = seg.model_copy(update={"merge_graph": MERGE_GRAPH_FILENAME})
         official = ds.segmentation
         assert official is not None
         if seg.base_size != official.base_size or tuple(seg.crop_size) != tuple(official.crop_size):

@@ -254,8 +254,9 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     tiers, plan_message = _build_tiers(req, exporter, options, onnx_path, staging, metadata, log)
     failed = [f"{t.name}: " + "; ".join(t.failures) for t in tiers if t.failures]
     if failed:
-        raise ParityError("precision tier(s) differ from FP32 beyond the thresholds "
-                          f"({req.precision.thresholds}):\n  " + "\n  ".join(failed)
+        raise ParityError("precision tier(s) differ from FP32 or their ONNX graph beyond the "
+                          f"thresholds ({req.precision.thresholds}; TensorRT plans: "
+                          "docs/precision.md):\n  " + "\n  ".join(failed)
                           + f"\nNothing was written; the export is kept in {staging} for "
                           "inspection.")
 
@@ -272,7 +273,8 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     cpu = TritonOptions(**{**req.triton.__dict__, "instance_kind": "cpu", "tensorrt_fp16": False})
     for tier in tiers:
         with stage(log, f"writing {repo / tier.name}"):
-            doc = {**parity.to_dict(), "tier": tier.report}
+            # A plan's parity is its own engine's against the ONNX graph, never this copy.
+            doc = tier.parity or {**parity.to_dict(), "tier": tier.report}
             if tier.tensorrt:
                 written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
                                       options=plan_options(req.triton), platform="tensorrt_plan",

@@ -256,7 +256,8 @@ def write_entry(
     move: bool = False,
     overwrite: bool = True,
 ) -> EntryPaths:
-    """Create ``<repo>/<metadata.name>/`` with the model file under ``1/`` and its sidecars.
+    """Create ``<repo>/<metadata.name>/`` with the model file under ``1/`` and its sidecars
+    (segmentation: also the merge graph ``1/merge.onnx`` its metadata names).
 
     An existing entry of that name is replaced when ``overwrite`` (else FileExistsError). The
     entry is assembled in a sibling temporary folder and renamed into place, so Triton polling
@@ -281,6 +282,11 @@ def write_entry(
         (tmp / WARMUP_DIRNAME).mkdir(exist_ok=True)
         (tmp / WARMUP_DIRNAME / filename).write_bytes(data)
     write_metadata(tmp, metadata)
+    if isinstance(metadata, SegmentationMetadata) and metadata.segmentation.merge_graph:
+        # The official merge as a graph, for backends that run it where the network runs.
+        from model_export.onnx.merge import write_merge_graph
+
+        write_merge_graph(tmp / VERSION / metadata.segmentation.merge_graph)
     if parity is not None:
         write_parity(tmp, parity)
     if final.exists():

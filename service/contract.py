@@ -61,6 +61,23 @@ SCORES = "scores"
 LABELS = "labels"
 REGRESSORS = "regressors"
 CLASSIFICATORS = "classificators"
+#: The segmentation merge graph (``<entry>/1/merge.onnx``, model_export/onnx/merge.py): its
+#: inputs (the plan's gather tables, built by service/tasks/segmentation/merge_graph.py) and
+#: outputs (uint8 labels, the optional confidence).
+MERGE_GRAPH_FILENAME = "merge.onnx"
+MERGE_INPUTS = (
+    "logits", "logits_flipped", "flip", "channel_perm", "flip_cols",
+    "up_rows", "up_row_w", "up_cols", "up_col_w",
+    "down_rows", "down_row_w", "down_cols", "down_col_w",
+    "final_rows", "final_row_w", "final_cols", "final_col_w", "take_exp", "with_confidence",
+    "down_identity", "final_identity",
+)
+MERGE_OUTPUTS = ("labels", "confidence")
+
+
+def merge_model_name(model: str) -> str:
+    """The backend's name of ``model``'s merge graph (never listed as a model)."""
+    return f"{model}/merge"
 
 Task = Literal["segmentation", "landmarks", "detection", "face_detection"]
 TASKS: tuple[Task, ...] = ("segmentation", "landmarks", "detection", "face_detection")
@@ -120,6 +137,10 @@ class SegmentationProtocol(_Frozen):
         None, description="LIP: resize the input straight to this square (aspect not kept) first."
     )
     output_stride: int = Field(4, ge=1, description="Input pixels per logit along each axis.")
+    merge_graph: str | None = Field(
+        None, description="File, in the entry's version folder, of the ONNX graph of this merge "
+        "(MERGE_GRAPH_FILENAME): a backend that loads it runs the official merge where the "
+        "network runs and returns only the label map (setting merge_on_device).")
 
 
 class LandmarkProtocol(_Frozen):
@@ -262,6 +283,12 @@ class TierDeltas(_Frozen):
         "max(FP32, tier) detections, all images.")
     mean_box_iou: float | None = None
     max_score_diff: float | None = None
+    # any task, TensorRT plans: the raw outputs (logits, heatmaps) against the ONNX graph's
+    max_output_error: float | None = Field(
+        None, description="Largest absolute difference of any raw output value (logits, "
+        "heatmaps) from FP32's.")
+    max_output_rel_error: float | None = Field(
+        None, description="max_output_error over the largest FP32 output magnitude, worst input.")
     # speed at export (one machine, the export's sizes; the benchmarks measure it properly)
     ms_per_pass: float | None = None
     fp32_ms_per_pass: float | None = None

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     ort_tensorrt_cache_dir: Path = Field(
         Path("/tmp/hrnet-tensorrt-cache"), description="TensorRT provider: engine and timing "
         "caches (per model), so restarts reuse built engines; mount a volume here to keep them.")
+    merge_on_device: Literal["auto", "on", "off"] = Field(
+        "auto", description="Segmentation: run the official merge in the backend's merge graph "
+        "(the entry's 1/merge.onnx) where the network runs, so only the uint8 label map comes "
+        "back: 'auto' where the model runs on a GPU provider (CUDA, TensorRT), 'on' always "
+        "(ONNX Runtime CPU too), 'off' never (the gateway's numpy merge). Embedded backend only.")
     executor_threads: int = Field(0, ge=0, description="Thread pool for ORT calls; 0 = max_concurrency.")
     cpu_threads: int = Field(
         0, ge=0, description="Threads of the gateway's parallel CPU work (merge row blocks); 0 = "

@@ -15,8 +15,10 @@ shape); its outputs give the deltas against FP32 ONNX Runtime (:mod:`.deltas`), 
 the milliseconds per pass. ``engine="auto"`` keeps the fastest candidate that meets the
 thresholds (or, when none does, the fastest, and the export fails).
 
-TensorRT tiers (:func:`build_tensorrt_tiers`, GPU machines): FP16 plans, and INT8 plans built
-from a symmetric Q/DQ graph (explicit quantisation), measured where a CUDA device runs them.
+TensorRT tiers (:func:`build_tensorrt_tiers`, GPU machines): FP32 and FP16 plans, and INT8
+plans built from a symmetric Q/DQ graph (explicit quantisation); each is run and checked against
+the ONNX graph (:mod:`.plan_check`), and a plan that misses its limits, or cannot run, fails the
+export.
 """
 
 from __future__ import annotations
@@ -62,11 +64,14 @@ class TierBuild:
     report: dict[str, Any]
     failures: list[str] = field(default_factory=list)
     tensorrt: bool = False
+    #: The entry's own parity.json (plans: the engine against the ONNX graph); None: the FP32
+    #: entry's report with this tier's under "tier".
+    parity: dict[str, Any] | None = None
 
     def summary(self) -> str:
         """One line per tier for the console."""
         d = self.metadata.precision.deltas
-        figures = _figures(d) if d is not None else "not measured (no device to run it here)"
+        figures = _figures(d) if d is not None else "not checked (no device to run it here)"
         verdict = "FAIL: " + "; ".join(self.failures) if self.failures else "ok"
         return f"  {self.name}: {self.precision} on {self.engine}: {figures} -> {verdict}"
 
@@ -84,6 +89,9 @@ def _figures(d: TierDeltas) -> str:
                      f"{d.max_displacement_px:.2f} max, NME {d.nme:.4f}")
     if d.box_agreement is not None:
         parts.append(f"boxes agree {d.box_agreement:.3f}, max score diff {d.max_score_diff:.3f}")
+    if d.max_output_rel_error is not None:
+        parts.append(f"max output error {d.max_output_error:.3g} "
+                     f"({d.max_output_rel_error:.2g} of the largest)")
     if d.ms_per_pass is not None and d.fp32_ms_per_pass:
         parts.append(f"{d.ms_per_pass:.1f} ms/pass ({d.ms_per_pass / d.fp32_ms_per_pass:.2f}x "
                      "FP32 at export)")
@@ -290,9 +298,15 @@ def build_tensorrt_tiers(task: str, onnx_path: Path, staging: Path, meta: ModelM
                          popts: PrecisionOptions, precisions: tuple[str, ...], log: Log, *,
                          threads: int = 1, plan_runner: Callable[[Path], Runner] | None = None,
                          workspace_bytes: int = 4 << 30) -> list[TierBuild]:
-    """TensorRT plans of ``precisions`` (``fp16``, ``int8``), measured against FP32 where a
-    CUDA device runs them (``plan_runner``: how a plan runs; default TensorRT's runtime on the
-    GPU). Raises :class:`model_export.tensorrt.TensorRTUnavailable` without ``tensorrt``."""
+    """TensorRT plans of ``precisions`` (``fp32``, ``fp16``, ``int8``), each run on the export's
+    sample photos and checked against the ONNX graph (:mod:`.plan_check`: output error, label
+    agreement or landmark displacement; its report is the entry's parity.json) and measured
+    against FP32 like any tier. ``plan_runner``: how a plan runs (default TensorRT's runtime on
+    the GPU). A plan that cannot be run here is not checked and fails (its ``failures`` say
+    why). Raises :class:`model_export.tensorrt.TensorRTUnavailable` without ``tensorrt``."""
+    from model_export.precision.plan_check import (
+        DEFAULT_PLAN_THRESHOLDS, compare_outputs, plan_parity,
+    )
     from model_export.tensorrt import (
         TensorRTUnavailable, build_plan, compute_profile, profile_note, tensorrt_runner,
     )
@@ -310,25 +324,34 @@ def build_tensorrt_tiers(task: str, onnx_path: Path, staging: Path, meta: ModelM
             calibration += ", activations and weights int8 symmetric (explicit Q/DQ for TensorRT)"
         plan = staging / f"trt_{precision}" / "model.plan"
         log(f"  {precision}: building TensorRT plan (profile {profile.min_shape}..{profile.max_shape})")
-        build_plan(src, plan, profile, fp16=True, int8=precision == "int8",
-                   workspace_bytes=workspace_bytes)
+        build_plan(src, plan, profile, fp16=precision != "fp32", int8=precision == "int8",
+                   workspace_bytes=workspace_bytes, log=log)
+        limits = DEFAULT_PLAN_THRESHOLDS[precision].merged(popts.plan_thresholds)
         deltas: TierDeltas | None = None
+        check: dict[str, Any] | None = None
         failures: list[str] = []
-        measured_note = "not measured: no CUDA device ran the plan at export"
         try:
             run = (plan_runner or tensorrt_runner)(plan)
         except TensorRTUnavailable as exc:
-            log(f"  {precision}: plan not measured ({exc})")
+            failures = [f"the plan was built but cannot run here to be checked against the ONNX "
+                        f"graph ({exc}); build it where CUDA and torch with CUDA are installed"]
+            log(f"  {precision}: plan not checked ({exc})")
             run = None
         if run is not None:
             if m is None:
                 m = measurement(task, onnx_path, meta, popts, sizes, threads)
+            log(f"  {precision}: running the plan on {len(m.feeds)} inputs against the ONNX graph")
             outputs, ms = timed_outputs(run, m.feeds)
+            check = compare_outputs(m.reference, outputs, [label for label, _ in m.feeds], task)
             d = m.deltas(outputs, ms)
+            d.update(max_output_error=check["max_abs_error"],
+                     max_output_rel_error=check["max_rel_error"])
             deltas = m.tier_deltas(d)
-            failures = popts.thresholds.failures(TierDeltas(images=1, sources=[], **{
-                k: v for k, v in _significant(d).items() if not k.startswith("_")}))
-            measured_note = "measured against FP32: " + _figures(deltas)
+            failures = limits.failures(check) + popts.thresholds.failures(TierDeltas(
+                images=1, sources=[], **{k: v for k, v in _significant(d).items()
+                                         if not k.startswith("_")}))
+        measured_note = ("checked against the ONNX graph: " + _figures(deltas)
+                         if deltas is not None else "NOT checked: it could not run at export")
         name = tier_name(meta.name, precision, tensorrt=True)
         note = (f"TensorRT plan ({precision.upper()}) of {meta.name}; {profile_note(profile)} "
                 f"{measured_note}.")
@@ -340,9 +363,10 @@ def build_tensorrt_tiers(task: str, onnx_path: Path, staging: Path, meta: ModelM
                   "calibration": calibration, "measured": deltas is not None,
                   "deltas": deltas.model_dump(mode="json") if deltas else None,
                   "failures": failures, "passed": not failures}
-        builds.append(TierBuild(name=name, precision=precision, engine="tensorrt",
-                                model_file=plan, metadata=tier_meta, report=report,
-                                failures=failures, tensorrt=True))
+        build = TierBuild(name=name, precision=precision, engine="tensorrt", model_file=plan,
+                          metadata=tier_meta, report=report, failures=failures, tensorrt=True)
+        build.parity = plan_parity(name, meta.name, precision, check, limits, failures, report)
+        builds.append(build)
     return builds
 
 

@@ -1,9 +1,9 @@
 """Precision tier options and names.
 
 CPU tiers (``--precision``): ``fp32`` (always written: the reference and the default), ``bf16``
-and ``int8``. GPU tiers (``--tensorrt-precision``): TensorRT plans in ``fp16`` or ``int8``.
-Entry names: ``<name>`` (FP32), ``<name>_bf16``, ``<name>_int8``, ``<name>_trt`` (FP16 plan, the
-name ``--tensorrt-plan`` always used) and ``<name>_trt_int8``.
+and ``int8``. GPU tiers (``--tensorrt-precision``): TensorRT plans in ``fp32``, ``fp16`` or
+``int8``. Entry names: ``<name>`` (FP32), ``<name>_bf16``, ``<name>_int8``, ``<name>_trt`` (FP16
+plan, the name ``--tensorrt-plan`` always used), ``<name>_trt_fp32`` and ``<name>_trt_int8``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 from service.contract import TierDeltas
 
 from model_export.errors import ExportError
+from model_export.precision.plan_check import PlanThresholds
 
 CPU_TIERS: tuple[str, ...] = ("fp32", "bf16", "int8")
-TENSORRT_TIERS: tuple[str, ...] = ("fp16", "int8")
+TENSORRT_TIERS: tuple[str, ...] = ("fp32", "fp16", "int8")
 #: ``auto``: measure every engine that can run the tier and keep the fastest that meets the
 #: thresholds.
 ENGINES: tuple[str, ...] = ("auto", "onnxruntime", "openvino")
@@ -82,7 +83,9 @@ class PrecisionOptions:
     ``calibration_images`` (a folder; default the project's sample photos) resized to
     ``calibration_size`` (default: the first parity size); every tier is measured on the parity
     photos and, when given, on ``eval_images`` (a folder, at most ``eval_count`` files), and
-    must meet ``thresholds``.
+    must meet ``thresholds``. TensorRT plans are also checked against the ONNX graph itself
+    (:mod:`model_export.precision.plan_check`): ``plan_thresholds`` replaces the limits it sets
+    in the defaults of each plan's precision.
     """
 
     tiers: tuple[str, ...] = ("fp32",)
@@ -94,6 +97,7 @@ class PrecisionOptions:
     eval_images: Path | None = None
     eval_count: int = 32
     thresholds: TierThresholds = field(default_factory=TierThresholds)
+    plan_thresholds: PlanThresholds = field(default_factory=PlanThresholds)
 
     @property
     def cpu_tiers(self) -> tuple[str, ...]:

@@ -8,7 +8,8 @@ A task (``service/tasks/<task>/``) is four steps over one decoded image, in this
 2. ``plan(resolved, meta, image_size)``: the network passes the request needs (scales, flips,
    windows, face crops, detection resizes). A :class:`Plan` knows its pass count and network
    pixels, so the limits are checked before any pixel work; ``plan.passes(image)`` makes them;
-3. ``merge(plan, outputs)``: the official ensembling or decoding of the passes' outputs;
+3. ``merge(plan, outputs)``: the official ensembling or decoding of the passes' outputs (or
+   ``device_merge``, the same run by the backend where the network runs, when it can);
 4. ``respond(image, meta, resolved, plan, merged, media)``: the answer in the negotiated media
    type (a task response model, or :class:`Binary` bytes).
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -164,6 +165,10 @@ class TaskDef(Generic[Resolved, PlanT, Merged]):
     """The :class:`Limits` field bounding this task's network pixels."""
     upstream: "Upstream | None" = None
     """Another task whose answer some requests of this one need first (landmarks: faces)."""
+    device_merge: Callable[[Any, list[dict[str, np.ndarray]], Any, InferenceRunner],
+                           Awaitable[Any | None]] | None = None
+    """The merge run by the backend where the network runs (segmentation's merge graph); its
+    None means "not here": ``merge`` runs in the gateway instead."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,25 @@ async def _each(indices: Sequence[int], outcomes: list[Any], step: Callable[[int
     return done
 
 
+async def _merge(task: TaskDef[Any, Any, Any], plans: dict[int, Plan],
+                 outputs: dict[int, list[dict[str, np.ndarray]]], outcomes: list[Any],
+                 meta: ModelMetadata, runner: InferenceRunner) -> dict[int, Any]:
+    """Each running image's merge: the backend's (``task.device_merge``) where it can, else the
+    gateway's in a worker thread; a :class:`ServiceError` ends that image alone."""
+    merged: dict[int, Any] = {}
+    for i, plan in plans.items():
+        if outcomes[i] is not None:
+            continue
+        out = outputs.pop(i, [])
+        try:
+            done = (await task.device_merge(plan, out, meta, runner)
+                    if task.device_merge is not None else None)
+            merged[i] = done if done is not None else await asyncio.to_thread(task.merge, plan, out)
+        except ServiceError as exc:
+            outcomes[i] = exc
+    return merged
+
+
 async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
                    resolved: Any, runner: InferenceRunner, limits: Limits, *,
                    timings: Timings | None = None, media: str = JSON,
@@ -345,8 +369,7 @@ async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceEr
             outputs = await _infer(passes, meta, runner, deadline, timings)
             del passes  # the inputs of a large request are not kept during the merge
             with timings.stage("postprocess"):
-                merged = await _each(list(plans), outcomes,
-                                     lambda i: task.merge(plans[i], outputs.pop(i, [])))
+                merged = await _merge(task, plans, outputs, outcomes, meta, runner)
             del outputs
             with timings.stage("encode"):
                 answers = await _each(list(merged), outcomes, lambda i: task.respond(

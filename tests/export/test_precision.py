@@ -219,8 +219,9 @@ def test_feeds_per_task() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# TensorRT FP16 / INT8 (no GPU here: TensorRT 10's API is faked, as tests/export/test_repository.py
-# does for plans; the plan's run is an injected function)
+# TensorRT FP32 / FP16 / INT8 (no GPU here: TensorRT 10's API is faked by
+# tests/export/test_repository.py: _FakeTensorRT, whose "plan" is the graph it parsed; the plan's
+# run is ONNX Runtime on those bytes, so the engine check really runs what was built)
 # --------------------------------------------------------------------------------------------
 
 
@@ -233,42 +234,48 @@ def _fake_tensorrt():
     return fake
 
 
-def test_tensorrt_fp16_and_int8_tiers(tier_repo: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """FP16 plans from the FP32 graph, INT8 plans from a symmetric Q/DQ graph with the INT8
-    flag; each measured by running the plan (here: ONNX Runtime on the graph TensorRT was given,
-    standing in for the GPU: FP16 arithmetic itself is not reproduced) and recorded as engine
-    'tensorrt'."""
-    import sys
-
+def _plan_on_ort(noise: float = 0.0):
+    """A plan runner: ONNX Runtime on the fake plan (the parsed graph); ``noise`` added to every
+    output stands for an engine that computes something else."""
     from model_export.precision.build import ort_runner
 
+    def factory(plan: Path):
+        run = ort_runner(plan, 1)
+        rng = np.random.default_rng(0)
+        if not noise:
+            return run
+        return lambda feed: {k: v + rng.normal(0, noise, v.shape).astype(v.dtype)
+                             for k, v in run(feed).items()}
+
+    return factory
+
+
+def test_tensorrt_tiers_run_the_built_plan(tier_repo: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """FP32, FP16 and INT8 plans: FP32 without FP16 (TF32 cleared), FP16 from the FP32 graph,
+    INT8 from a symmetric Q/DQ graph with the INT8 flag; each plan run on the parity photos and
+    checked against the ONNX graph (its own parity report), and measured against FP32."""
+    import sys
+
+    import onnx
+
     fake = _fake_tensorrt()
-    parsed: list[bytes] = []
-    fake.OnnxParser.parse = lambda self, data: parsed.append(data) or True
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     meta = read_metadata(tier_repo / TIER_MODEL)
     onnx_path = tier_repo / TIER_MODEL / "1" / "model.onnx"
-    sources: dict[Path, Path] = {}
-
-    def plan_runner(plan: Path):
-        graph = onnx_path if plan.parent.name == "trt_fp16" else tmp_path / "trt_int8" / "model.onnx"
-        sources[plan] = graph
-        return ort_runner(graph, 1)
-
     popts = PrecisionOptions(calibration_count=1)
     builds = build_tensorrt_tiers("segmentation", onnx_path, tmp_path, meta, popts,
-                                  ("fp16", "int8"), lambda _m: None, plan_runner=plan_runner)
-    fp16, int8 = builds
-    assert (fp16.name, int8.name) == (f"{TIER_MODEL}_trt", f"{TIER_MODEL}_trt_int8")
+                                  ("fp32", "fp16", "int8"), lambda _m: None,
+                                  plan_runner=_plan_on_ort())
+    fp32, fp16, int8 = builds
+    assert [b.name for b in builds] == [f"{TIER_MODEL}_trt_fp32", f"{TIER_MODEL}_trt",
+                                        f"{TIER_MODEL}_trt_int8"]
     # LIP's 'base' windows: the profile is the 96x96 crop, and the plans are measured there.
     assert fake.calls["set_shape"] == ("image", (1, 3, 96, 96), (2, 3, 96, 96), (4, 3, 96, 96))
-    assert fp16.metadata.precision.deltas.sizes == [(96, 96)]
-    assert fake.calls["flags"] == ["fp16", "fp16", "int8"]  # FP16 plan; INT8 plan with FP16 fallback
-    assert parsed[0] == onnx_path.read_bytes()
-    import onnx
-
-    qdq = onnx.load_model_from_string(parsed[1])
+    assert fake.calls["flags"] == ["fp16", "fp16", "int8"]  # FP32: none; INT8 with FP16 fallback
+    assert fake.calls["cleared"] == ["tf32"]  # only the FP32 plan: no TF32 under the name FP32
+    assert fake.calls["parsed"][0] == fake.calls["parsed"][1] == onnx_path.read_bytes()
+    qdq = onnx.load_model_from_string(fake.calls["parsed"][2])
     zero_points = [onnx.numpy_helper.to_array(t) for t in qdq.graph.initializer
                    if t.name.endswith("_zero_point")]
     # Symmetric: every zero point 0; activations and weights int8 (biases int32).
@@ -276,24 +283,80 @@ def test_tensorrt_fp16_and_int8_tiers(tier_repo: Path, tmp_path: Path,
     assert {z.dtype for z in zero_points} <= {np.dtype(np.int8), np.dtype(np.int32)}
     assert any(z.dtype == np.int8 for z in zero_points)
     for b in builds:
-        assert b.metadata.precision.engine == "tensorrt" and b.tensorrt
-        assert b.model_file.read_bytes() == b"PLAN"
-        assert b.metadata.precision.deltas.label_agreement is not None
-    assert fp16.metadata.precision.deltas.label_agreement == 1.0  # the stand-in runs FP32
-    assert int8.metadata.precision.deltas.label_agreement < 1.0
+        assert b.metadata.precision.engine == "tensorrt" and b.tensorrt and not b.failures
+        assert b.model_file.read_bytes() == fake.calls["parsed"][builds.index(b)]
+        d = b.metadata.precision.deltas
+        assert d.sizes == [(96, 96)] and d.label_agreement is not None
+        rep = b.parity
+        assert rep["kind"] == "tensorrt_plan" and rep["model"] == b.name and rep["measured"]
+        assert rep["reference"].startswith(f"the ONNX graph of '{TIER_MODEL}'")
+        assert [r["input"] for r in rep["per_input"]] == [
+            "astronaut@96x96", "coffee@96x96", "chelsea@96x96"]
+        assert rep["max_rel_error"] == d.max_output_rel_error
+        assert rep["passed"] and rep["tier"] == b.report
+        # Nothing of the ONNX graph's own report against PyTorch is copied in.
+        assert not {"cases", "dynamic_size_checked", "trace_size", "onnxruntime"} & set(rep)
+    # The stand-in runs the FP32 graph: exact for FP32 and FP16 (FP16 arithmetic itself is not
+    # reproduced here), not for the Q/DQ graph.
+    for b in (fp32, fp16):
+        assert b.parity["max_abs_error"] == 0.0 and b.parity["min_label_agreement"] == 1.0
+    assert fp32.parity["thresholds"] == {"max_rel_error": 1e-3, "min_label_agreement": 0.999,
+                                         "max_displacement_px": 1.0}
+    assert fp16.parity["thresholds"]["max_rel_error"] == 5e-2
+    assert int8.parity["max_abs_error"] > 0 and int8.parity["label_agreement"] < 1.0
+    assert int8.parity["thresholds"] == {}  # INT8: measured; the tier thresholds apply
     assert "explicit Q/DQ" in int8.metadata.precision.calibration
+    assert "checked against the ONNX graph" in fp32.metadata.notes[-1]
 
 
-def test_tensorrt_tiers_in_an_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pipeline writes the plan entries (tensorrt_plan platform, GPU instances) and, without
-    a CUDA device to run them, says in their metadata that they were not measured."""
+def test_a_plan_that_cannot_run_is_not_written(tier_repo: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CUDA device here: TensorRT's runtime cannot run the plan, so it is not checked, and
+    an unchecked plan fails (no entry claims a parity nobody measured)."""
     import sys
 
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    meta = read_metadata(tier_repo / TIER_MODEL)
+    (b,) = build_tensorrt_tiers("segmentation", tier_repo / TIER_MODEL / "1" / "model.onnx",
+                                tmp_path, meta, PrecisionOptions(), ("fp16",), lambda _m: None)
+    assert b.failures and "cannot run here to be checked" in b.failures[0]
+    assert b.parity["measured"] is False and b.parity["passed"] is False
+    assert b.metadata.precision.deltas is None and "NOT checked" in b.metadata.notes[-1]
+
+
+def test_plan_check_figures_and_limits() -> None:
+    from model_export.precision.plan_check import DEFAULT_PLAN_THRESHOLDS, compare_outputs
+
+    ref = np.zeros((1, 2, 4, 4), np.float32)
+    ref[0, 0] = 1.0
+    ref[0, 1, 0, 0] = 2.0
+    got = ref.copy()
+    got[0, 1, 1, 1] = 1.5  # one pixel of 16 changes class
+    c = compare_outputs([{"logits": ref}], [{"logits": got}], ["x@4x4"], "segmentation")
+    assert c["max_abs_error"] == pytest.approx(1.5) and c["max_rel_error"] == pytest.approx(0.75)
+    assert c["label_agreement"] == c["min_label_agreement"] == 15 / 16
+    fails = DEFAULT_PLAN_THRESHOLDS["fp32"].failures(c)
+    assert len(fails) == 2 and "0.75 > 0.001" in fails[0] and "0.93750 < 0.999" in fails[1]
+    assert DEFAULT_PLAN_THRESHOLDS["int8"].failures(c) == []
+    nan = got.copy()
+    nan[0, 0, 3, 3] = np.nan  # a non-finite output never passes
+    assert compare_outputs([{"logits": ref}], [{"logits": nan}], ["x"], "segmentation"
+                           )["max_abs_error"] == float("inf")
+    heat = np.zeros((1, 1, 64, 64), np.float32)
+    heat[0, 0, 10, 10] = 1.0
+    moved = np.zeros_like(heat)
+    moved[0, 0, 10, 12] = 1.0  # two heatmap pixels: 8 crop pixels
+    c = compare_outputs([{"heatmaps": heat}], [{"heatmaps": moved}], ["face"], "landmarks")
+    assert c["max_displacement_px"] == pytest.approx(8.0)
+    assert "displacement 8.000 px > 4.0" in DEFAULT_PLAN_THRESHOLDS["fp16"].failures(c)[-1]
+
+
+def _plan_export(tmp_path: Path, tiers: tuple[str, ...], **thresholds):
     from model_export.exporters import SegmentationExport
     from model_export.pipeline import ExportRequest, export_model
+    from model_export.precision.plan_check import PlanThresholds
     from model_export.repository import TritonOptions
 
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
     req = ExportRequest(task="segmentation", arch="hrnetv2_w18_small_v1", dataset="lip",
                         name="lip", repo=tmp_path / "repo", random_init=True,
                         options=SegmentationExport(base_size=64, max_batch_size=2,
@@ -301,17 +364,58 @@ def test_tensorrt_tiers_in_an_export(tmp_path: Path, monkeypatch: pytest.MonkeyP
                                                    parity_sizes=[(48, 48), (40, 56)],
                                                    parity_batches=(1,)),
                         triton=TritonOptions(instance_kind="cpu", warmup="none"),
-                        precision=PrecisionOptions(tensorrt=("fp16",)))
-    result = export_model(req, log=lambda _m: None)
-    (tier,) = result.tiers
+                        precision=PrecisionOptions(tensorrt=tiers,
+                                                   plan_thresholds=PlanThresholds(**thresholds)))
+    return export_model(req, log=lambda _m: None)
+
+
+def test_tensorrt_plans_in_an_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline writes FP32 and FP16 plan entries (tensorrt_plan platform, GPU instances)
+    whose parity.json is their engine's check against the ONNX graph."""
+    import sys
+
+    import model_export.tensorrt as trt_module
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    monkeypatch.setattr(trt_module, "tensorrt_runner", _plan_on_ort())
+    result = _plan_export(tmp_path, ("fp32", "fp16"))
+    assert [t.name for t in result.tiers] == ["lip_trt_fp32", "lip_trt"]
     assert result.plan_entry is not None and result.plan_entry.entry_dir.name == "lip_trt"
-    cfg = read_config(result.plan_entry.entry_dir)
-    assert (cfg.platform, cfg.backend) == ("tensorrt_plan", "tensorrt")
-    meta = read_metadata(result.plan_entry.entry_dir)
-    assert (meta.precision.precision, meta.precision.engine) == ("fp16", "tensorrt")
-    assert meta.precision.base_model == "lip" and meta.precision.deltas is None
-    assert "not measured" in meta.notes[-1]
-    assert (tmp_path / "repo" / "lip" / "1" / "model.onnx").is_file()
+    for entry in result.tier_entries:
+        cfg = read_config(entry.entry_dir)
+        assert (cfg.platform, cfg.backend) == ("tensorrt_plan", "tensorrt")
+        meta = read_metadata(entry.entry_dir)
+        assert meta.precision.engine == "tensorrt" and meta.precision.base_model == "lip"
+        assert meta.precision.deltas.max_output_rel_error == 0.0
+        report = json.loads(entry.parity.read_text())
+        assert report["kind"] == "tensorrt_plan" and report["passed"]
+        assert report["precision"] == meta.precision.precision
+        assert report["per_input"][0]["input"] == "astronaut@64x64"  # base size 64: the crop
+        # The ONNX-vs-PyTorch report ("cases") stays the base entry's.
+        assert "cases" not in report and report["base_model_parity"].startswith("../lip/")
+    base = json.loads((tmp_path / "repo" / "lip" / "parity.json").read_text())
+    assert base["tiers"]["lip_trt"]["passed"] and "tensorrt_plan" not in json.dumps(base)
+
+
+def test_a_plan_that_differs_fails_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """An engine whose outputs differ from the ONNX graph's beyond the FP32 limits: exit 3
+    through the CLI's error, nothing written (the ONNX entry included)."""
+    import sys
+
+    import model_export.tensorrt as trt_module
+    from model_export.errors import ParityError
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    monkeypatch.setattr(trt_module, "tensorrt_runner", _plan_on_ort(noise=0.5))
+    with pytest.raises(ParityError, match=r"lip_trt_fp32: max relative output error .* > 0.001"):
+        _plan_export(tmp_path, ("fp32",))
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+    # The limits are the export's to set: a looser one lets the same engine through.
+    result = _plan_export(tmp_path, ("fp32",), max_rel_error=10.0, min_label_agreement=0.0)
+    report = json.loads(result.tier_entries[0].parity.read_text())
+    assert report["passed"] and report["max_abs_error"] > 0.1
+    assert report["thresholds"]["max_rel_error"] == 10.0
 
 
 def test_cli_flags_make_the_request(tmp_path: Path) -> None:
@@ -322,10 +426,12 @@ def test_cli_flags_make_the_request(tmp_path: Path) -> None:
         "--random-init", "--name", "f", "--precision", "bf16", "int8", "--tensorrt-precision",
         "int8", "--engine", "openvino", "--calibration-images", str(tmp_path),
         "--calibration-count", "4", "--calibration-size", "128x256", "--precision-images",
-        str(tmp_path), "--max-nme", "0.02", "--max-landmark-shift", "3"])
+        str(tmp_path), "--max-nme", "0.02", "--max-landmark-shift", "3",
+        "--plan-max-error", "0.01", "--plan-min-label-agreement", "0.95"])
     req = _request_from_args(args)
     p = req.precision
     assert (p.tiers, p.tensorrt, p.engine) == (("bf16", "int8"), ("int8",), "openvino")
     assert (p.calibration_images, p.calibration_count, p.calibration_size) == (tmp_path, 4, (128, 256))
     assert p.eval_images == tmp_path and req.tensorrt_tiers == ("int8",)
     assert p.thresholds == TierThresholds(max_nme=0.02, max_displacement_px=3.0)
+    assert (p.plan_thresholds.max_rel_error, p.plan_thresholds.min_label_agreement) == (0.01, 0.95)

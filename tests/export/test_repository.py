@@ -15,7 +15,6 @@ from model_export.tensorrt import (
     build_plan,
     compute_profile,
     tensorrt_available,
-    trt_metadata,
 )
 from model_export.repository import (
     TritonOptions,
@@ -132,13 +131,6 @@ def test_profiles() -> None:
         TrtProfile("image", (1, 3, 64, 64), (1, 3, 32, 32), (1, 3, 64, 64))
 
 
-def test_trt_entry_metadata() -> None:
-    meta = _meta()
-    plan_meta = trt_metadata(meta, compute_profile(meta), fp16=True)
-    assert plan_meta.name == meta.name + "_trt"
-    assert "FP16" in plan_meta.notes[-1] and plan_meta.outputs == meta.outputs
-
-
 @pytest.mark.skipif(tensorrt_available(), reason="checks the message shown where tensorrt is missing")
 def test_build_plan_without_tensorrt_says_why(tmp_path) -> None:
     with pytest.raises(TensorRTUnavailable, match="tensorrt"):
@@ -146,7 +138,12 @@ def test_build_plan_without_tensorrt_says_why(tmp_path) -> None:
 
 
 class _FakeTensorRT:
-    """The slice of TensorRT 10's Python API that ``build_plan`` uses, recording every call."""
+    """The slice of TensorRT 10's Python API that ``build_plan`` uses, recording every call.
+
+    Its builder drives the config's progress monitor through two phases (one nested), as
+    TensorRT 10 does, and serialises the graph it parsed as the "plan": a plan runner in the
+    tests (ONNX Runtime on those bytes) then runs exactly what was built.
+    """
 
     __version__ = "10.3.0"
 
@@ -162,16 +159,27 @@ class _FakeTensorRT:
             def __init__(self, severity: str) -> None:
                 pass
 
+        class IProgressMonitor:
+            """TensorRT 10's abstract monitor (pybind11 trampoline: __init__ must be called)."""
+
+            def __init__(self) -> None:
+                self._initialised = True
+
         class Profile:
             def set_shape(self, name, lo, mid, hi) -> None:
                 fake.calls["set_shape"] = (name, tuple(lo), tuple(mid), tuple(hi))
 
         class Config:
+            progress_monitor = None
+
             def set_memory_pool_limit(self, pool, size) -> None:
                 fake.calls["pool"] = (pool, size)
 
             def set_flag(self, flag) -> None:
                 fake.calls.setdefault("flags", []).append(flag)
+
+            def clear_flag(self, flag) -> None:
+                fake.calls.setdefault("cleared", []).append(flag)
 
             def add_optimization_profile(self, profile) -> None:
                 fake.calls["profile_added"] = True
@@ -184,7 +192,7 @@ class _FakeTensorRT:
 
             def create_network(self, flags: int = 0) -> object:
                 fake.calls["network_flags"] = flags
-                return object()
+                return types.SimpleNamespace()
 
             def create_builder_config(self) -> Config:
                 return Config()
@@ -193,46 +201,80 @@ class _FakeTensorRT:
                 return Profile()
 
             def build_serialized_network(self, network, config) -> bytes:
-                return b"PLAN"
+                monitor = config.progress_monitor
+                if monitor is not None:
+                    assert getattr(monitor, "_initialised", False)
+                    fake.calls.setdefault("monitored", []).append(True)
+                    monitor.phase_start("Building engine", None, 3)
+                    monitor.phase_start("Tactic timing", "Building engine", 2)
+                    for step in range(2):
+                        assert monitor.step_complete("Tactic timing", step) is True
+                    monitor.phase_finish("Tactic timing")
+                    for step in range(3):
+                        assert monitor.step_complete("Building engine", step) is True
+                    monitor.phase_finish("Building engine")
+                return network.onnx
 
         class OnnxParser:
             num_errors = 0
 
             def __init__(self, network, logger) -> None:
-                pass
+                self.network = network
 
             def parse(self, data: bytes) -> bool:
-                fake.calls["parsed"] = data
+                fake.calls.setdefault("parsed", []).append(data)
+                self.network.onnx = data
                 return True
 
         self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
+        self.IProgressMonitor = IProgressMonitor
         # TensorRT 10 keeps EXPLICIT_BATCH only as a deprecated, ignored member.
         self.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0,
                                                                    STRONGLY_TYPED=1)
         self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-        self.BuilderFlag = types.SimpleNamespace(FP16="fp16")
+        self.BuilderFlag = types.SimpleNamespace(FP16="fp16", TF32="tf32")
 
 
-def test_plan_entry_with_the_tensorrt10_api(tmp_path, monkeypatch) -> None:
+def test_build_plan_with_the_tensorrt10_api(tmp_path, monkeypatch) -> None:
+    """FP32 and FP16 plans: the builder flags (FP32 clears TF32), the profile, the workspace,
+    and the build's progress printed through TensorRT 10's IProgressMonitor."""
     import sys
-
-    from model_export.tensorrt import write_plan_entry
 
     fake = _FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     meta = _meta("300w", task="landmarks", max_batch_size=4)
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"ONNX")
-    entry = write_plan_entry(tmp_path / "repo", meta, onnx_file, fp16=True,
-                             workspace_bytes=1 << 20)
-    assert fake.calls["parsed"] == b"ONNX"
+    lines: list[str] = []
+    plan = build_plan(onnx_file, tmp_path / "p16" / "model.plan", compute_profile(meta),
+                      fp16=True, workspace_bytes=1 << 20, log=lines.append)
+    assert fake.calls["parsed"] == [b"ONNX"] and plan.read_bytes() == b"ONNX"
     assert fake.calls["network_flags"] == 0  # no deprecated EXPLICIT_BATCH on TensorRT 10
     assert fake.calls["set_shape"] == ("image", (1, 3, 256, 256), (2, 3, 256, 256),
                                        (4, 3, 256, 256))
     assert fake.calls["pool"] == ("workspace", 1 << 20) and fake.calls["flags"] == ["fp16"]
-    assert entry.model_file.name == "model.plan" and entry.model_file.read_bytes() == b"PLAN"
-    cfg = read_config(entry.entry_dir)
-    assert cfg.name == meta.name + "_trt" == entry.entry_dir.name
-    assert (cfg.platform, cfg.backend, cfg.max_batch_size) == ("tensorrt_plan", "tensorrt", 4)
-    assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
-    assert not list((tmp_path / "repo").glob(".*"))  # no staging leftovers
+    assert "cleared" not in fake.calls
+    text = "\n".join(lines)
+    assert "building the FP16 engine" in text
+    assert "TensorRT: Building engine (3 steps)" in text
+    assert "step 3/3" in text and "Building engine done in" in text
+    assert "  TensorRT: Tactic timing (2 steps)" in text  # nested phase, indented
+    assert "FP16 plan of" in lines[-1]
+    build_plan(onnx_file, tmp_path / "p32" / "model.plan", compute_profile(meta), fp16=False,
+               log=lines.append)
+    assert fake.calls["flags"] == ["fp16"] and fake.calls["cleared"] == ["tf32"]
+    assert fake.calls["monitored"] == [True, True]
+    assert "FP32 plan of" in lines[-1]
+
+
+def test_build_plan_without_a_progress_monitor_logs_stages(tmp_path, monkeypatch) -> None:
+    import sys
+
+    fake = _FakeTensorRT()
+    del fake.IProgressMonitor  # TensorRT < 10
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    (tmp_path / "m.onnx").write_bytes(b"ONNX")
+    lines: list[str] = []
+    build_plan(tmp_path / "m.onnx", tmp_path / "m.plan", compute_profile(_meta()), log=lines.append)
+    assert "monitored" not in fake.calls
+    assert any("no progress monitor" in line for line in lines) and "plan of" in lines[-1]

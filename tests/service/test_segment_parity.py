@@ -154,8 +154,29 @@ def _png(rgb: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def client(model_repo):
     torch.set_num_threads(1)
-    settings = Settings(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1, max_passes=512)
+    settings = Settings(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1,
+                        max_passes=512, merge_on_device="off")
     with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def graph_client(model_repo):
+    """The same gateway with the merge in the backend: the entries' merge graph on ONNX Runtime
+    CPU (what runs on CUDA where the network does)."""
+    settings = Settings(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1,
+                        max_passes=512, merge_on_device="on")
+    with TestClient(create_app(settings)) as c:
+        backend = c.app.state.backend
+        assert backend.merge_models() >= {"seg_cityscapes", "seg_pascal", "seg_lip"}
+        real, c.merge_calls = backend.infer, []
+
+        async def counting(model, inputs):  # proves the graph merged (no silent fallback)
+            if model.endswith("/merge"):
+                c.merge_calls.append(model)
+            return await real(model, inputs)
+
+        backend.infer = counting
         yield c
 
 
@@ -172,7 +193,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_label_map_matches_official(case, client, exported_models):
+def test_label_map_matches_official(case, client, graph_client, exported_models):
+    """Both merges, the gateway's (numpy) and the backend's merge graph, against the official
+    procedure, with the same threshold."""
     cid, name, scales, flip, window, photos = case
     exp = exported_models[name]
     meta = exp.metadata
@@ -185,17 +208,20 @@ def test_label_map_matches_official(case, client, exported_models):
             opts["window"] = window
         import json
 
-        r = client.post(
-            "/segment", files={"file": ("x.png", _png(rgb), "image/png")},
-            data={"options": json.dumps(opts)}, headers={"Accept": "image/png"},
-        )
-        assert r.status_code == 200, r.text
-        got = np.array(Image.open(io.BytesIO(r.content)))
         ref = ref_impl.predict(rgb, scales, flip, variant)
-        assert got.shape == ref.shape == rgb.shape[:2]
-        agree = float((got == ref).mean())
         n_classes = len(np.unique(ref))
-        print(f"parity {cid} {photo} {rgb.shape[1]}x{rgb.shape[0]}: agreement {agree * 100:.4f}% "
-              f"({n_classes} classes in reference)")
         assert n_classes >= 3, "degenerate reference: random model predicts too few classes"
-        assert agree >= 0.999, f"{cid}/{photo}: only {agree:.5f} of pixels agree"
+        for merge, gateway in (("gateway", client), ("graph", graph_client)):
+            merges = len(graph_client.merge_calls)
+            r = gateway.post(
+                "/segment", files={"file": ("x.png", _png(rgb), "image/png")},
+                data={"options": json.dumps(opts)}, headers={"Accept": "image/png"},
+            )
+            assert r.status_code == 200, r.text
+            assert len(graph_client.merge_calls) == merges + (merge == "graph")
+            got = np.array(Image.open(io.BytesIO(r.content)))
+            assert got.shape == ref.shape == rgb.shape[:2]
+            agree = float((got == ref).mean())
+            print(f"parity {cid} {photo} {rgb.shape[1]}x{rgb.shape[0]} ({merge} merge): "
+                  f"agreement {agree * 100:.4f}% ({n_classes} classes in reference)")
+            assert agree >= 0.999, f"{cid}/{photo} ({merge}): only {agree:.5f} of pixels agree"

@@ -45,3 +45,9 @@ class Backend(Protocol):
 
         Returns every output of the model by name.
         """
+
+
+#: Optional capability (not part of :class:`Backend`): ``merge_models() -> set[str]``, the models
+#: whose segmentation merge graph the backend runs as model ``contract.merge_model_name(name)``
+#: (the embedded backend has it; Triton has not yet).
+MERGE_CAPABILITY = "merge_models"

@@ -6,7 +6,9 @@ INT8 Q/DQ graphs) or OpenVINO (:mod:`service.runtime.backends.openvino`: BF16, o
 export measured it faster). Both release the GIL while they run, so calls go to a thread pool and
 the event loop stays free. ONNX Runtime's execution providers are chosen by
 :mod:`service.runtime.backends.providers` (a missing requested provider stops start-up);
-:meth:`EmbeddedBackend.providers` reports what runs each model.
+:meth:`EmbeddedBackend.providers` reports what runs each model. A segmentation entry's merge graph
+(``1/merge.onnx``) gets its own session on the model's providers, run as model
+``<name>/merge`` (:meth:`EmbeddedBackend.merge_models`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from service.contract import METADATA_FILENAME, ModelMetadata
+from service.contract import (
+    METADATA_FILENAME, ModelMetadata, SegmentationMetadata, merge_model_name,
+)
 from service.errors import BackendError, ConfigurationError, ModelNotFound, ServiceError, Unavailable
 from service.runtime.backends.providers import (
     CPU, TENSORRT, check_session, choose_providers, session_providers,
@@ -148,6 +152,30 @@ class EmbeddedBackend:
                                        providers=providers)
         return OrtSession(session, self.settings)
 
+    def _merge_session(self, meta: ModelMetadata, path: Path, ort: Any, actual: list[str]
+                       ) -> OrtSession | None:
+        """The segmentation entry's merge graph on the model's own providers (without
+        TensorRT, which would build engines per request shape; CPU for OpenVINO entries), or
+        None when the entry has none or it is off (``merge_on_device``)."""
+        if (not isinstance(meta, SegmentationMetadata) or not meta.segmentation.merge_graph
+                or self.settings.merge_on_device == "off"):
+            return None
+        graph = path.parent / meta.segmentation.merge_graph
+        if not graph.is_file():
+            return None
+        providers = [p for p in actual if p != TENSORRT and p in ort.get_available_providers()]
+        try:
+            session = ort.InferenceSession(str(graph), sess_options=session_options(self.settings),
+                                           providers=providers or [CPU])
+        except Exception as exc:  # the gateway's merge still serves the model
+            log.error("cannot load the merge graph %s: %s", graph, exc)
+            return None
+        return OrtSession(session, self.settings)
+
+    def merge_models(self) -> set[str]:
+        """Models whose merge graph is loaded (:mod:`service.tasks.segmentation.merge_graph`)."""
+        return {name for name in self._models if merge_model_name(name) in self._sessions}
+
     def _load(self) -> tuple[dict[str, Any], dict[str, ModelMetadata], dict[str, list[str]]]:
         try:
             import onnxruntime as ort
@@ -177,6 +205,9 @@ class EmbeddedBackend:
                     self._warnings.append(warning)
             sessions[name], used[name] = session, actual
             models[name] = meta.running_at(served_precision(meta, actual, self.settings))
+            merge = self._merge_session(meta, path, ort, actual)
+            if merge is not None:
+                sessions[merge_model_name(name)] = merge
             log.info("loaded %s (%s, %s) with %s", name, meta.task, meta.precision.precision,
                      ", ".join(actual))
         return sessions, models, used

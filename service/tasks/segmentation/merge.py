@@ -45,7 +45,7 @@ EXP_SAFE = 85.0
 
 @dataclass
 class MergeResult:
-    labels: np.ndarray  # (H, W) int32 class index
+    labels: np.ndarray  # (H, W) class index: int32 here, uint8 from the merge graph
     confidence: np.ndarray | None  # (H, W) float32: max score / sum of scores (0..1)
 
 
