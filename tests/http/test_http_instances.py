@@ -221,7 +221,7 @@ def test_served_output_equals_independent_official_procedure(instance_url: str,
         rgb = photo(photo_name)
         ref = official(model, rgb)
         masks = model.cfg.with_mask
-        r = _detect(instance_url, rgb, **({"masks": True} if masks else {}))
+        r = _detect(instance_url, rgb, model=name, **({"masks": True} if masks else {}))
         assert r.status_code == 200, r.text
         dets = r.json()["detections"]
         assert len(ref["boxes"]) > 10 and abs(len(dets) - len(ref["boxes"])) <= 5
@@ -266,7 +266,7 @@ def test_masks_polygons_overlay_and_coco_results(instance_url: str) -> None:
         assert ys.min() >= math.floor(y1) and ys.max() < math.ceil(y2) + 1
         polys = d["mask"]["polygons"]
         assert polys and all(len(p["exterior"]) >= 3 for p in polys)
-        inside = np.zeros_like(m, np.uint8)
+        inside = np.zeros(m.shape, np.uint8)
         for p in polys:
             cv2.fillPoly(inside, [np.round(np.array(p["exterior"]) - 0.5).astype(np.int32)], 1)
         assert _iou(inside.astype(bool), m) > 0.8  # outlines (simplified, holes aside)
@@ -274,7 +274,9 @@ def test_masks_polygons_overlay_and_coco_results(instance_url: str) -> None:
     assert [c["segmentation"] for c in body["coco_results"]] == [d["mask"]["rle"] for d in dets]
     with_masks, boxes_only = read_png(body["overlay"]["data"]), read_png(plain["overlay"]["data"])
     changed = np.any(with_masks != boxes_only, axis=-1)
-    assert changed[union].mean() > 0.5  # the masks are drawn where they are
+    # the masks are blended where they are (outlines and captions cover part of them) and
+    # nothing else changes
+    assert changed[union].mean() > 0.2 and not changed[~union].any()
 
 
 def test_flip_tta_merges_masks_and_mirrors(instance_url: str) -> None:
