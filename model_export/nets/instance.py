@@ -128,10 +128,10 @@ class FCNMaskHead(nn.Module):
         """Logits ``[K, 28, 28]`` of each RoI's class ``labels[k]``: ``conv_logits`` restricted
         to that channel (a per-RoI dot product, so the other 80 channels are never computed)."""
         y = self.features(x)
-        w = self.conv_logits.weight[labels].flatten(1)  # [K, 256]
+        # No reshape: ONNX Runtime cannot reshape with a -1 when K = 0 (no detections).
+        weight = self.conv_logits.weight[:, :, 0, 0][labels]  # [K, 256]
         b = self.conv_logits.bias[labels]
-        out = torch.bmm(w[:, None, :], y.flatten(2))[:, 0] + b[:, None]
-        return out.view(y.shape[0], y.shape[2], y.shape[3])
+        return torch.einsum("kchw,kc->khw", y, weight) + b[:, None, None]
 
 
 class HRNetTwoStage(HRNetFasterRCNN):

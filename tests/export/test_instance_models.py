@@ -153,3 +153,50 @@ def test_session_exports_passed_parity(instance_exports, name: str) -> None:
         assert all(c["min_mask_iou"] is None for c in parity["cases"])
     if head.startswith("cascade"):
         assert any("mean of the stages' logits" in n for n in meta.notes)
+
+
+def test_mask_branch_exports_and_runs_with_no_detections(tmp_path: Path) -> None:
+    """The mask RoIAlign + FCN head traced with detections runs in ONNX Runtime with K = 0 (an
+    image without detections) and agrees with torch on K > 0."""
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from model_export.nets.detection import LevelRoIAlign
+    from model_export.nets.instance import FCNMaskHead
+
+    class Branch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = LevelRoIAlign((4, 8, 16, 32), 14, 2, False, 56, 1.0)
+            self.head = FCNMaskHead(81, 16, 4, 16)
+
+        def forward(self, f0, f1, f2, f3, boxes, labels):  # noqa: ANN001, ANN201
+            feats = self.pool({"0": f0, "1": f1, "2": f2, "3": f3}, [boxes])
+            return torch.sigmoid(self.head(feats, labels))
+
+    torch.manual_seed(0)
+    branch = Branch().eval()
+    feats = [torch.randn(1, 16, 64 // 2 ** i, 64 // 2 ** i) for i in range(4)]
+    boxes, labels = torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 200.0, 200.0]]), torch.tensor([3, 5])
+    names = ["f0", "f1", "f2", "f3", "boxes", "labels"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(branch, (*feats, boxes, labels), str(tmp_path / "m.onnx"), dynamo=False,
+                          opset_version=18, input_names=names,
+                          dynamic_axes={"boxes": {0: "k"}, "labels": {0: "k"}})
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    feed = {f"f{i}": f.numpy() for i, f in enumerate(feats)}
+    got = sess.run(None, {**feed, "boxes": boxes.numpy(), "labels": labels.numpy()})[0]
+    with torch.no_grad():
+        ref = branch(*feats, boxes, labels).numpy()
+    # the per-class dot product equals the full conv_logits channel of the label
+    with torch.no_grad():
+        y = branch.head.features(branch.pool({str(i): f for i, f in enumerate(feats)}, [boxes]))
+        full = torch.sigmoid(branch.head.conv_logits(y))[torch.arange(2), labels].numpy()
+    np.testing.assert_allclose(ref, full, atol=1e-6)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    empty = sess.run(None, {**feed, "boxes": np.zeros((0, 4), np.float32),
+                            "labels": np.zeros(0, np.int64)})[0]
+    assert empty.shape == (0, 28, 28)
