@@ -81,6 +81,9 @@ class InstanceMask(BaseModel):
 class Detection(BaseModel):
     """One detected object."""
 
+    # The serializer below only drops an unasked ``mask``: document the fields as declared.
+    model_config = ConfigDict(json_schema_mode_override="validation")
+
     label: str
     label_index: int = Field(description="Index into the model's labels (0 = background).")
     category_id: int | None = Field(None, description="Dataset category id (COCO), if known.")
@@ -97,6 +100,8 @@ class Detection(BaseModel):
 
 class CocoResult(BaseModel):
     """One entry of a COCO detection results file."""
+
+    model_config = ConfigDict(json_schema_mode_override="validation")
 
     image_id: int
     category_id: int
