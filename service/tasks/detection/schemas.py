@@ -94,7 +94,7 @@ class Detection(BaseModel):
     mask: InstanceMask | None = Field(None, description="With masks=true (Mask R-CNN models).")
 
     @model_serializer(mode="wrap")
-    def _drop_unasked(self, handler: SerializerFunctionWrapHandler) -> dict:
+    def _drop_unasked(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 (schema: the fields)
         return _without_none(handler(self), "mask")
 
 
@@ -110,7 +110,7 @@ class CocoResult(BaseModel):
     segmentation: dict | None = Field(None, description="The mask's COCO RLE (masks=true).")
 
     @model_serializer(mode="wrap")
-    def _drop_unasked(self, handler: SerializerFunctionWrapHandler) -> dict:
+    def _drop_unasked(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 (schema: the fields)
         return _without_none(handler(self), "segmentation")
 
 
