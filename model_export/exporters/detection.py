@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model_export.archs import build_model, split_detection_arch
+from model_export.archs import build_model
 from model_export.checkpoints.detection import FORMAT_CONVENTION
 from model_export.errors import ExportError
 from model_export.exporters.base import (
@@ -82,9 +82,8 @@ class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
         else:
             convention = "legacy"
         n = job.dataset.num_outputs
-        head, _ = split_detection_arch(job.arch)
-        title = (f"building detection {job.arch} (HRNetV2p {head}, {n} classes with "
-                 f"background, {convention} box arithmetic)")
+        title = (f"building detection {job.arch} (HRNetV2p two-stage detector, {n} classes "
+                 f"with background, {convention} box arithmetic)")
         with stage(log, title):
             torch.manual_seed(job.seed)
             try:
