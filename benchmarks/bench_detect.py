@@ -1,7 +1,7 @@
 """/detect: HTTP end-to-end vs bare ONNX Runtime on the same passes, and the gateway's own work.
 
     .venv/bin/python benchmarks/bench_detect.py [--repo DIR [--model NAME]] [--photo coffee]
-        [--size 640x480] [--tta-scales 1,1.25] [--repeat 3] [--threads 2]
+        [--size 640x480] [--tta-scales 1,1.25] [--repeat 3] [--threads 2] [--masks]
 
 Without --repo it exports the demo's random-init HRNetV2p-W18 Faster R-CNN (``python -m
 model_export demo --tasks detection``: resize to fit 800x480, RPN 1000/300 proposals) into
@@ -22,6 +22,12 @@ a warm-up; medians of the rest):
   detections must equal the HTTP response's, which checks that bare ORT ran the gateway's inputs.
 
 Ratio printed: HTTP/bare, the gateway's whole overhead on top of the network. Wall-clock times.
+
+``--masks``: a Mask R-CNN instead (random-init ``mask_rcnn_hrnetv2p_w18`` with the demo's
+settings, exported into ``$TMPDIR/hrnet_bench_mask_repo`` unless --repo names one), every
+request with ``masks=true``: besides HTTP/bare it prints the mask work (the paste-back in
+``postprocess`` and the RLE encoding in ``encode``, the server's own timings) divided by the
+inference, with the instance count (random weights give the full 100).
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bare_session, first_model, idle_cpu_note, photo, run_batched  # noqa: E402
 
 
-def _export(repo: Path, threads: int) -> str:
-    """The demo detection model in ``repo`` (exported unless already there); its name."""
+def _export(repo: Path, threads: int, masks: bool = False) -> str:
+    """The demo detection model in ``repo`` (exported unless already there); its name. With
+    ``masks`` the same request for a Mask R-CNN."""
+    from dataclasses import replace
+
     import torch
 
     from model_export.demo import demo_requests
@@ -54,6 +63,8 @@ def _export(repo: Path, threads: int) -> str:
 
     torch.set_num_threads(threads)
     (req,) = demo_requests(repo, ["detection"])
+    if masks:
+        req = replace(req, arch="mask_rcnn_hrnetv2p_w18", name="mask_rcnn_hrnetv2p_w18_coco_demo")
     if not (repo / req.name / "1" / "model.onnx").is_file():
         export_model(req, log=lambda _m: None)
     return req.name
@@ -152,6 +163,7 @@ def main() -> None:
     ap.add_argument("--tta-scales", default="1,1.25", help="scales of the TTA case (with flip)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (server and bare)")
+    ap.add_argument("--masks", action="store_true", help="a Mask R-CNN, requests with masks=true")
     args = ap.parse_args()
 
     from _common import gateway
@@ -159,9 +171,11 @@ def main() -> None:
     from service.contract import ModelMetadata
     from service.settings import Settings
 
-    repo = args.repo or Path(tempfile.gettempdir()) / "hrnet_bench_det_repo"
+    repo = args.repo or Path(tempfile.gettempdir()) / (
+        "hrnet_bench_mask_repo" if args.masks else "hrnet_bench_det_repo")
     repo.mkdir(parents=True, exist_ok=True)
-    name = args.model or (args.repo and first_model(repo, "detection")) or _export(repo, args.threads)
+    name = (args.model or (args.repo and first_model(repo, "detection"))
+            or _export(repo, args.threads, args.masks))
     meta = ModelMetadata.from_json((repo / name / "hrnet.json").read_text())
     w, h = (int(v) for v in args.size.lower().split("x"))
     _, png = photo(args.photo, w, h)
@@ -170,8 +184,9 @@ def main() -> None:
     settings = Settings(**server)
     session = bare_session(repo / name / "1" / "model.onnx", settings)
     tta = [float(s) for s in args.tta_scales.split(",")]
-    cases = [("single pass", {"scales": [1.0], "flip": False}, ["nms"]),
-             (f"scales {tta} + flip", {"scales": tta, "flip": True}, ["nms", "wbf"])]
+    extra = {"masks": True} if args.masks else {}
+    cases = [("single pass", {"scales": [1.0], "flip": False, **extra}, ["nms"]),
+             (f"scales {tta} + flip", {"scales": tta, "flip": True, **extra}, ["nms", "wbf"])]
     rows = []
     loop = asyncio.new_event_loop()
     try:
@@ -208,6 +223,11 @@ def main() -> None:
             st = r[f'stages_{m}']
             print(f"    server timings_ms {st}; server preprocess/inference "
                   f"{st['preprocess'] / st['inference']:.3f}")
+            if args.masks:
+                work = st["postprocess"] + st["encode"]
+                print(f"    masks of {r[f'dets_{m}']} instances: paste (postprocess) "
+                      f"{st['postprocess']:.1f} ms + RLE/JSON (encode) {st['encode']:.1f} ms = "
+                      f"{work:.1f} ms; mask work / inference {work / st['inference']:.3f}")
 
 
 if __name__ == "__main__":

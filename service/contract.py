@@ -20,7 +20,10 @@ Tensor conventions shared by every exported graph (the names are the constants b
   padding to a multiple of ``size_divisor``; boxes are clipped to it) and outputs ``boxes`` FP32
   ``[N, K, 4]`` in network-input pixels, ``scores`` FP32 ``[N, K]``, ``labels`` INT64 ``[N, K]``
   (indices into ``labels``; 0 is the background and never emitted). Detection normalisation is in
-  pixel units (``pixel_scale`` 1.0), as in mmdetection.
+  pixel units (``pixel_scale`` 1.0), as in mmdetection. Mask R-CNN graphs add ``masks`` FP32
+  ``[N, K, R, R]`` (R = ``detection.masks.resolution``, 28): each detection's probability of its
+  class over its box (sigmoid; Cascade Mask R-CNN: the mean of the stages'), which the gateway
+  pastes into the image by ``detection.masks.paste``.
 * face detection (BlazeFace, converted from MediaPipe's TFLite files): input ``image`` of the
   protocol's fixed ``input_size`` (the image letterboxed into it, padded with pixel 0), outputs
   the network's raw SSD tensors ``regressors`` FP32 ``[N, anchors, 4 + 2 * keypoints]`` (box
@@ -59,6 +62,7 @@ HEATMAPS = "heatmaps"
 BOXES = "boxes"
 SCORES = "scores"
 LABELS = "labels"
+MASKS = "masks"
 REGRESSORS = "regressors"
 CLASSIFICATORS = "classificators"
 #: The segmentation merge graph (``<entry>/1/merge.onnx``, model_export/onnx/merge.py): its
@@ -157,8 +161,31 @@ class LandmarkProtocol(_Frozen):
     )
 
 
+class MaskProtocol(_Frozen):
+    """How a Mask R-CNN graph's per-detection ``masks`` become image masks (the official
+    ``get_seg_masks`` of the checkpoint's origin)."""
+
+    resolution: int = Field(28, ge=1, description="Side of each detection's mask (28).")
+    threshold: float = Field(0.5, ge=0, le=1, description="mask_thr_binary of the test config.")
+    paste: Literal["legacy", "grid_sample"] = Field(
+        description="'legacy' (mmdetection v0.6 / 1.x): the box divided by the scale factor and "
+        "truncated to whole pixels, w = x2 - x1 + 1, the probabilities resized to w x h with "
+        "OpenCV bilinear and kept where > threshold; 'grid_sample' (MMDetection 2.x/3.x "
+        "_do_paste_mask): every pixel centre sampled bilinearly (zeros outside the mask) at "
+        "its position in the continuous box, within the box grown by 1 px, kept where "
+        ">= threshold.")
+
+
 class DetectionProtocol(_Frozen):
     """Detection test settings (reference README, detection)."""
+
+    head: Literal["faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn"] = Field(
+        "faster_rcnn", description="The detector's heads (what /v1/models reports).")
+    cascade_stages: int = Field(
+        1, ge=1, description="Box-head stages (3 for Cascade R-CNN: scores are the softmax of "
+        "the mean of the stages' logits, boxes the last stage's).")
+    masks: MaskProtocol | None = Field(
+        None, description="Set when the graph has a `masks` output (Mask R-CNN).")
 
     max_size: tuple[int, int] = Field((1333, 800), description="(long, short) limits of the resize.")
     size_divisor: int = 32

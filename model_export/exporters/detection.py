@@ -1,5 +1,6 @@
-"""Detection export: HRNetV2p Faster R-CNN with all post-processing in the graph, ``image`` +
-``image_size`` in, ``boxes`` / ``scores`` / ``labels`` out, one image per call."""
+"""Detection export: HRNetV2p Faster R-CNN, Mask R-CNN, Cascade R-CNN and Cascade Mask R-CNN with
+all post-processing in the graph, ``image`` + ``image_size`` in, ``boxes`` / ``scores`` /
+``labels`` (and ``masks``) out, one image per call."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from model_export.exporters.base import (
 )
 from model_export.metadata import detection_protocol
 from model_export.nets.detection import HRNetFasterRCNN
+from model_export.nets.instance import CASCADE_IOUS, head_of
+from service.contract import MaskProtocol
 from model_export.onnx.detection import (
     MIN_DETECTION_OPSET,
     PARITY_SIZES,
@@ -73,14 +76,14 @@ class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
         if job.info is not None:
             if job.info.format not in FORMAT_CONVENTION:
                 raise ExportError(f"{job.checkpoint} looks like a detection checkpoint "
-                                  f"({job.info.format}) but not an HRNetV2p Faster/Mask R-CNN "
+                                  f"({job.info.format}) but not an HRNetV2p two-stage detector "
                                   "that can be loaded")
             convention = FORMAT_CONVENTION[job.info.format]
         else:
             convention = "legacy"
         n = job.dataset.num_outputs
-        title = (f"building detection {job.arch} (HRNetV2p Faster R-CNN, {n} classes with "
-                 f"background, {convention} box arithmetic)")
+        title = (f"building detection {job.arch} (HRNetV2p two-stage detector, {n} classes "
+                 f"with background, {convention} box arithmetic)")
         with stage(log, title):
             torch.manual_seed(job.seed)
             try:
@@ -100,10 +103,23 @@ class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
         if overrides:
             notes.append(f"Test settings differ from the official ones: {overrides}.")
         cfg = model.cfg
+        masks = None
+        if cfg.with_mask:
+            # The paste rule of the origin: v0.6/1.x get_seg_masks, or 2.x/3.x _do_paste_mask.
+            masks = MaskProtocol(resolution=cfg.mask_resolution, threshold=cfg.mask_thr_binary,
+                                 paste="legacy" if cfg.convention == "legacy" else "grid_sample")
+        if cfg.cascade_stds:
+            notes.append(f"Cascade R-CNN: {cfg.num_stages} box stages (target stds "
+                         f"{[list(s) for s in cfg.cascade_stds]}, trained at IoU "
+                         f"{list(CASCADE_IOUS)}); scores = softmax of the mean of the stages' "
+                         "logits, boxes from the last stage"
+                         + ("; masks = the mean of the stages' mask probabilities."
+                            if cfg.with_mask else "."))
         protocol = detection_protocol(
             job.dataset, max_size=options.max_size, score_threshold=cfg.score_thresh,
             nms_iou=cfg.nms_thresh, max_detections=cfg.detections_per_img,
-            box_convention="legacy_plus_one" if cfg.convention == "legacy" else "continuous")
+            box_convention="legacy_plus_one" if cfg.convention == "legacy" else "continuous",
+            head=head_of(cfg), cascade_stages=cfg.num_stages, masks=masks)
         # HRFPN upsamples with align_corners=False, as the official code.
         return Built(model=model, weights=weights, align_corners=False, max_batch_size=1,
                      notes=notes, protocol_overrides={"detection": protocol})
@@ -114,7 +130,8 @@ class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
         assert isinstance(model, HRNetFasterRCNN)
         with stage(log, f"exporting ONNX (opset {opset}, image + image_size inputs)"):
             export_detection_onnx(model, onnx_path, opset=opset, trace_size=options.trace_size)
-        with stage(log, "parity: ONNX Runtime vs PyTorch detections on sample photos"):
+        what = "detections and masks" if model.cfg.with_mask else "detections"
+        with stage(log, f"parity: ONNX Runtime vs PyTorch {what} on sample photos"):
             return check_detection_parity(model, onnx_path,
                                           sizes=list(options.parity_sizes or PARITY_SIZES),
                                           trace_size=options.trace_size)

@@ -80,11 +80,28 @@ class DetectionConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 100
+    # Cascade R-CNN: one class-agnostic box head per stage with these target stds (() = Faster).
+    cascade_stds: tuple[tuple[float, float, float, float], ...] = ()
+    # Mask R-CNN: FCN mask head(s) on RoIAlign mask_roi_size features (one per cascade stage).
+    with_mask: bool = False
+    mask_roi_size: int = 14
+    mask_num_convs: int = 4
+    mask_thr_binary: float = 0.5
 
     @property
     def box_offset(self) -> float:
         """1 for the legacy inclusive-pixel boxes, 0 for continuous boxes."""
         return 1.0 if self.convention == "legacy" else 0.0
+
+    @property
+    def num_stages(self) -> int:
+        """Box-head stages: 3 for the official Cascade R-CNN, 1 for Faster/Mask R-CNN."""
+        return max(1, len(self.cascade_stds))
+
+    @property
+    def mask_resolution(self) -> int:
+        """Side of the mask head's output (the transposed conv doubles the RoI size): 28."""
+        return 2 * self.mask_roi_size
 
 
 def detection_config(convention: Convention = "legacy", **overrides: object) -> DetectionConfig:
@@ -309,6 +326,25 @@ class LevelRoIAlign(nn.Module):
         return torch.cat(pooled)[inverse]
 
 
+def select_detections(boxes: Tensor, scores: Tensor, hw: Tensor, *, offset: float,
+                      score_thresh: float, nms_thresh: float, limit: int
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """mmdet ``multiclass_nms`` of one image: ``boxes`` ``[R, C, 4]`` (per class, background at
+    0), softmax ``scores`` ``[R, C]``: clip, drop the background, score > threshold, per-class NMS
+    with the convention's IoU, the best ``limit``."""
+    num_classes = scores.shape[-1]
+    boxes = _clip(boxes, hw, offset)
+    labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
+    boxes = boxes[:, 1:].reshape(-1, 4)
+    scores = scores[:, 1:].reshape(-1)
+    labels = labels[:, 1:].reshape(-1)
+    inds = torch.where(scores > score_thresh)[0]
+    boxes, scores, labels = boxes[inds], scores[inds], labels[inds]
+    keep = box_ops.batched_nms(_nms_view(boxes, offset), scores, labels, nms_thresh)
+    keep = keep[:limit]
+    return boxes[keep], scores[keep], labels[keep]
+
+
 class DetectionHeads(RoIHeads):
     """torchvision's RoIHeads with mmdet's ``multiclass_nms``: softmax, class-specific decoding,
     clip, score > threshold, per-class NMS with the convention's IoU, best ``detections_per_img``.
@@ -321,26 +357,19 @@ class DetectionHeads(RoIHeads):
     def postprocess_detections(self, class_logits: Tensor, box_regression: Tensor,
                                proposals: list[Tensor], image_shapes: list[tuple[int, int]]
                                ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:  # noqa: D102
-        num_classes = class_logits.shape[-1]
         boxes_per_image = [p.shape[0] for p in proposals]
         pred_boxes = self.box_coder.decode(box_regression, proposals)
         pred_scores = F.softmax(class_logits, -1)
         all_boxes, all_scores, all_labels = [], [], []
         for boxes, scores, hw in zip(pred_boxes.split(boxes_per_image, 0),
                                      pred_scores.split(boxes_per_image, 0), image_shapes):
-            boxes = _clip(boxes, hw, self.box_offset)  # type: ignore[arg-type]
-            labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
-            boxes = boxes[:, 1:].reshape(-1, 4)
-            scores = scores[:, 1:].reshape(-1)
-            labels = labels[:, 1:].reshape(-1)
-            inds = torch.where(scores > self.score_thresh)[0]
-            boxes, scores, labels = boxes[inds], scores[inds], labels[inds]
-            keep = box_ops.batched_nms(_nms_view(boxes, self.box_offset), scores, labels,
-                                       self.nms_thresh)
-            keep = keep[: self.detections_per_img]
-            all_boxes.append(boxes[keep])
-            all_scores.append(scores[keep])
-            all_labels.append(labels[keep])
+            b, s, lab = select_detections(
+                boxes, scores, hw, offset=self.box_offset,  # type: ignore[arg-type]
+                score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+                limit=self.detections_per_img)
+            all_boxes.append(b)
+            all_scores.append(s)
+            all_labels.append(lab)
         return all_boxes, all_scores, all_labels
 
 

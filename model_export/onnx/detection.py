@@ -11,7 +11,12 @@ Graph I/O (one image per call; Triton ``max_batch_size: 1``, so Triton shapes ca
 * ``boxes``  FP32 ``[1, K, 4]``: ``x1, y1, x2, y2`` in network-input pixels (legacy models:
   inclusive corners, ``w = x2 - x1 + 1``);
 * ``scores`` FP32 ``[1, K]``, sorted descending; ``labels`` INT64 ``[1, K]`` indexing
-  ``metadata.labels`` (0 is the background and never emitted, COCO classes are 1..80).
+  ``metadata.labels`` (0 is the background and never emitted, COCO classes are 1..80);
+* Mask R-CNN graphs: ``masks`` FP32 ``[1, K, 28, 28]``, each detection's probability of its own
+  class over its box. Why not pasted masks: pasting needs the *original* image size and the
+  origin's rule (see ``service.contract.MaskProtocol``), and full-size masks would be K x H x W
+  (100 x 800 x 1333 bytes = 107 MB per call even as uint8) against 314 KB here; the gateway pastes
+  each mask into its box region only, in a worker thread.
 
 Inside: normalisation, backbone, HRFPN, RPN (per-level top-n, NMS 0.7, top-n), RoIAlign, box head,
 class-specific decoding, clipping, score threshold, per-class NMS and the top ``detections_per_img``.
@@ -30,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from service.contract import (
-    BOXES, IMAGE, IMAGE_SIZE, LABELS, MMDET_PIXEL_MEAN, SCORES, rescale_size,
+    BOXES, IMAGE, IMAGE_SIZE, LABELS, MASKS, MMDET_PIXEL_MEAN, SCORES, rescale_size,
 )
 
 from model_export.errors import ParityError
@@ -44,16 +49,21 @@ TRACE_SIZE = (320, 480)
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((320, 480), (480, 320))
 
 
+def output_names(model: HRNetFasterRCNN) -> tuple[str, ...]:
+    """The graph outputs of ``model``: boxes, scores, labels (and masks for Mask R-CNN)."""
+    return OUTPUT_NAMES + ((MASKS,) if model.cfg.with_mask else ())
+
+
 class DetectionGraph(nn.Module):
-    """Batch-shaped wrapper: ``[1, 3, H, W]``, ``[1, 2]`` -> ``([1, K, 4], [1, K], [1, K])``."""
+    """Batch-shaped wrapper: ``[1, 3, H, W]``, ``[1, 2]`` -> ``([1, K, 4], [1, K], [1, K]`` and
+    for Mask R-CNN ``[1, K, 28, 28])``."""
 
     def __init__(self, model: HRNetFasterRCNN) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        boxes, scores, labels = self.model(image[:1], image_size[:1])
-        return boxes[None], scores[None], labels[None]
+    def forward(self, image: Tensor, image_size: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t[None] for t in self.model(image[:1], image_size[:1]))
 
 
 def export_detection_onnx(model: HRNetFasterRCNN, path: str | Path, *,
@@ -72,14 +82,15 @@ def export_detection_onnx(model: HRNetFasterRCNN, path: str | Path, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     example = photo_input("coffee", trace_size)
     graph = DetectionGraph(model.eval()).eval()
+    outputs = output_names(model)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph, example, str(path), dynamo=False, opset_version=opset,
-            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            input_names=list(INPUT_NAMES), output_names=list(outputs),
             dynamic_axes={IMAGE: {0: "batch", 2: "height", 3: "width"},
                           IMAGE_SIZE: {0: "batch"},
-                          **{name: {0: "batch", 1: "detections"} for name in OUTPUT_NAMES}},
+                          **{name: {0: "batch", 1: "detections"} for name in outputs}},
             do_constant_folding=True, external_data=False)
     import onnx
 
@@ -147,6 +158,8 @@ class DetectionParityCase:
     max_box_err: float
     torch_ms: float = 0.0
     onnxruntime_ms: float = 0.0
+    min_mask_iou: float | None = None  # Mask R-CNN: worst matched pair's 28x28 mask IoU at 0.5
+    max_mask_err: float | None = None  # ... and largest |probability difference|
 
     @property
     def match_rate(self) -> float:
@@ -166,11 +179,14 @@ class DetectionParityReport:
     score_tol: float = 1e-3
     onnxruntime: str = ""
     traced_input: tuple[int, int] | None = None  # padded (h, w) of the tracing photo
+    mask_iou: float = 0.99  # Mask R-CNN: every matched pair's thresholded 28x28 masks
 
     def case_passed(self, c: DetectionParityCase) -> bool:
-        """Detections exist and >= ``min_match_rate`` of them match within the tolerances."""
+        """Detections exist and >= ``min_match_rate`` of them match within the tolerances (and
+        so do their masks)."""
         return (c.reference > 0 and c.match_rate >= self.min_match_rate
-                and c.max_score_err <= self.score_tol)
+                and c.max_score_err <= self.score_tol
+                and (c.min_mask_iou is None or c.min_mask_iou >= self.mask_iou))
 
     @property
     def passed(self) -> bool:
@@ -188,20 +204,25 @@ class DetectionParityReport:
         matched = sum(c.matched for c in self.cases)
         serr = max((c.max_score_err for c in self.cases), default=0.0)
         berr = max((c.max_box_err for c in self.cases), default=0.0)
+        masks = [c.min_mask_iou for c in self.cases if c.min_mask_iou is not None]
         return (f"{matched}/{ref} detections matched, max|score err| {serr:.1e}, "
-                f"max|box err| {berr:.1e} px")
+                f"max|box err| {berr:.1e} px"
+                + (f", min mask IoU {min(masks):.4f}" if masks else ""))
 
     def summary(self) -> str:
         """One line per photo, for the console."""
         return "\n".join(
             f"  {c.image} {c.size[0]}x{c.size[1]} (valid {c.valid_size[0]}x{c.valid_size[1]}): "
             f"{c.matched}/{c.reference} matched ({c.onnx} from ONNX), max|score err| "
-            f"{c.max_score_err:.1e} -> {'ok' if self.case_passed(c) else 'FAIL'}"
+            f"{c.max_score_err:.1e}"
+            + (f", min mask IoU {c.min_mask_iou:.4f}" if c.min_mask_iou is not None else "")
+            + f" -> {'ok' if self.case_passed(c) else 'FAIL'}"
             for c in self.cases)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the entry's ``parity.json``)."""
         return {"task": "detection", "passed": self.passed, "iou": self.iou,
+                "mask_iou": self.mask_iou,
                 "score_tol": self.score_tol, "min_match_rate": self.min_match_rate,
                 "trace_size": list(self.trace_size), "onnxruntime": self.onnxruntime,
                 "traced_input": list(self.traced_input) if self.traced_input else None,
@@ -222,31 +243,52 @@ def require_detection_parity(report: DetectionParityReport) -> None:
         f"{report.score_tol}, and some detections per photo):\n{report.summary()}")
 
 
-def match_detections(ref: tuple[np.ndarray, np.ndarray, np.ndarray],
-                     got: tuple[np.ndarray, np.ndarray, np.ndarray], iou: float = 0.99
-                     ) -> tuple[int, float, float]:
-    """Greedy one-to-one matching (same label, IoU >= ``iou``) in reference score order.
-
-    Returns (matched count, max |score diff|, max |box coordinate diff|) over matched pairs.
-    """
-    rb, rs, rl = ref
-    gb, gs, gl = got
+def match_pairs(ref: Sequence[np.ndarray], got: Sequence[np.ndarray], iou: float = 0.99
+                ) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching (same label, IoU >= ``iou``) in reference score order:
+    ``(reference index, other index)`` pairs. Only the first three arrays (boxes, scores,
+    labels) are read."""
+    rb, rs, rl = ref[:3]
+    gb, gs, gl = got[:3]
     if len(rb) == 0 or len(gb) == 0:
-        return 0, 0.0, 0.0
+        return []
     ious = box_iou(rb, gb)
     ious[rl[:, None] != gl[None, :]] = 0
     used = np.zeros(len(gb), bool)
-    matched, serr, berr = 0, 0.0, 0.0
+    pairs = []
     for i in np.argsort(-rs, kind="stable"):
         cand = np.where(~used & (ious[i] >= iou))[0]
         if len(cand) == 0:
             continue
         j = cand[np.argmin(np.abs(gs[cand] - rs[i]))]
         used[j] = True
-        matched += 1
-        serr = max(serr, float(abs(gs[j] - rs[i])))
-        berr = max(berr, float(np.abs(gb[j] - rb[i]).max()))
-    return matched, serr, berr
+        pairs.append((int(i), int(j)))
+    return pairs
+
+
+def mask_agreement(ref: np.ndarray, got: np.ndarray, pairs: list[tuple[int, int]],
+                   threshold: float = 0.5) -> tuple[float, float]:
+    """(min IoU of the thresholded masks, max |probability diff|) over matched ``pairs`` of
+    ``[K, R, R]`` mask probabilities (1.0, 0.0 with no pair)."""
+    worst, err = 1.0, 0.0
+    for i, j in pairs:
+        a, b = ref[i] > threshold, got[j] > threshold
+        union = np.logical_or(a, b).sum()
+        worst = min(worst, float(np.logical_and(a, b).sum() / union) if union else 1.0)
+        err = max(err, float(np.abs(ref[i] - got[j]).max()))
+    return worst, err
+
+
+def match_detections(ref: Sequence[np.ndarray], got: Sequence[np.ndarray], iou: float = 0.99
+                     ) -> tuple[int, float, float]:
+    """Greedy one-to-one matching (same label, IoU >= ``iou``) in reference score order.
+
+    Returns (matched count, max |score diff|, max |box coordinate diff|) over matched pairs.
+    """
+    pairs = match_pairs(ref, got, iou)
+    serr = max((float(abs(got[1][j] - ref[1][i])) for i, j in pairs), default=0.0)
+    berr = max((float(np.abs(got[0][j] - ref[0][i]).max()) for i, j in pairs), default=0.0)
+    return len(pairs), serr, berr
 
 
 def check_detection_parity(model: HRNetFasterRCNN, onnx_path: str | Path, *,
@@ -277,11 +319,15 @@ def check_detection_parity(model: HRNetFasterRCNN, onnx_path: str | Path, *,
             ref = tuple(t.numpy() for t in model(x, hw))
         t1 = time.perf_counter()
         got = tuple(o[0] for o in session.run(
-            list(OUTPUT_NAMES), {IMAGE: x.numpy(), IMAGE_SIZE: hw.numpy()}))
+            list(output_names(model)), {IMAGE: x.numpy(), IMAGE_SIZE: hw.numpy()}))
         t2 = time.perf_counter()
-        matched, serr, berr = match_detections(ref, got, report.iou)  # type: ignore[arg-type]
+        matched, serr, berr = match_detections(ref, got, report.iou)
+        mask_iou = mask_err = None
+        if model.cfg.with_mask:
+            mask_iou, mask_err = mask_agreement(ref[3], got[3], match_pairs(ref, got, report.iou),
+                                                model.cfg.mask_thr_binary)
         report.cases.append(DetectionParityCase(
             name, (int(x.shape[2]), int(x.shape[3])), (int(hw[0, 0]), int(hw[0, 1])),
             len(ref[0]), len(got[0]), matched, serr, berr,
-            round((t1 - t0) * 1e3, 1), round((t2 - t1) * 1e3, 1)))
+            round((t1 - t0) * 1e3, 1), round((t2 - t1) * 1e3, 1), mask_iou, mask_err))
     return report

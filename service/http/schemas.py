@@ -7,7 +7,7 @@ from typing import Any, Union
 from pydantic import BaseModel, Field, create_model
 
 from service.contract import (
-    DetectionMetadata, Engine, FaceDetectionMetadata, LandmarkMetadata, ModelMetadata, Precision,
+    MASKS, DetectionMetadata, Engine, FaceDetectionMetadata, LandmarkMetadata, ModelMetadata, Precision,
     SegmentationMetadata, TensorSpec, TierDeltas,
 )
 
@@ -99,6 +99,18 @@ class TierInfo(BaseModel):
                    calibration=p.calibration, deltas=p.deltas)
 
 
+class DetectionInfo(BaseModel):
+    """What a detection model's answers hold."""
+
+    head: str = Field(description="'faster_rcnn', 'mask_rcnn', 'cascade_rcnn' or "
+                      "'cascade_mask_rcnn'.")
+    outputs: list[str] = Field(description="What /detect can return per instance: 'boxes', and "
+                               "'masks' for Mask R-CNN models (masks=true).")
+    cascade_stages: int = Field(description="Box-head stages (3 for Cascade R-CNN).")
+    mask_paste: str | None = Field(None, description="The official paste rule of the masks "
+                                   "('legacy' or 'grid_sample'), None without masks.")
+
+
 class ModelInfo(BaseModel):
     """A served model as clients see it."""
 
@@ -121,6 +133,8 @@ class ModelInfo(BaseModel):
         default_factory=dict, description="What the exported graph cannot exceed, e.g. "
         "detection's `max_detections` (the most boxes a request may ask for).")
     protocol: dict[str, Any] | None = Field(None, description="The task's full protocol parameters.")
+    detection: DetectionInfo | None = Field(
+        None, description="Detection models: their head, outputs (boxes, masks) and cascade stages.")
     weights: WeightsSummary
     random_init: bool = Field(description="Loud copy of weights.random_init.")
     default_for_task: bool = False
@@ -139,6 +153,7 @@ class ModelInfo(BaseModel):
         """Describe ``meta`` for clients (``tiers``: the served entries of its checkpoint)."""
         defaults: dict[str, Any] = {}
         limits: dict[str, int] = {}
+        detection = None
         if isinstance(meta, SegmentationMetadata):
             s = meta.segmentation
             defaults = {
@@ -153,6 +168,13 @@ class ModelInfo(BaseModel):
             defaults = {"score_threshold": d.score_threshold, "nms_iou": d.nms_iou,
                         "max_detections": d.max_detections}
             limits = {"max_detections": d.max_detections}
+            has_masks = d.masks is not None and any(o.name == MASKS for o in meta.outputs)
+            if has_masks:
+                defaults["masks"] = False
+            detection = DetectionInfo(
+                head=d.head, outputs=["boxes", "masks"] if has_masks else ["boxes"],
+                cascade_stages=d.cascade_stages,
+                mask_paste=d.masks.paste if has_masks and d.masks else None)
         elif isinstance(meta, FaceDetectionMetadata):
             f = meta.face_detection
             defaults = {"score_threshold": f.score_threshold, "nms_iou": f.nms_iou,
@@ -168,7 +190,7 @@ class ModelInfo(BaseModel):
             ),
             inputs=list(meta.inputs), outputs=list(meta.outputs),
             max_batch_size=meta.max_batch_size, default_options=defaults, limits=limits,
-            protocol=meta.protocol.model_dump(mode="json"),
+            protocol=meta.protocol.model_dump(mode="json"), detection=detection,
             weights=WeightsSummary(**meta.weights.model_dump(include={
                 "origin", "format", "random_init", "file", "sha256", "package", "license"})),
             random_init=meta.weights.random_init, default_for_task=is_default,

@@ -206,17 +206,32 @@ def landmarks_overlay(rgb: np.ndarray, boxes: Iterable[Sequence[float] | None],
 
 
 def boxes_overlay(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], int, str]], *,
-                  palette: list[Colour] | None = None, fmt: str = "jpeg") -> bytes:
+                  palette: list[Colour] | None = None, fmt: str = "jpeg",
+                  masks: Sequence[tuple[int, int, np.ndarray]] = (),
+                  mask_alpha: float = 0.45) -> bytes:
     """The image with each ``(box, class index, caption)``: the outline in the class colour, the
     caption on a filled box of that colour above the box (inside it at the top edge). Captions
-    are drawn after every outline, lowest score (last) first, so the best stay readable."""
+    are drawn after every outline, lowest score (last) first, so the best stay readable.
+
+    ``masks`` (one per box, ``(x0, y0, boolean region)`` in image pixels) are blended first in
+    the box's class colour with ``mask_alpha``, only within their regions."""
+    n = max((int(c) for _, c, _ in boxes), default=0) + 1
+    colours = class_colours(n, palette)
+    if len(masks):
+        out = rgb.copy()
+        for (x0, y0, region), (_, cls, _) in list(zip(masks, boxes))[::-1]:
+            h, w = region.shape
+            if not (h and w and region.any()):
+                continue
+            view = out[y0:y0 + h, x0:x0 + w]
+            colour = np.asarray(colours[int(cls)], np.float32)
+            view[region] = (view[region] * (1 - mask_alpha) + colour * mask_alpha).astype(np.uint8)
+        rgb = out
     im = Image.fromarray(rgb)
     draw = ImageDraw.Draw(im)
     shape = rgb.shape
     width = line_width(shape)
     fnt = font(text_size(shape))
-    n = max((int(c) for _, c, _ in boxes), default=0) + 1
-    colours = class_colours(n, palette)
     for (x1, y1, x2, y2), cls, _ in boxes[::-1]:
         draw.rectangle([x1, y1, x2, y2], outline=colours[int(cls)], width=width)
     for (x1, y1, _, _), cls, text in boxes[::-1]:

@@ -45,7 +45,10 @@ def test_wider_parameter_counts_match_published(arch: str, published: float) -> 
 
 
 def test_registered_archs_and_builder() -> None:
-    assert list_archs("detection") == ["hrnetv2p_w18", "hrnetv2p_w32", "hrnetv2p_w40", "hrnetv2p_w48"]
+    # Faster R-CNN first; then the Mask / Cascade / Cascade Mask R-CNN heads on each backbone
+    assert list_archs("detection")[:4] == ["hrnetv2p_w18", "hrnetv2p_w32", "hrnetv2p_w40",
+                                           "hrnetv2p_w48"]
+    assert len(list_archs("detection")) == 16
     model = build_model("detection", "hrnetv2p_w48", 81)
     assert model.backbone.neck.reduction_conv[0].in_channels == 15 * 48
 

@@ -1,7 +1,9 @@
-"""Object detection (``POST /detect``): HRNetV2p Faster R-CNN with the official test resize.
+"""Object detection (``POST /detect``): HRNetV2p Faster R-CNN, Mask R-CNN, Cascade R-CNN and
+Cascade Mask R-CNN with the official test resize.
 
-resolve (thresholds, classes, resize limits) -> plan (resize + pad per scale and flip) -> merge
-(boxes to original pixels, NMS / WBF across TTA passes) -> respond (filtered boxes, overlay).
+resolve (thresholds, classes, resize limits, masks) -> plan (resize + pad per scale and flip) ->
+merge (boxes to original pixels, NMS / WBF across TTA passes, masks pasted by the origin's
+official rule: ``masks.py``) -> respond (filtered boxes, COCO RLE / polygons, overlay).
 """
 
 from __future__ import annotations

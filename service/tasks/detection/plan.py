@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from service.contract import IMAGE, IMAGE_SIZE, DetectionMetadata, padded, rescale_size
+from service.contract import (
+    IMAGE, IMAGE_SIZE, MASKS, DetectionMetadata, MaskProtocol, padded, rescale_size,
+)
 from service.errors import Unprocessable, shown
 from service.imaging.resize import resize_image
 from service.tasks.common import Limits
@@ -35,6 +37,7 @@ class DetectionRequest:
     max_detections: int
     classes: frozenset[int] | None  # label indices to keep (None: all)
     max_size: tuple[int, int]
+    masks: bool = False  # instance masks asked for (and the model has them)
 
 
 def resolve(options: DetectOptions, extras: dict[str, Any], meta: DetectionMetadata,
@@ -50,7 +53,13 @@ def resolve(options: DetectOptions, extras: dict[str, Any], meta: DetectionMetad
             "limits.max_detections in /v1/models)", code="invalid_options")
     limit = options.max_detections or proto.max_detections
     max_size = tuple(options.max_size or proto.max_size)
-    return DetectionRequest(options, thr, limit, class_filter(meta, options.classes), max_size)  # type: ignore[arg-type]
+    masks = options.masks or options.polygons
+    if masks and (proto.masks is None or not any(o.name == MASKS for o in meta.outputs)):
+        raise Unprocessable(
+            f"invalid options: masks: model '{meta.name}' ({proto.head}) has no masks output; "
+            "see outputs in /v1/models (Mask R-CNN models have one)", code="invalid_options")
+    return DetectionRequest(options, thr, limit, class_filter(meta, options.classes), max_size,  # type: ignore[arg-type]
+                            masks=masks)
 
 
 def class_filter(meta: DetectionMetadata, classes: list[str | int] | None) -> frozenset[int] | None:
@@ -110,6 +119,7 @@ class DetectionPlan:
     score_threshold: float  # kept: score > threshold
     classes: frozenset[int] | None  # kept label indices (None: all)
     max_detections: int
+    mask: MaskProtocol | None = None  # paste rule when masks are asked for
 
     reduce_hint: ClassVar[str] = "use fewer or smaller scales, no flip, or a smaller max_size"
 
@@ -157,4 +167,4 @@ def plan(req: DetectionRequest, meta: DetectionMetadata, image_size: tuple[int, 
         mean_pixel=meta.normalization.mean_pixel, with_size_input=meta.takes(IMAGE_SIZE),
         legacy=legacy, nms_iou=proto.nms_iou, merge_rule=opts.merge,
         score_threshold=req.score_threshold, classes=req.classes,
-        max_detections=req.max_detections)
+        max_detections=req.max_detections, mask=proto.masks if req.masks else None)

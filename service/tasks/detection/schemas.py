@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer,
+)
 
 from service.tasks.schemas import EncodedImage, ImageInput, ImageResult, TimingsMs
 
@@ -35,8 +37,16 @@ class DetectOptions(BaseModel):
     max_size: tuple[Side, Side] | None = Field(
         None, description="(long, short) resize limits, sides in [32, 4096]; default the "
         "model's (1333, 800).")
+    masks: bool = Field(
+        False, description="Mask R-CNN models: each detection's instance mask as COCO RLE "
+        "(pycocotools, original-image pixels) with its area, pasted by the official rule of the "
+        "checkpoint's origin; 422 for models without masks (see outputs in /v1/models).")
+    polygons: bool = Field(False, description="Also each mask's outline as polygons with holes "
+                           "(implies masks).")
+    polygon_tolerance: float = Field(1.0, ge=0.0, le=100.0, description="Polygon simplification "
+                                     "tolerance in pixels (0: every boundary pixel).")
     overlay: bool = Field(False, description="Return the image with the boxes drawn (per-class "
-                          "colours, captions on a background).")
+                          "colours, captions on a background), and the masks when asked for.")
     overlay_format: Literal["jpeg", "png"] = "jpeg"
     coco_results: bool = Field(
         False, description="Also return the detections in the COCO results-file layout "
@@ -57,8 +67,22 @@ class DetectRequest(ImageInput, DetectOptions):
     """JSON body of ``POST /detect``: a base64 image plus options."""
 
 
+class InstanceMask(BaseModel):
+    """One detection's mask in original-image pixels."""
+
+    rle: dict = Field(description="COCO RLE: {size: [height, width], counts: compressed text} "
+                      "(pycocotools.mask.decode reads it).")
+    area: int = Field(description="Mask pixels.")
+    polygons: list[dict] | None = Field(
+        None, description="With polygons=true: regions {exterior: [[x, y], ...], holes: [...]}, "
+        "vertices at boundary pixel centres.")
+
+
 class Detection(BaseModel):
     """One detected object."""
+
+    # The serializer below only drops an unasked ``mask``: document the fields as declared.
+    model_config = ConfigDict(json_schema_mode_override="validation")
 
     label: str
     label_index: int = Field(description="Index into the model's labels (0 = background).")
@@ -67,15 +91,34 @@ class Detection(BaseModel):
     box: list[float] = Field(description="[x1, y1, x2, y2], original image pixels.")
     bbox: list[float] = Field(description="The same box as COCO writes it: [x, y, width, height] "
                               "(x, y = the top-left corner).")
+    mask: InstanceMask | None = Field(None, description="With masks=true (Mask R-CNN models).")
+
+    @model_serializer(mode="wrap")
+    def _drop_unasked(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 (schema: the fields)
+        return _without_none(handler(self), "mask")
 
 
 class CocoResult(BaseModel):
     """One entry of a COCO detection results file."""
 
+    model_config = ConfigDict(json_schema_mode_override="validation")
+
     image_id: int
     category_id: int
     bbox: list[float] = Field(description="[x, y, width, height], original image pixels.")
     score: float
+    segmentation: dict | None = Field(None, description="The mask's COCO RLE (masks=true).")
+
+    @model_serializer(mode="wrap")
+    def _drop_unasked(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 (schema: the fields)
+        return _without_none(handler(self), "segmentation")
+
+
+def _without_none(data: dict, key: str) -> dict:
+    """``data`` without ``key`` when it is None (answers of box-only requests stay as before)."""
+    if data.get(key, 0) is None:
+        data.pop(key)
+    return data
 
 
 class DetectResponse(ImageResult):
