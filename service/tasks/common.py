@@ -64,6 +64,8 @@ class Limits:
     max_faces: int
     timeout_s: float
     release_memory_pixels: int = 0  # after a request of at least this many network pixels
+    release_memory_idle_s: float = 0.0
+    """Seconds without a running request before that memory goes back (0: at once)."""
     max_request_network_pixels: int = 128_000_000
     """Network pixels summed over all images of one request (segmentation, landmarks, faces)."""
     max_request_detection_pixels: int = 32_000_000
@@ -76,6 +78,7 @@ class Limits:
                    max_detection_pixels=settings.max_detection_pixels,
                    max_faces=settings.max_faces, timeout_s=settings.request_timeout_s,
                    release_memory_pixels=settings.release_memory_pixels,
+                   release_memory_idle_s=settings.release_memory_idle_s,
                    max_request_network_pixels=settings.max_request_network_pixels,
                    max_request_detection_pixels=settings.max_request_detection_pixels)
 
@@ -359,6 +362,7 @@ async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceEr
         limits.check_total(list(up_plans.values()), task.upstream.task.pixel_budget)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout_s
+    memory.request_started()
     try:
         async with asyncio.timeout_at(deadline):
             if up_plans and task.upstream is not None:
@@ -382,9 +386,9 @@ async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceEr
         # Large images weigh as much as many network pixels (decoded, as floats, merged maps).
         work = max([p.n_pixels for p in (*plans.values(), *up_plans.values())]
                    + [j.image.shape[0] * j.image.shape[1] for j in todo.values()] + [0])
-        if limits.release_memory_pixels and work >= limits.release_memory_pixels:
-            # Off the request's path: the answer does not wait for the trim (~25 ms).
-            loop.run_in_executor(None, memory.release)
+        memory.request_finished(
+            loop, large=bool(limits.release_memory_pixels) and work >= limits.release_memory_pixels,
+            delay_s=limits.release_memory_idle_s)
     return outcomes
 
 

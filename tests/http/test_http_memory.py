@@ -20,7 +20,9 @@ def _jpeg(size: tuple[int, int]) -> bytes:
 
 
 def test_rss_returns_after_a_heavy_request(model_repo) -> None:
-    settings = {"repository": model_repo, "ort_intra_threads": 1, "ort_inter_threads": 1}
+    # Memory goes back 1 s after the last large request (the default waits 30 s of idleness).
+    settings = {"repository": model_repo, "ort_intra_threads": 1, "ort_inter_threads": 1,
+                "release_memory_idle_s": 1}
     with gateway_process(settings) as gw, httpx.Client(timeout=300) as client:
         url = gw.url
 
@@ -35,10 +37,10 @@ def test_rss_returns_after_a_heavy_request(model_repo) -> None:
         segment(photo_png((320, 240)))
         for _ in range(2):  # warm-up: sessions, caches, thread pools, first big buffers
             segment(heavy, **options)
-        time.sleep(1.0)
+        time.sleep(3.0)
         rest, _ = gw.memory_mb()
         segment(heavy, **options)
-        # The release runs just after the answer, off its path: give a busy machine time.
+        # The release runs 1 s after the answer, off its path: give a busy machine time.
         deadline = time.monotonic() + 15
         while True:
             after, peak = gw.memory_mb()
