@@ -151,8 +151,8 @@ def memory(repo: Path, name: str, server: dict, threads: int) -> list[str]:
     from PIL import Image
 
     rgb, png = photo("coffee", 2048, 1024)
-    # Memory handed back 1 s after a large request (the default waits 30 s of idleness).
-    with gateway({**server, "release_memory_idle_s": 1}) as url, httpx.Client(timeout=3600) as client:
+    # Memory handed back at once after a large request (HRNET_RELEASE_MEMORY_IDLE_S=0).
+    with gateway({**server, "release_memory_idle_s": 0}) as url, httpx.Client(timeout=3600) as client:
         _post(client, url, png, {"model": name, "scales": [0.5]})
         _post(client, url, photo("coffee", 600, 400)[1], {"model": name, "scales": MULTI, "flip": True})
         time.sleep(3.0)

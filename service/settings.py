@@ -57,10 +57,10 @@ class Settings(BaseSettings):
         "(or image pixels), freed memory is handed back to the system (malloc_trim); 0: never.",
     )
     release_memory_idle_s: float = Field(
-        30.0, ge=0, description="That memory goes back once no request has run for this long "
+        0.0, ge=0, description="That memory goes back once no request has run for this long "
         "after the large one (0: right after it). Handing it back makes the next large request "
-        "fault it in again (a 30-pass merge 5.8 s instead of 1.8 s on a VM), so requests that "
-        "follow each other keep a warm heap.",
+        "fault it in again (a 30-pass merge 5.8 s instead of 1.8 s on a VM): with e.g. 30, "
+        "requests that follow each other keep a warm heap, and a busy gateway keeps its memory.",
     )
     max_passes: int = Field(
         256, ge=1, description="Most network passes (scales x windows x flips) one request may plan."

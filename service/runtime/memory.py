@@ -8,9 +8,10 @@ after the request, 0.19 GB before). ``malloc_trim(0)`` returns those free pages 
 -> 0.17 GB in ~25 ms); ONNX Runtime's own arena is off by default for the same reason
 (``HRNET_ORT_CPU_ARENA``).
 
-The trim waits until the process has run no request for ``release_memory_idle_s`` after the
-large one: returned pages must be faulted in again by the next large request, which on this
-project's virtual machines made a 30-pass merge take 5.8 s instead of 1.8 s.
+The trim may wait until the process has run no request for ``release_memory_idle_s`` after
+the large one (default 0: at once): returned pages must be faulted in again by the next large
+request, which on this project's virtual machines made a 30-pass merge take 5.8 s instead of
+1.8 s.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def _jpeg(size: tuple[int, int]) -> bytes:
 
 
 def test_rss_returns_after_a_heavy_request(model_repo) -> None:
-    # Memory goes back 1 s after the last large request (the default waits 30 s of idleness).
+    # Memory goes back once the gateway has been idle for 1 s after the large request.
     settings = {"repository": model_repo, "ort_intra_threads": 1, "ort_inter_threads": 1,
                 "release_memory_idle_s": 1}
     with gateway_process(settings) as gw, httpx.Client(timeout=300) as client:
