@@ -55,6 +55,7 @@ def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0) -> Iter
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, **{f"HRNET_{k.upper()}": str(v) for k, v in settings.items()})
+    env.setdefault("HRNET_ACCESS_LOG", "false")  # a line per request would drown the figures
     proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port",
                              str(port), "--log-level", "warning"], cwd=ROOT, env=env)
     url = Gateway(f"http://127.0.0.1:{port}")
@@ -73,7 +74,10 @@ def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0) -> Iter
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def limits_for_benchmarks() -> Limits:

@@ -22,16 +22,13 @@ import base64
 import ipaddress
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +37,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from benchmarks._common import first_model, photo  # noqa: E402
+from benchmarks._common import first_model, gateway, photo  # noqa: E402
 
 MAX_CONCURRENCY = 64
 MAX_DURATION_S = 1800.0
@@ -183,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             settings = {"repository": str(args.repo),
                         **dict(s.split("=", 1) for s in args.gateway_setting)}
-            url, pid = stack.enter_context(started_gateway(settings))
+            started = stack.enter_context(gateway(settings, startup_timeout=180.0))
+            url, pid = str(started), started.pid
         print(f"load: {url}, {concurrency} clients, {warmup:g} s warm-up + {duration:g} s, "
               f"at most {max_requests} requests; endpoints: "
               f"{sorted({p for p, _ in workload.requests})}; gateway pid {pid}", flush=True)
@@ -235,38 +233,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return summary
-
-
-@contextmanager
-def started_gateway(settings: dict[str, str], startup_timeout: float = 180.0) -> Iterator[tuple[str, int]]:
-    """``python -m service`` on a free loopback port in its own process, with ``settings`` as
-    ``HRNET_*`` variables; yields ``(url, pid)`` once ``/readyz`` answers 200."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, **{f"HRNET_{k.upper()}": str(v) for k, v in settings.items()})
-    env.setdefault("HRNET_ACCESS_LOG", "false")
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the gateway on port {port} did not become ready")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 if __name__ == "__main__":
