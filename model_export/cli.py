@@ -107,6 +107,10 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
                    help="batch sizes of the parity check")
     p.add_argument("--warmup", choices=["zero", "random", "none"], default="zero",
                    help="Triton model_warmup sample at a representative size")
+    p.add_argument("--served-merge", action=argparse.BooleanOptionalAction, default=True,
+                   help="segmentation: also write <name>__merge and <name>__segment, Triton "
+                   "models that run a request's passes and the official merge on the server "
+                   "(only the label map crosses to the gateway)")
     t = p.add_argument_group("precision tiers", "lower-precision entries beside the FP32 one "
                              "(<name>_bf16, <name>_int8, <name>_trt, <name>_trt_fp32, "
                              "<name>_trt_int8), each "
@@ -264,6 +268,7 @@ def _request_from_args(a: argparse.Namespace) -> "ExportRequest":
             instance_count=a.instance_count,
             warmup=a.warmup,
             tensorrt_fp16=a.tensorrt_accelerator == "fp16",
+            served_merge=a.served_merge,
         ),
         options=TASK_OPTIONS[a.task](a),
         precision=PrecisionOptions(

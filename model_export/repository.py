@@ -64,6 +64,9 @@ class TritonOptions:
     warmup_size: tuple[int, int] | None = None
     tensorrt_fp16: bool = False
     tensorrt_workspace_bytes: int = 1 << 30
+    served_merge: bool = True
+    """Segmentation: also write ``<name>__merge`` and ``<name>__segment`` (model_export/
+    served_merge/), which run a request's passes and the official merge on the server."""
 
 
 def preferred_batch_sizes(max_batch_size: int) -> list[int]:
@@ -257,7 +260,9 @@ def write_entry(
     overwrite: bool = True,
 ) -> EntryPaths:
     """Create ``<repo>/<metadata.name>/`` with the model file under ``1/`` and its sidecars
-    (segmentation: also the merge graph ``1/merge.onnx`` its metadata names).
+    (segmentation: also the merge graph ``1/merge.onnx`` its metadata names, and, unless
+    ``options.served_merge`` is off, the Triton models ``<name>__merge`` and ``<name>__segment``
+    beside the entry: :mod:`model_export.served_merge`).
 
     An existing entry of that name is replaced when ``overwrite`` (else FileExistsError). The
     entry is assembled in a sibling temporary folder and renamed into place, so Triton polling
@@ -292,6 +297,14 @@ def write_entry(
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+    if (isinstance(metadata, SegmentationMetadata) and metadata.segmentation.merge_graph
+            and (options or TritonOptions()).served_merge):
+        from model_export.served_merge import write_served_merge
+
+        opts = options or TritonOptions()
+        kind = (mc.ModelInstanceGroup.KIND_GPU if opts.instance_kind == "gpu"
+                else mc.ModelInstanceGroup.KIND_CPU)
+        write_served_merge(repo, metadata, kind=kind, count=int(opts.instance_count))
     return EntryPaths(
         entry_dir=final,
         model_file=final / VERSION / model_filename,

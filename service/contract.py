@@ -77,6 +77,20 @@ MERGE_INPUTS = (
     "down_identity", "final_identity",
 )
 MERGE_OUTPUTS = ("labels", "confidence")
+#: Triton's served merge (model_export/served_merge/): ``<model>__merge`` serves the merge graph,
+#: ``<model>__segment`` (python BLS) takes a request's passes, runs them through ``<model>`` and
+#: ``<model>__merge`` on the server and answers only the label map (and the confidence).
+MERGE_MODEL_SUFFIX = "__merge"
+SERVED_MERGE_SUFFIX = "__segment"
+#: Config parameter of a ``__segment`` model naming the network it merges for (discovery).
+SERVED_MERGE_PARAMETER = "hrnet_served_merge"
+#: ``__segment`` inputs besides the merge tables: every pass's pixels in one flat array, their
+#: ``(C, H, W)``, each region's pass and mirrored pass (-1: none), the 1/4-resolution logit size
+#: the tables assume, and the largest logit whose ``exp`` stays finite over the scales.
+SERVED_MERGE_INPUTS = ("pixels", "pass_shapes", "region_pass", "region_flipped_pass",
+                       "region_logit_size", "exp_limit")
+#: ``merged`` False: the scores could overflow float32; the caller merges itself instead.
+SERVED_MERGE_OUTPUTS = (*MERGE_OUTPUTS, "merged")
 
 
 def merge_model_name(model: str) -> str:

@@ -120,8 +120,11 @@ class Settings(BaseSettings):
     merge_on_device: Literal["auto", "on", "off"] = Field(
         "auto", description="Segmentation: run the official merge in the backend's merge graph "
         "(the entry's 1/merge.onnx) where the network runs, so only the uint8 label map comes "
-        "back: 'auto' where the model runs on a GPU provider (CUDA, TensorRT), 'on' always "
-        "(ONNX Runtime CPU too), 'off' never (the gateway's numpy merge). Embedded backend only.")
+        "back. Embedded: 'auto' where the model runs on a GPU provider (CUDA, TensorRT), 'on' "
+        "always (ONNX Runtime CPU too). Triton, where the server has the model's served merge "
+        "(<model>__segment: passes in, label map out, no logits over the network): 'auto' on "
+        "GPU instances, 'on' always (CPU instances too: slower there, but no logits cross a "
+        "slow link). 'off' never: the gateway's numpy merge.")
     executor_threads: int = Field(0, ge=0, description="Thread pool for ORT calls; 0 = max_concurrency.")
     cpu_threads: int = Field(
         0, ge=0, description="Threads of the gateway's parallel CPU work (merge row blocks); 0 = "

@@ -12,17 +12,17 @@ Inputs (N regions: a window or a whole image of a scale, flip pairs averaged in 
 
 * ``logits`` / ``logits_flipped`` FP32 ``[N, C, h4, w4]``: each region's pass and its mirrored
   pass, zero-padded to the largest region (tables never read the padding);
-* ``flip`` BOOL ``[]``; ``channel_perm`` INT64 ``[C]`` (LIP's left/right swap);
+* ``flip`` BOOL ``[1]``; ``channel_perm`` INT64 ``[C]`` (LIP's left/right swap);
   ``flip_cols`` INT64 ``[N, w4]`` (column ``j`` of the mirrored pass back in place);
 * ``up_rows`` / ``up_cols`` INT64 ``[N, 2, ph|pw]`` and ``up_row_w`` / ``up_col_w`` FP32: logits
   to the pass size; ``down_rows`` / ``down_cols`` ``[N, 2, Hs|Ws]`` and weights: pass pixels to
   the source image, the window mask and the reciprocal window count folded into the weights
   (windows form a grid, so the count is a product of a row and a column count);
 * ``final_rows`` / ``final_cols`` INT64 ``[2, H|W]`` and weights: LIP's square back to the
-  original size (identity otherwise); ``take_exp`` BOOL ``[]`` (False: one whole pass at the
-  original size, whose argmax needs no ``exp``); ``with_confidence`` BOOL ``[]``;
+  original size (identity otherwise); ``take_exp`` BOOL ``[1]`` (False: one whole pass at the
+  original size, whose argmax needs no ``exp``); ``with_confidence`` BOOL ``[1]``;
   ``down_identity`` BOOL ``[N]`` (a whole pass at the source size: its crop, no gathers) and
-  ``final_identity`` BOOL ``[]`` (no final resize): full-resolution work skipped where the
+  ``final_identity`` BOOL ``[1]`` (no final resize): full-resolution work skipped where the
   tables would be the identity.
 
 Outputs: ``labels`` UINT8 ``[H, W]`` and ``confidence`` FP32 (``[H, W]``, or ``[0, 0]`` unless
@@ -157,15 +157,15 @@ def build_merge_graph() -> onnx.ModelProto:
     """The merge graph (see the module docstring)."""
     ins = {
         "logits": (F32, ["N", "C", "h4", "w4"]), "logits_flipped": (F32, ["N", "C", "fh4", "w4"]),
-        "flip": (BOOL, []), "channel_perm": (I64, ["C"]), "flip_cols": (I64, ["N", "w4"]),
+        "flip": (BOOL, [1]), "channel_perm": (I64, ["C"]), "flip_cols": (I64, ["N", "w4"]),
         "up_rows": (I64, ["N", 2, "ph"]), "up_row_w": (F32, ["N", 2, "ph"]),
         "up_cols": (I64, ["N", 2, "pw"]), "up_col_w": (F32, ["N", 2, "pw"]),
         "down_rows": (I64, ["N", 2, "Hs"]), "down_row_w": (F32, ["N", 2, "Hs"]),
         "down_cols": (I64, ["N", 2, "Ws"]), "down_col_w": (F32, ["N", 2, "Ws"]),
         "final_rows": (I64, [2, "H"]), "final_row_w": (F32, [2, "H"]),
         "final_cols": (I64, [2, "W"]), "final_col_w": (F32, [2, "W"]),
-        "take_exp": (BOOL, []), "with_confidence": (BOOL, []),
-        "down_identity": (BOOL, ["N"]), "final_identity": (BOOL, []),
+        "take_exp": (BOOL, [1]), "with_confidence": (BOOL, [1]),
+        "down_identity": (BOOL, ["N"]), "final_identity": (BOOL, [1]),
     }
     assert tuple(ins) == MERGE_INPUTS
     nodes = [

@@ -36,6 +36,7 @@ from model_export.repository import (
 #: The python-backend model copied to ``<repo>/<name>/1/model.py`` of every twin.
 TEMPLATE = Path(__file__).with_name("model.py")
 ONNX_RELPATH = Path(VERSION) / ONNX_FILENAME
+PYTHON_RELPATH = Path(VERSION) / "model.py"
 
 # Fields that only make sense for the production backends (or that we set ourselves).
 _DROPPED_FIELDS = (
@@ -120,10 +121,27 @@ def _copy_warmup_files(config: mc.ModelConfig, src_entry: Path, dst: Path) -> No
             shutil.copyfile(src, target)
 
 
+def write_python_variant(src_entry: Path, dst_repo: Path, pydeps: Path) -> Path:
+    """The twin of a python-backend entry (the served merge's ``__segment`` BLS model): the same
+    config and ``model.py``, with ``pydeps`` so that the stub finds numpy."""
+    src_entry = Path(src_entry)
+    config = read_config(src_entry / CONFIG_FILENAME)
+    config.name = config.name or src_entry.name
+    config.parameters["pydeps"].string_value = str(Path(pydeps).resolve())
+    dst = Path(dst_repo) / config.name
+    (dst / VERSION).mkdir(parents=True, exist_ok=True)
+    write_config(dst, config)
+    shutil.copyfile(src_entry / PYTHON_RELPATH, dst / PYTHON_RELPATH)
+    return dst
+
+
 def write_cpu_repository(src: Path, dst_repo: Path, pydeps: Path, **kw: Any) -> list[Path]:
-    """Write twins of every entry of repository ``src`` (or of the single entry ``src``)."""
+    """Write twins of every entry of repository ``src`` (or of the single entry ``src``): ONNX
+    entries as python models running their graph, python entries as they are."""
     src = Path(src)
     entries = [src] if (src / CONFIG_FILENAME).is_file() else sorted(
-        p for p in src.iterdir() if (p / CONFIG_FILENAME).is_file() and (p / ONNX_RELPATH).is_file()
+        p for p in src.iterdir() if (p / CONFIG_FILENAME).is_file()
+        and ((p / ONNX_RELPATH).is_file() or (p / PYTHON_RELPATH).is_file())
     )
-    return [write_cpu_variant(entry, dst_repo, pydeps, **kw) for entry in entries]
+    return [write_cpu_variant(entry, dst_repo, pydeps, **kw) if (entry / ONNX_RELPATH).is_file()
+            else write_python_variant(entry, dst_repo, pydeps) for entry in entries]

@@ -195,7 +195,8 @@ class TritonPythonModel:
             groups.setdefault(key, []).append((index, arrays))
 
         for members in groups.values():
-            sizes = [arrays[self.input_names[0]].shape[0] for _, arrays in members]
+            sizes = ([arrays[self.input_names[0]].shape[0] for _, arrays in members]
+                     if len(members) > 1 else [])
             feeds = {
                 n: members[0][1][n] if len(members) == 1
                 else np.concatenate([arrays[n] for _, arrays in members], axis=0)
@@ -206,6 +207,11 @@ class TritonPythonModel:
             except Exception as exc:
                 for index, _ in members:
                     responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                continue
+            if len(members) == 1:  # all of it (no batch axis to split when max_batch_size is 0)
+                responses[members[0][0]] = pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor(name, np.ascontiguousarray(out))
+                    for name, out in zip(self.output_names, outputs, strict=True)])
                 continue
             start = 0
             for (index, _), size in zip(members, sizes, strict=True):

@@ -23,7 +23,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Protocol, Sequence, Union, runtime_checkable
+from typing import Awaitable, Callable, Protocol, Sequence, TypeVar, Union, runtime_checkable
 
 import numpy as np
 
@@ -36,6 +36,8 @@ from service.timings import Timings
 #: One network pass: input name -> array (or one array for the first input), no batch dimension.
 Pass = Union[Mapping[str, np.ndarray], np.ndarray]
 
+
+T = TypeVar("T")
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
 """(name, shape, dtype) of every input of a pass, sorted: passes with equal ones share a batch."""
@@ -158,6 +160,30 @@ class InferenceRunner:
         or running, the request leaves at once, its slot is freed and its remaining batches
         never start.
         """
+        return await self._admit(lambda: self._run_batches(meta, passes), timings, deadline)
+
+    async def call(
+        self,
+        meta: ModelMetadata,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        timings: Timings | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One backend call of ``model`` (a helper of ``meta``'s, e.g. its served merge) on
+        behalf of a request for ``meta``, held to the same slots, queue and deadline as
+        :meth:`run`; ``inputs`` as the model takes them."""
+        async def once() -> dict[str, np.ndarray]:
+            out = await self.backend.infer(model, inputs)
+            if self.observer is not None:
+                self.observer.batch(meta.name, 1)
+            return out
+
+        return await self._admit(once, timings, deadline)
+
+    async def _admit(self, work: Callable[[], Awaitable[T]], timings: Timings | None,
+                     deadline: float | None) -> T:
         # Admission is decided synchronously (no await between the check and the reservation),
         # so concurrent requests cannot all slip past a full queue.
         if self._slots.locked() and self._waiting >= self.settings.max_queue:
@@ -173,7 +199,7 @@ class InferenceRunner:
             deadline = loop.time() + self.settings.request_timeout_s
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._admitted(meta, passes, timings, t0, queued)
+                return await self._admitted(work, timings, t0, queued)
         except TimeoutError:
             raise Timeout(
                 f"inference did not finish within {self.settings.request_timeout_s:g} s"
@@ -185,12 +211,11 @@ class InferenceRunner:
 
     async def _admitted(
         self,
-        meta: ModelMetadata,
-        passes: Sequence[Pass],
+        work: Callable[[], Awaitable[T]],
         timings: Timings | None,
         t0: float,
         queued: list[bool],
-    ) -> list[dict[str, np.ndarray]]:
+    ) -> T:
         await self._slots.acquire()
         queued[0] = False
         self._waiting -= 1
@@ -200,7 +225,7 @@ class InferenceRunner:
             if timings is not None:
                 timings.add("queue", time.perf_counter() - t0)
             t1 = time.perf_counter()
-            out = await self._run_batches(meta, passes)
+            out = await work()
             if timings is not None:
                 timings.add("inference", time.perf_counter() - t1)
             return out

@@ -9,7 +9,9 @@ A task (``service/tasks/<task>/``) is four steps over one decoded image, in this
    windows, face crops, detection resizes). A :class:`Plan` knows its pass count and network
    pixels, so the limits are checked before any pixel work; ``plan.passes(image)`` makes them;
 3. ``merge(plan, outputs)``: the official ensembling or decoding of the passes' outputs (or
-   ``device_merge``, the same run by the backend where the network runs, when it can);
+   ``device_merge``, the same run by the backend where the network runs, when it can; or
+   ``served_merge``: inference and merge in one backend call on the server, so the outputs
+   never reach the gateway);
 4. ``respond(image, meta, resolved, plan, merged, media)``: the answer in the negotiated media
    type (a task response model, or :class:`Binary` bytes).
 
@@ -172,6 +174,11 @@ class TaskDef(Generic[Resolved, PlanT, Merged]):
                            Awaitable[Any | None]] | None = None
     """The merge run by the backend where the network runs (segmentation's merge graph); its
     None means "not here": ``merge`` runs in the gateway instead."""
+    served_merge: Callable[[Any, Sequence[Pass], Any, InferenceRunner, float, Timings],
+                           Awaitable[Any | None]] | None = None
+    """Infer and merge in one backend call, on the server (segmentation through Triton's
+    ``<model>__segment``): the network's outputs never reach the gateway. Its None means "not
+    here": the passes run and are merged as usual."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,22 @@ async def _infer(passes: dict[int, Sequence[Pass]], meta: ModelMetadata, runner:
         split[i] = outputs[start:start + len(passes[i])]
         start += len(passes[i])
     return split
+
+
+async def _served(task: TaskDef[Any, Any, Any], plans: dict[int, Plan],
+                  passes: dict[int, Sequence[Pass]], meta: ModelMetadata,
+                  runner: InferenceRunner, deadline: float, timings: Timings) -> dict[int, Any]:
+    """The merged answers of the images the backend ran and merged itself
+    (``task.served_merge``); their passes leave ``passes``, the others stay for :func:`_infer`."""
+    merged: dict[int, Any] = {}
+    if task.served_merge is None:
+        return merged
+    for i in list(passes):
+        done = await task.served_merge(plans[i], passes[i], meta, runner, deadline, timings)
+        if done is not None:
+            merged[i] = done
+            del passes[i]
+    return merged
 
 
 async def _each(indices: Sequence[int], outcomes: list[Any], step: Callable[[int], Any]) -> dict[int, Any]:
@@ -370,10 +393,13 @@ async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceEr
                                     limits, deadline, timings)
             with timings.stage("preprocess"):
                 passes = await _make_passes(plans, todo)
+            merged = await _served(task, plans, passes, meta, runner, deadline, timings)
             outputs = await _infer(passes, meta, runner, deadline, timings)
             del passes  # the inputs of a large request are not kept during the merge
             with timings.stage("postprocess"):
-                merged = await _merge(task, plans, outputs, outcomes, meta, runner)
+                merged.update(await _merge(task, {i: p for i, p in plans.items()
+                                                  if i not in merged},
+                                           outputs, outcomes, meta, runner))
             del outputs
             with timings.stage("encode"):
                 answers = await _each(list(merged), outcomes, lambda i: task.respond(

@@ -87,10 +87,11 @@ def test_export_checkpoint_via_cli(official_style_checkpoint, tmp_path, capsys) 
     code = main(["export", "--task", "segmentation", "--dataset", "cityscapes",
                  "--checkpoint", str(official_style_checkpoint), "--name", "cs_small", "--repo", str(repo),
                  "--base-size", "256", "--crop-size", "128", "256", "--instance-kind", "cpu",
-                 "--max-batch-size", "2", "--warmup", "none", *SMALL])
+                 "--max-batch-size", "2", "--warmup", "none", "--no-served-merge", *SMALL])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Wrote 1 model" in captured.out and "parity.json" in captured.out
+    assert [p.name for p in repo.iterdir()] == ["cs_small"]  # no __merge / __segment
     assert "[model_export] exporting ONNX" in captured.err  # progress lines with timings
     meta = metadata_from_config(read_config(repo / "cs_small"))
     assert meta.arch == "hrnetv2_w18_small_v1"  # read from the checkpoint (no --arch given)

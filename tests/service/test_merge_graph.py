@@ -183,3 +183,79 @@ def test_every_segmentation_entry_carries_its_merge_graph(model_repo) -> None:
         meta = read_metadata(model_repo / name)
         assert meta.segmentation.merge_graph == "merge.onnx"
         assert (model_repo / name / "1" / "merge.onnx").is_file()
+
+
+def test_served_merge_feed_and_its_refusal(model_repo, photo, monkeypatch) -> None:
+    """A backend offering a served merge (``<model>__segment``, Triton's) gets one call per
+    image with every pass's pixels and the tables; the logit sizes the tables assume are the
+    network's own, and the flat pixels are the passes in order. When it answers
+    ``merged=false`` (scores past the float32 bound) the image runs and is merged the usual way,
+    with the same answer as a gateway that never tried."""
+    with TestClient(create_app(Settings(repository=model_repo, merge_on_device="off",
+                                        ort_intra_threads=1))) as client:
+        expected = _post(client, photo, SEG_PASCAL, scales=[0.75, 1.0, 1.5], flip=True)
+    with TestClient(create_app(Settings(repository=model_repo, merge_on_device="on",
+                                        ort_intra_threads=1))) as client:
+        backend = client.app.state.backend
+        real = backend.infer
+        calls: list[tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+        async def refusing(model, inputs):
+            if model.endswith("__segment"):
+                out = {"labels": np.zeros((0, 0), np.uint8),
+                       "confidence": np.zeros((0, 0), np.float32), "merged": np.array([False])}
+            else:
+                out = await real(model, inputs)
+            calls.append((model, inputs, out))
+            return out
+
+        monkeypatch.setattr(backend, "served_merge", lambda name: f"{name}__segment",
+                            raising=False)
+        monkeypatch.setattr(backend, "infer", refusing)
+        got = _post(client, photo, SEG_PASCAL, scales=[0.75, 1.0, 1.5], flip=True)
+    assert got["classes"] == expected["classes"] and got["label_map"] == expected["label_map"]
+    served, *rest = calls
+    network = [c for c in rest if c[0] == SEG_PASCAL]  # the fallback: passes, then a merge
+    assert served[0] == f"{SEG_PASCAL}__segment" and network
+    assert {m for m, _, _ in rest} <= {SEG_PASCAL, merge_model_name(SEG_PASCAL)}
+    feed = served[1]
+    assert "logits" not in feed and feed["flip"].tolist() == [True]
+    shapes = feed["pass_shapes"]
+    assert feed["pixels"].size == int(np.prod(shapes, axis=1).sum())
+    images = [x for _, inputs, _ in network for x in inputs["image"]]
+    logits = [x for _, _, out in network for x in out["logits"]]
+    # Runner batches group equal shapes: match the passes by their pixels, in plan order.
+    starts = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])
+    order = []
+    for i, shape in enumerate(shapes):
+        flat = feed["pixels"][starts[i]:starts[i + 1]].reshape(shape)
+        order.append(next(j for j, x in enumerate(images) if x.shape == flat.shape
+                          and np.array_equal(x, flat)))
+    for k, p in enumerate(feed["region_pass"]):
+        assert tuple(feed["region_logit_size"][k]) == logits[order[p]].shape[1:]
+        assert feed["region_flipped_pass"][k] == p + 1
+
+
+@pytest.mark.parametrize("mode,providers,expected", [
+    ("auto", ["triton:python", "KIND_CPU"], None),
+    ("auto", ["triton:onnxruntime", "KIND_GPU", "tensorrt"], "m__segment"),
+    ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], "m__segment"),
+    ("on", ["triton:python", "KIND_CPU"], "m__segment"),
+    ("off", ["triton:onnxruntime", "KIND_GPU"], None),
+])
+def test_served_merge_where_the_setting_wants_it(model_metadata, mode, providers,
+                                                 expected) -> None:
+    """``auto`` sends an image to the served merge only where the network runs on a GPU (on
+    CPU instances the merge graph is slower than the gateway's merge); ``on`` always; ``off``
+    never; a backend without one (the embedded backend) never."""
+    from types import SimpleNamespace
+
+    from service.tasks.segmentation.merge_graph import served_merge_model
+
+    meta = model_metadata[SEG_CITYSCAPES].model_copy(update={"name": "m"})
+    backend = SimpleNamespace(served_merge=lambda name: f"{name}__segment",
+                              providers=lambda: {"m": providers})
+    runner = SimpleNamespace(settings=Settings(merge_on_device=mode), backend=backend)
+    assert served_merge_model(meta, runner) == expected
+    bare = SimpleNamespace(settings=runner.settings, backend=SimpleNamespace(providers=backend.providers))
+    assert served_merge_model(meta, bare) is None

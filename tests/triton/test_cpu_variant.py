@@ -55,7 +55,15 @@ def test_cli_mirrors_a_repository(
 ) -> None:
     assert main([str(model_repo), str(tmp_path / "cpu"), "--pydeps", str(tmp_path / "deps")]) == 0
     written = sorted(Path(line).name for line in capsys.readouterr().out.split())
-    assert written == sorted(p.name for p in model_repo.iterdir() if (p / "1" / "model.onnx").is_file())
+    assert written == sorted(p.name for p in model_repo.iterdir() if (p / "config.pbtxt").is_file())
+    # The served merge's BLS model is copied as it is, with the directory of its numpy.
+    from model_export.repository import read_config
+
+    bls = read_config(tmp_path / "cpu" / "seg_lip__segment" / "config.pbtxt")
+    assert bls.backend == "python" and bls.parameters["pydeps"].string_value == str(
+        (tmp_path / "deps").resolve())
+    assert (tmp_path / "cpu" / "seg_lip__segment" / "1" / "model.py").read_text() == (
+        model_repo / "seg_lip__segment" / "1" / "model.py").read_text()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty), str(tmp_path / "cpu2")]) == 1

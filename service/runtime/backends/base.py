@@ -49,5 +49,9 @@ class Backend(Protocol):
 
 #: Optional capability (not part of :class:`Backend`): ``merge_models() -> set[str]``, the models
 #: whose segmentation merge graph the backend runs as model ``contract.merge_model_name(name)``
-#: (the embedded backend has it; Triton has not yet).
+#: after the network's outputs came back (the embedded backend has it).
 MERGE_CAPABILITY = "merge_models"
+#: Optional capability: ``served_merge(name) -> str | None``, the backend model that takes a
+#: segmentation request's passes and answers the merged label map, so that the network's
+#: outputs never leave the server (Triton's ``<name>__segment``, model_export/served_merge/).
+SERVED_MERGE_CAPABILITY = "served_merge"

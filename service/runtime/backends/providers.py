@@ -28,6 +28,15 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 DEFAULT = (CUDA, CPU)
+#: What a model's ``providers()`` line says when it runs on a GPU: ONNX Runtime's GPU providers,
+#: or Triton GPU instances.
+GPU_MARKS = (CUDA, TENSORRT, "KIND_GPU")
+
+
+def runs_on_gpu(providers: Sequence[str]) -> bool:
+    """Whether a model whose backend reports ``providers`` (a ``providers()`` line) runs on a
+    GPU."""
+    return any(p in GPU_MARKS for p in providers)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
-from service.contract import METADATA_PARAMETER, ModelMetadata
+from service.contract import METADATA_PARAMETER, SERVED_MERGE_PARAMETER, ModelMetadata
 from service.errors import BackendError, ModelNotFound, Overloaded, Timeout, Unavailable
 from service.settings import Settings
 
@@ -39,7 +39,7 @@ _UNAVAILABLE_TEXT = (
 )
 _PROBE_TIMEOUT_S = 5.0
 _DTYPES = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
-           "UINT8": np.uint8}
+           "UINT8": np.uint8, "BOOL": np.bool_}
 
 
 def _split_url(url: str) -> str:
@@ -67,6 +67,7 @@ class TritonBackend:
         self._models: dict[str, ModelMetadata] = {}
         self._outputs: dict[str, list[str]] = {}
         self._runs: dict[str, list[str]] = {}
+        self._served: dict[str, str] = {}  # network -> its ``__segment`` model (served merge)
         self._stale = True  # models must be (re)discovered before being trusted
         self._discovered_at = float("-inf")
         self._in_flight = 0
@@ -125,6 +126,7 @@ class TritonBackend:
         models: dict[str, ModelMetadata] = {}
         outputs: dict[str, list[str]] = {}
         runs: dict[str, list[str]] = {}
+        served: dict[str, str] = {}
         for name in names:
             if self.protocol == "http":
                 config = await asyncio.wait_for(client.get_model_config(name), _PROBE_TIMEOUT_S)
@@ -132,7 +134,13 @@ class TritonBackend:
                 config = (
                     await client.get_model_config(name, as_json=True, client_timeout=_PROBE_TIMEOUT_S)
                 ).get("config", {})
-            text = config.get("parameters", {}).get(METADATA_PARAMETER, {}).get("string_value")
+            params = config.get("parameters", {})
+            text = params.get(METADATA_PARAMETER, {}).get("string_value")
+            merges_for = params.get(SERVED_MERGE_PARAMETER, {}).get("string_value")
+            if merges_for:  # a network's served merge: not a model of its own
+                served[merges_for] = name
+                outputs[name] = [o["name"] for o in config.get("output", [])]
+                continue
             if not text:
                 log.info("ignoring Triton model %s: no %s parameter", name, METADATA_PARAMETER)
                 continue
@@ -146,10 +154,13 @@ class TritonBackend:
             models[name] = meta.running_at(_precision(config, meta))
             outputs[name] = [o["name"] for o in config.get("output", [])] or [o.name for o in meta.outputs]
             runs[name] = _runtime(config)
+        served = {net: m for net, m in served.items() if net in models}
         self._models, self._outputs, self._runs, self._stale = models, outputs, runs, False
+        self._served = served
         self._discovered_at = time.monotonic()
-        log.info("Triton at %s (%s) serves %d HRNet models: %s", self.url, self.protocol,
-                 len(models), ", ".join(models) or "-")
+        log.info("Triton at %s (%s) serves %d HRNet models: %s%s", self.url, self.protocol,
+                 len(models), ", ".join(models) or "-",
+                 f"; merged on the server: {', '.join(sorted(served))}" if served else "")
 
     def _needs_discovery(self) -> bool:
         age = time.monotonic() - self._discovered_at
@@ -243,11 +254,17 @@ class TritonBackend:
             self._stale = True  # a reload may have changed the model set
         return all(results)
 
+    def served_merge(self, name: str) -> str | None:
+        """The ``__segment`` model that runs segmentation model ``name``'s passes and merge on
+        the server (:data:`service.runtime.backends.base.SERVED_MERGE_CAPABILITY`), if READY."""
+        return self._served.get(name)
+
     async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch on Triton; every output of the model comes back by name."""
-        if model not in self._models:
+        known = lambda: model in self._models or model in self._served.values()  # noqa: E731
+        if not known():
             await self._refresh()
-            if model not in self._models:
+            if not known():
                 if self._stale:
                     raise Unavailable(
                         f"Triton at {self.url} is unreachable", retry_after=self.retry_after

@@ -1,7 +1,8 @@
 """Semantic segmentation (``POST /segment``): the official multi-scale + flip test procedure.
 
 resolve (options + protocol defaults) -> plan (scales, windows, flips) -> merge (official
-ensembling, row-blocked; or the same as a graph run by the backend: ``merge_graph``) -> respond
+ensembling, row-blocked; or the same as a graph run by the backend: ``merge_graph``, after the
+passes or, through Triton, together with them on the server) -> respond
 (JSON with class stats / RLE / PNGs, or the label map as a PNG, raw bytes or .npy).
 """
 
@@ -15,5 +16,5 @@ TASK = TaskDef(
     name="segmentation", options=SegmentOptions, json_request=SegmentRequest,
     response=SegmentResponse, extras=(), media_types=respond.MEDIA_TYPES,
     resolve=plan.resolve, plan=plan.plan, merge=merge.merge, respond=respond.respond,
-    device_merge=merge_graph.device_merge,
+    device_merge=merge_graph.device_merge, served_merge=merge_graph.served_merge,
 )
