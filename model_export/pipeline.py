@@ -41,6 +41,7 @@ from model_export.random_init import DEMO_SEED
 from model_export.repository import (
     ONNX_FILENAME, PLAN_FILENAME, EntryPaths, TritonOptions, write_entry, write_parity,
 )
+from model_export.served_merge import write_served_merge
 from model_export.tensorrt import TensorRTUnavailable, plan_options, tensorrt_available
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -268,6 +269,7 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
     with stage(log, f"writing {repo / req.name}"):
         entry = write_entry(repo, metadata, onnx_path, parity=parity_doc, options=req.triton,
                             move=not tiers, overwrite=req.overwrite)
+        write_served_merge(repo, metadata, req.triton)
     result = ExportResult(request=req, metadata=metadata, entry=entry, parity=parity, model=model,
                           tiers=tiers, plan_message=plan_message)
     cpu = TritonOptions(**{**req.triton.__dict__, "instance_kind": "cpu", "tensorrt_fp16": False})
@@ -284,6 +286,8 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
                 written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
                                       options=cpu, model_filename=ONNX_FILENAME,
                                       overwrite=req.overwrite)
+            write_served_merge(repo, tier.metadata,
+                               plan_options(req.triton) if tier.tensorrt else cpu)
         result.tier_entries.append(written)
         if tier.tensorrt and tier.precision == "fp16":
             result.plan_entry = written

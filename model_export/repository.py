@@ -260,9 +260,8 @@ def write_entry(
     overwrite: bool = True,
 ) -> EntryPaths:
     """Create ``<repo>/<metadata.name>/`` with the model file under ``1/`` and its sidecars
-    (segmentation: also the merge graph ``1/merge.onnx`` its metadata names, and, unless
-    ``options.served_merge`` is off, the Triton models ``<name>__merge`` and ``<name>__segment``
-    beside the entry: :mod:`model_export.served_merge`).
+    (segmentation: also the merge graph ``1/merge.onnx`` its metadata names; the Triton models
+    of the served merge beside it are :func:`model_export.served_merge.write_served_merge`'s).
 
     An existing entry of that name is replaced when ``overwrite`` (else FileExistsError). The
     entry is assembled in a sibling temporary folder and renamed into place, so Triton polling
@@ -297,14 +296,6 @@ def write_entry(
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    if (isinstance(metadata, SegmentationMetadata) and metadata.segmentation.merge_graph
-            and (options or TritonOptions()).served_merge):
-        from model_export.served_merge import write_served_merge
-
-        opts = options or TritonOptions()
-        kind = (mc.ModelInstanceGroup.KIND_GPU if opts.instance_kind == "gpu"
-                else mc.ModelInstanceGroup.KIND_CPU)
-        write_served_merge(repo, metadata, kind=kind, count=int(opts.instance_count))
     return EntryPaths(
         entry_dir=final,
         model_file=final / VERSION / model_filename,

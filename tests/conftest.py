@@ -258,7 +258,8 @@ def tier_export(tmp_path_factory: pytest.TempPathFactory) -> Any:
     req = ExportRequest(
         task="segmentation", arch="hrnetv2_w18_small_v1", dataset="lip", name=TIER_MODEL,
         repo=repo, random_init=True, seed=TEST_SEED,
-        triton=TritonOptions(instance_kind="cpu", warmup="none"),
+        # No served merges: the session's tritonserver loads three fewer pairs of models.
+        triton=TritonOptions(instance_kind="cpu", warmup="none", served_merge=False),
         options=SegmentationExport(base_size=96, crop_size=(96, 96), max_batch_size=4,
                                    trace_size=_SEG_TRACE, parity_sizes=_SEG_PARITY,
                                    parity_batches=(1, 2)),

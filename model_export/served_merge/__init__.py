@@ -24,9 +24,10 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from model_export.repository import ONNX_FILENAME, VERSION, TritonOptions, write_config
 from service.contract import (
-    IMAGE, LOGITS, MERGE_MODEL_SUFFIX, MERGE_OUTPUTS,
-    SERVED_MERGE_INPUTS, SERVED_MERGE_PARAMETER, SERVED_MERGE_SUFFIX, SegmentationMetadata,
+    IMAGE, LOGITS, MERGE_MODEL_SUFFIX, MERGE_OUTPUTS, SERVED_MERGE_INPUTS, SERVED_MERGE_PARAMETER,
+    SERVED_MERGE_SUFFIX, ModelMetadata, SegmentationMetadata,
 )
 
 #: The BLS template copied to ``<model>__segment/1/model.py``.
@@ -104,7 +105,6 @@ def _write(repo: Path, cfg: mc.ModelConfig, files: dict[str, Path | None]) -> Pa
     """``<repo>/<cfg.name>/`` with ``config.pbtxt`` and ``1/<file>`` (None: the merge graph
     written there), assembled aside and renamed into place (Triton never sees half of it)."""
     from model_export.onnx.merge import write_merge_graph
-    from model_export.repository import VERSION, write_config
 
     final, tmp = repo / cfg.name, repo / f".{cfg.name}.tmp"
     if tmp.exists():
@@ -122,14 +122,20 @@ def _write(repo: Path, cfg: mc.ModelConfig, files: dict[str, Path | None]) -> Pa
     return final
 
 
-def write_served_merge(repo: str | Path, metadata: SegmentationMetadata, *,
-                       kind: int = mc.ModelInstanceGroup.KIND_CPU, count: int = 1) -> list[Path]:
-    """Write ``<model>__merge`` and ``<model>__segment`` beside entry ``metadata.name`` of
-    ``repo``; returns their directories."""
-    from model_export.repository import ONNX_FILENAME
-
+def write_served_merge(repo: str | Path, metadata: ModelMetadata,
+                       options: TritonOptions | None = None) -> list[Path]:
+    """Write ``<model>__merge`` (on ``options``' instance kind and count) and
+    ``<model>__segment`` beside entry ``metadata.name`` of ``repo``; returns their directories.
+    Nothing for an entry without a merge graph, or with ``options.served_merge`` off."""
+    options = options or TritonOptions()
+    if not (isinstance(metadata, SegmentationMetadata) and metadata.segmentation.merge_graph
+            and options.served_merge):
+        return []
+    kind = (mc.ModelInstanceGroup.KIND_GPU if options.instance_kind == "gpu"
+            else mc.ModelInstanceGroup.KIND_CPU)
     repo = Path(repo)
-    return [_write(repo, merge_config(metadata.name, kind, count), {ONNX_FILENAME: None}),
+    return [_write(repo, merge_config(metadata.name, kind, int(options.instance_count)),
+                   {ONNX_FILENAME: None}),
             _write(repo, segment_config(metadata), {"model.py": TEMPLATE})]
 
 
