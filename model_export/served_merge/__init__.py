@@ -76,9 +76,11 @@ def merge_config(name: str, kind: int, count: int = 1) -> mc.ModelConfig:
     return cfg
 
 
-def segment_config(metadata: SegmentationMetadata,
-                   max_batch_pixels: int = MAX_BATCH_PIXELS) -> mc.ModelConfig:
-    """``<name>__segment``: the BLS model running ``metadata``'s passes and merge."""
+def segment_config(metadata: SegmentationMetadata, max_batch_pixels: int = MAX_BATCH_PIXELS,
+                   instances: int = 2) -> mc.ModelConfig:
+    """``<name>__segment``: the BLS model running ``metadata``'s passes and merge, on
+    ``instances`` CPU instances (a BLS call blocks its instance: with two, one request's passes
+    run while another's merge does)."""
     name = metadata.name
     cfg = mc.ModelConfig(name=name + SERVED_MERGE_SUFFIX, backend="python", max_batch_size=0)
     for key, (dtype, dims) in _SERVED_SPECS.items():
@@ -89,7 +91,7 @@ def segment_config(metadata: SegmentationMetadata,
     _add_outputs(cfg)
     cfg.output.add(name="merged", data_type=mc.TYPE_BOOL, dims=[1])
     # The BLS itself only orchestrates: the network and the merge run on their own instances.
-    cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    cfg.instance_group.add(count=max(1, instances), kind=mc.ModelInstanceGroup.KIND_CPU)
     network_input = next((s.name for s in metadata.inputs if s.name == IMAGE),
                          metadata.inputs[0].name)
     for key, value in {
@@ -136,7 +138,8 @@ def write_served_merge(repo: str | Path, metadata: ModelMetadata,
     repo = Path(repo)
     return [_write(repo, merge_config(metadata.name, kind, int(options.instance_count)),
                    {ONNX_FILENAME: None}),
-            _write(repo, segment_config(metadata), {"model.py": TEMPLATE})]
+            _write(repo, segment_config(metadata, instances=max(2, int(options.instance_count))),
+                   {"model.py": TEMPLATE})]
 
 
 __all__ = ["MAX_BATCH_PIXELS", "TEMPLATE", "merge_config", "merge_graph_inputs",

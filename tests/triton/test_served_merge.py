@@ -99,12 +99,16 @@ def _labels(r: Any) -> np.ndarray:
 
 
 def test_export_writes_the_served_merge_beside_each_entry(model_repo: Path) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
     from model_export.repository import read_config
 
     for name in SEG_MODELS:
         seg = read_config(model_repo / f"{name}{SERVED_MERGE_SUFFIX}" / "config.pbtxt")
         merge = read_config(model_repo / f"{name}{MERGE_MODEL_SUFFIX}" / "config.pbtxt")
         assert seg.backend == "python" and seg.parameters[SERVED_MERGE_PARAMETER].string_value == name
+        kinds = [(g.kind, g.count) for g in seg.instance_group]
+        assert kinds == [(mc.ModelInstanceGroup.KIND_CPU, 2)]  # one request's passes, another's merge
         assert seg.parameters["merge_model"].string_value == merge.name
         assert (model_repo / merge.name / "1" / "model.onnx").is_file()
         assert merge.platform == "onnxruntime_onnx" and merge.max_batch_size == 0

@@ -192,10 +192,12 @@ def served_feed(plan: SegPlan, passes: Sequence[Pass], n_cls: int) -> dict[str, 
     sizes = [(-(-sp.pass_size[0] // stride), -(-sp.pass_size[1] // stride))
              for _, _, sp in regions]
     feed = merge_tables(plan, sizes, n_cls, with_confidence=plan.confidence)
-    shapes = np.zeros((len(passes), 3), np.int64)
-    for i in range(len(passes)):
-        shapes[i] = passes.signature(i)[0][1] if isinstance(passes, LazyPasses) else \
-            np.shape(passes[i][IMAGE])
+    def shape(i: int) -> tuple[int, ...]:  # without making a lazy pass
+        if isinstance(passes, LazyPasses):
+            return next(s for name, s, _ in passes.signature(i) if name == IMAGE)
+        return np.shape(passes[i][IMAGE])
+
+    shapes = np.array([shape(i) for i in range(len(passes))], np.int64).reshape(-1, 3)
     pixels = np.empty(int(np.prod(shapes, axis=1).sum()), np.float32)
     at = 0
     for i in range(len(passes)):  # one pass at a time: never two copies of all the inputs
