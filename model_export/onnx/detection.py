@@ -48,6 +48,9 @@ OUTPUT_NAMES = (BOXES, SCORES, LABELS)
 MIN_DETECTION_OPSET = 16  # RoiAlign coordinate_transformation_mode
 TRACE_SIZE = (320, 480)
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((320, 480), (480, 320))
+#: The real photos (scikit-image) parity runs by default: landscape and square, so the padded
+#: sizes differ.
+PARITY_IMAGES: tuple[str, ...] = ("coffee", "chelsea", "astronaut", "rocket")
 
 
 def output_names(model: HRNetFasterRCNN) -> tuple[str, ...]:
@@ -298,7 +301,7 @@ def match_detections(ref: Sequence[np.ndarray], got: Sequence[np.ndarray], iou: 
 
 def check_detection_parity(model: HRNetFasterRCNN, onnx_path: str | Path, *,
                            sizes: Sequence[tuple[int, int]] = PARITY_SIZES,
-                           images: Sequence[str] = ("coffee", "chelsea", "astronaut", "rocket"),
+                           images: Sequence[str] = PARITY_IMAGES,
                            trace_size: tuple[int, int] = TRACE_SIZE,
                            session: Any = None) -> DetectionParityReport:
     """Run PyTorch and ONNX Runtime on real photos (resized within each max size, letterboxed).
