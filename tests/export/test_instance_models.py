@@ -13,8 +13,11 @@ from model_export.archs import build_model, list_archs, split_detection_arch
 from model_export.checkpoints import inspect_checkpoint, load_checkpoint
 from model_export.checkpoints.detection import convert_detection_state_dict, inspect_detection
 from model_export.checkpoints.matching import CheckpointError
+from model_export.checkpoints.reading import file_sha256
+from model_export.onnx.detection import PARITY_IMAGES
 from tests.conftest import (
-    CASCADE_MASK_MODEL, CASCADE_MODEL, DET_FAST, INSTANCE_MODELS, MASK_MODEL, instance_source,
+    CASCADE_MASK_MODEL, DET_FAST, INSTANCE_MODELS, LAYOUT_TWINS, MASK_MODEL, TWIN_PARITY_IMAGES,
+    instance_source,
 )
 from tests.helpers import save_checkpoint, to_checkpoint
 
@@ -138,11 +141,19 @@ def test_session_exports_passed_parity(instance_exports, name: str) -> None:
     meta = ModelMetadata.from_json((entry / "hrnet.json").read_text())
     parity = json.loads((entry / "parity.json").read_text())
     assert parity["passed"] and parity["dynamic_size_checked"]
+    assert [c["image"] for c in parity["cases"]] == (
+        list(TWIN_PARITY_IMAGES) if name in LAYOUT_TWINS else list(PARITY_IMAGES))
     assert all(c["reference"] > 0 and c["match_rate"] >= 0.95 for c in parity["cases"])
     det = meta.detection
     assert meta.arch == arch and det.head == head
     assert det.cascade_stages == (3 if head.startswith("cascade") else 1)
     assert meta.weights.format == FORMATS[fmt][0] and not meta.weights.random_init
+    # exported from its own synthesised file (nine files, nine digests)
+    ck = Path(result.request.checkpoint)
+    assert meta.weights.file == ck.name == f"{name}.pth"
+    assert meta.weights.sha256 == file_sha256(ck)
+    assert len({r.metadata.weights.sha256 for r in instance_exports.values()}) == len(INSTANCE_MODELS)
+    assert det.box_convention == ("legacy_plus_one" if fmt == "hrnet-det" else "continuous")
     outputs = [(o.name, o.dims) for o in meta.outputs]
     if head.endswith("mask_rcnn"):
         assert outputs[-1] == ("masks", [-1, 28, 28])
