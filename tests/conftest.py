@@ -78,7 +78,8 @@ CASCADE_MASK_MODEL = instance_name("cascade_mask_rcnn_hrnetv2p_w18", "mmdet-v3")
 #: The MMDetection entries whose graph (same architecture, continuous arithmetic, same weights:
 #: 2.x and 3.x files differ in layout only) another entry's parity checks on all four photos:
 #: exported from their own files all the same, their parity runs on two photos (two padded
-#: sizes, neither the traced one), which spares half a minute of mask heads per session.
+#: sizes, neither the traced one), which spares about 25 s per session (mostly the cascade mask
+#: heads: up to 100 detections through three FCN heads per photo).
 LAYOUT_TWINS = frozenset({instance_name("mask_rcnn_hrnetv2p_w18", "mmdet-v3"),
                           instance_name("cascade_rcnn_hrnetv2p_w32", "mmdet-v3"),
                           instance_name("cascade_mask_rcnn_hrnetv2p_w18", "mmdet-v2")})
