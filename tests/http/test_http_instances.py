@@ -24,7 +24,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import CASCADE_MASK_MODEL, CASCADE_MODEL, INSTANCE_MAX_SIZE, MASK_MODEL
+from tests.conftest import (
+    CASCADE_MASK_MODEL, CASCADE_MODEL, INSTANCE_MAX_SIZE, INSTANCE_MODELS, MASK_MODEL,
+)
 from tests.helpers import encode_png, photo, read_png, repo_settings, serve
 
 MEAN = np.array([123.675, 116.28, 103.53], np.float32)
@@ -196,19 +198,28 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def test_models_say_head_outputs_and_stages(instance_url: str) -> None:
+#: The entries with a mask head, and those without.
+MASK_ENTRIES = [n for n, (arch, _) in INSTANCE_MODELS.items() if "mask_rcnn" in arch]
+BOX_ENTRIES = [n for n in INSTANCE_MODELS if n not in MASK_ENTRIES]
+
+
+@pytest.mark.parametrize("name", list(INSTANCE_MODELS))
+def test_models_say_head_outputs_and_stages(instance_url: str, name: str) -> None:
+    """Every entry lists its head, its stages and its origin's paste rule (legacy for the
+    official files, grid_sample for MMDetection 2.x/3.x), and its weights' format."""
     models = {m["name"]: m for m in httpx.get(f"{instance_url}/v1/models").json()["models"]}
-    assert models[MASK_MODEL]["detection"] == {
-        "head": "mask_rcnn", "outputs": ["boxes", "masks"], "cascade_stages": 1,
-        "mask_paste": "legacy"}
-    assert models[CASCADE_MODEL]["detection"] == {
-        "head": "cascade_rcnn", "outputs": ["boxes"], "cascade_stages": 3, "mask_paste": None}
-    assert models[CASCADE_MASK_MODEL]["detection"]["mask_paste"] == "grid_sample"
-    assert models[CASCADE_MASK_MODEL]["default_options"]["masks"] is False
-    assert [o["name"] for o in models[MASK_MODEL]["outputs"]][-1] == "masks"
+    arch, fmt = INSTANCE_MODELS[name]
+    head = arch.split("_hrnetv2p_")[0]
+    masks = name in MASK_ENTRIES
+    assert models[name]["detection"] == {
+        "head": head, "outputs": ["boxes", "masks"] if masks else ["boxes"],
+        "cascade_stages": 3 if head.startswith("cascade") else 1,
+        "mask_paste": (("legacy" if fmt == "hrnet-det" else "grid_sample") if masks else None)}
+    assert models[name]["default_options"].get("masks") is (False if masks else None)
+    assert [o["name"] for o in models[name]["outputs"]][-1] == ("masks" if masks else "labels")
 
 
-@pytest.mark.parametrize("name", [MASK_MODEL, CASCADE_MODEL, CASCADE_MASK_MODEL])
+@pytest.mark.parametrize("name", list(INSTANCE_MODELS))
 def test_served_output_equals_independent_official_procedure(instance_url: str,
                                                              instance_exports, name: str) -> None:
     """Boxes, scores, labels and masks of the served answer equal :func:`official` on real
@@ -246,24 +257,30 @@ def test_served_output_equals_independent_official_procedure(instance_url: str,
             assert min(ious) >= 0.99 and float(np.mean(ious)) >= 0.999, (min(ious), np.mean(ious))
 
 
-def test_masks_polygons_overlay_and_coco_results(instance_url: str) -> None:
+@pytest.mark.parametrize("name", [MASK_MODEL, CASCADE_MASK_MODEL])  # legacy, grid_sample paste
+def test_masks_polygons_overlay_and_coco_results(instance_url: str, name: str) -> None:
     rgb = photo("astronaut")[::2, ::2].copy()  # 256 x 256
-    plain = _detect(instance_url, rgb, model=MASK_MODEL, overlay=True, overlay_format="png",
+    plain = _detect(instance_url, rgb, model=name, overlay=True, overlay_format="png",
                     max_detections=5).json()
     assert "mask" not in plain["detections"][0] and plain["options"]["masks"] is False
-    body = _detect(instance_url, rgb, model=MASK_MODEL, masks=True, polygons=True, overlay=True,
+    body = _detect(instance_url, rgb, model=name, masks=True, polygons=True, overlay=True,
                    overlay_format="png", coco_results=True, max_detections=5).json()
-    assert body["options"]["mask_paste"] == "legacy" and body["options"]["mask_threshold"] == 0.5
+    legacy = INSTANCE_MODELS[name][1] == "hrnet-det"
+    assert body["options"]["mask_paste"] == ("legacy" if legacy else "grid_sample")
+    assert body["options"]["mask_threshold"] == 0.5
     dets = body["detections"]
     assert len(dets) == 5
+    # The mask lies within its box: legacy pastes into the box's whole pixels; _do_paste_mask
+    # samples a region one pixel wider on each side (pixel centres up to half a mask cell out).
+    grow = 0 if legacy else 1
     union = np.zeros(rgb.shape[:2], bool)
     for d in dets:
         m = _decode(d["mask"]["rle"])
         assert m.shape == rgb.shape[:2] and d["mask"]["area"] == m.sum() > 0
         ys, xs = np.nonzero(m)
-        x1, y1, x2, y2 = d["box"]  # the mask lies within its box (legacy: whole pixels)
-        assert xs.min() >= math.floor(x1) and xs.max() < math.ceil(x2) + 1
-        assert ys.min() >= math.floor(y1) and ys.max() < math.ceil(y2) + 1
+        x1, y1, x2, y2 = d["box"]
+        assert xs.min() >= math.floor(x1) - grow and xs.max() < math.ceil(x2) + 1
+        assert ys.min() >= math.floor(y1) - grow and ys.max() < math.ceil(y2) + 1
         polys = d["mask"]["polygons"]
         assert polys and all(len(p["exterior"]) >= 3 for p in polys)
         inside = np.zeros(m.shape, np.uint8)
@@ -279,11 +296,12 @@ def test_masks_polygons_overlay_and_coco_results(instance_url: str) -> None:
     assert changed[union].mean() > 0.2 and not changed[~union].any()
 
 
-def test_flip_tta_merges_masks_and_mirrors(instance_url: str) -> None:
+@pytest.mark.parametrize("name", [CASCADE_MASK_MODEL, MASK_MODEL])  # continuous, legacy +1
+def test_flip_tta_merges_masks_and_mirrors(instance_url: str, name: str) -> None:
     rgb = photo("chelsea")[:, :420].copy()
-    a = _detect(instance_url, rgb, model=CASCADE_MASK_MODEL, masks=True, flip=True,
+    a = _detect(instance_url, rgb, model=name, masks=True, flip=True,
                 max_detections=10).json()["detections"]
-    b = _detect(instance_url, np.ascontiguousarray(rgb[:, ::-1]), model=CASCADE_MASK_MODEL,
+    b = _detect(instance_url, np.ascontiguousarray(rgb[:, ::-1]), model=name,
                 masks=True, flip=True, max_detections=10).json()["detections"]
     assert len(a) == len(b) == 10
     w = rgb.shape[1]
@@ -295,7 +313,7 @@ def test_flip_tta_merges_masks_and_mirrors(instance_url: str) -> None:
         assert _iou(_decode(d["mask"]["rle"])[:, ::-1], _decode(match[0]["mask"]["rle"])) > 0.98
 
 
-@pytest.mark.parametrize("options", [{"model": CASCADE_MODEL, "masks": True},
+@pytest.mark.parametrize("options", [*({"model": n, "masks": True} for n in BOX_ENTRIES),
                                      {"model": CASCADE_MODEL, "polygons": True},
                                      {"model": MASK_MODEL, "polygon_tolerance": -1},
                                      {"model": MASK_MODEL, "masks": "sometimes"}])

@@ -1,6 +1,8 @@
-"""Mask R-CNN, Cascade R-CNN and Cascade Mask R-CNN through a real tritonserver (their CPU twins:
-the same ``model.onnx`` run by ONNX Runtime in Triton's python backend, four outputs): the gateway
-answers what the embedded backend answers (boxes and scores within 1e-4, masks IoU >= 0.999)."""
+"""Mask R-CNN, Cascade R-CNN and Cascade Mask R-CNN, each exported from an official
+HRNet-Object-Detection, an MMDetection 2.x and a 3.x file, through a real tritonserver (their CPU
+twins: the same ``model.onnx`` run by ONNX Runtime in Triton's python backend, four outputs): the
+gateway answers what the embedded backend answers (boxes and scores within 1e-4, masks IoU >=
+0.999)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import CASCADE_MASK_MODEL, CASCADE_MODEL, MASK_MODEL
+from tests.conftest import CASCADE_MASK_MODEL, CASCADE_MODEL, INSTANCE_MODELS, MASK_MODEL
 from tests.helpers import encode_png, photo, serve
 from tests.triton.harness import TritonServer
 
@@ -21,11 +23,15 @@ from tests.triton.harness import TritonServer
 @pytest.fixture(scope="module")
 def instance_triton(instance_repo: Path, triton_install, tmp_path_factory) -> Iterator[TritonServer]:
     """A tritonserver of the instance models' CPU twins alone (the session server keeps its
-    start-up time)."""
-    from model_export.triton_cpu import write_cpu_repository
+    start-up time). One entry per head keeps its warm-up sample (the four-output graph warmed
+    up with its ``image_size`` file); the other six load without, the first request warming
+    them (nine warm-ups of up to 100 masks each would cost more than the tests)."""
+    from model_export.triton_cpu import write_cpu_variant
 
     dst = tmp_path_factory.mktemp("instance_triton_repo")
-    write_cpu_repository(instance_repo, dst, triton_install.pydeps)
+    for name in INSTANCE_MODELS:
+        write_cpu_variant(instance_repo / name, dst, triton_install.pydeps,
+                          warmup=name in (MASK_MODEL, CASCADE_MODEL, CASCADE_MASK_MODEL))
     log = tmp_path_factory.mktemp("instance_triton_logs") / "tritonserver.log"
     server = TritonServer(triton_install, dst, log).start()
     try:
@@ -62,13 +68,17 @@ def _mask(rle: dict) -> np.ndarray:
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
-@pytest.mark.parametrize("name,options", [
-    (MASK_MODEL, {"masks": True}),
-    (CASCADE_MODEL, {}),
-    (CASCADE_MASK_MODEL, {"masks": True, "flip": True, "scales": [0.75]}),
-])
-def test_triton_answers_what_embedded_answers(urls: dict[str, str], name: str,
-                                              options: dict) -> None:
+def _options(name: str) -> dict:
+    """Masks from every mask head; one entry also merges a flip and a second scale."""
+    if "mask_rcnn" not in INSTANCE_MODELS[name][0]:
+        return {}
+    return {"masks": True, **({"flip": True, "scales": [0.75]} if name == CASCADE_MASK_MODEL
+                              else {})}
+
+
+@pytest.mark.parametrize("name", list(INSTANCE_MODELS))
+def test_triton_answers_what_embedded_answers(urls: dict[str, str], name: str) -> None:
+    options = _options(name)
     png = encode_png(photo("coffee")[::2, ::2].copy())  # 200 x 300
     expected = _detect(urls["embedded"], png, model=name, **options)
     got = _detect(urls["grpc"], png, model=name, **options)
@@ -79,11 +89,14 @@ def test_triton_answers_what_embedded_answers(urls: dict[str, str], name: str,
     assert np.abs(np.array([d["box"] for d in a]) - [d["box"] for d in b]).max() <= 1e-4
     assert np.abs(np.array([d["score"] for d in a]) - [d["score"] for d in b]).max() <= 1e-4
     if options.get("masks"):
+        assert all("mask" in d for d in b)
         for d, e in zip(a, b):
             m, n = _mask(d["mask"]["rle"]), _mask(e["mask"]["rle"])
             union = np.logical_or(m, n).sum()
             assert union == 0 or np.logical_and(m, n).sum() / union >= 0.999
     else:
         assert all("mask" not in d for d in b)
-    models = {m["name"]: m for m in httpx.get(f"{urls['grpc']}/v1/models").json()["models"]}
-    assert models[name]["detection"]["cascade_stages"] == (3 if "cascade" in name else 1)
+    listed = {k: {m["name"]: m["detection"] for m in httpx.get(f"{u}/v1/models").json()["models"]}
+              for k, u in urls.items()}
+    assert listed["grpc"][name] == listed["embedded"][name]
+    assert listed["grpc"][name]["cascade_stages"] == (3 if "cascade" in name else 1)
