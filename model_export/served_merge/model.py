@@ -41,6 +41,8 @@ import re
 import sys
 from typing import Any
 
+# The pydeps lookup is model_export/triton_cpu/model.py's: each template is copied alone into
+# its model's folder and imported by the stub before anything else, so they cannot share it.
 _PYDEPS_RE = re.compile(r'key:\s*"pydeps"\s*value\s*\{\s*string_value:\s*"((?:[^"\\]|\\.)*)"')
 
 
