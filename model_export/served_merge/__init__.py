@@ -19,8 +19,11 @@ Neither has the ``hrnet_metadata`` parameter, so neither is listed as a model. T
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Sequence
 
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -44,20 +47,23 @@ _SERVED_SPECS = {
 assert tuple(_SERVED_SPECS) == SERVED_MERGE_INPUTS
 
 
-def merge_graph_inputs() -> dict[str, tuple[int, list[int]]]:
+@functools.cache
+def merge_graph_inputs() -> Mapping[str, tuple[int, tuple[int, ...]]]:
     """Name -> (Triton data type, dims: -1 where dynamic) of every merge-graph input (the flags
-    are ``[1]``: Triton has no scalar inputs for models without a batch axis)."""
+    are ``[1]``: Triton has no scalar inputs for models without a batch axis). The graph is a
+    constant of this code, so it is built for this once per process, not per config."""
     from model_export.onnx.merge import build_merge_graph
 
     graph = build_merge_graph().graph
-    return {i.name: (_ONNX_TYPES[i.type.tensor_type.elem_type],
-                     [d.dim_value if d.HasField("dim_value") else -1
-                      for d in i.type.tensor_type.shape.dim])
-            for i in graph.input}
+    return MappingProxyType({
+        i.name: (_ONNX_TYPES[i.type.tensor_type.elem_type],
+                 tuple(d.dim_value if d.HasField("dim_value") else -1
+                       for d in i.type.tensor_type.shape.dim))
+        for i in graph.input})
 
 
-def _add_input(cfg: mc.ModelConfig, name: str, dtype: int, dims: list[int]) -> None:
-    cfg.input.add(name=name, data_type=dtype, dims=dims)
+def _add_input(cfg: mc.ModelConfig, name: str, dtype: int, dims: Sequence[int]) -> None:
+    cfg.input.add(name=name, data_type=dtype, dims=list(dims))
 
 
 def _add_outputs(cfg: mc.ModelConfig) -> None:

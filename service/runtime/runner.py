@@ -174,13 +174,8 @@ class InferenceRunner:
         """One backend call of ``model`` (a helper of ``meta``'s, e.g. its served merge) on
         behalf of a request for ``meta``, held to the same slots, queue and deadline as
         :meth:`run`; ``inputs`` as the model takes them."""
-        async def once() -> dict[str, np.ndarray]:
-            out = await self.backend.infer(model, inputs)
-            if self.observer is not None:
-                self.observer.batch(meta.name, 1)
-            return out
-
-        return await self._admit(once, timings, deadline)
+        # Not reported as a batch: its passes are batched where ``model`` runs, not here.
+        return await self._admit(lambda: self.backend.infer(model, inputs), timings, deadline)
 
     async def _admit(self, work: Callable[[], Awaitable[T]], timings: Timings | None,
                      deadline: float | None) -> T:
