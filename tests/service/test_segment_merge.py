@@ -94,7 +94,13 @@ CASES = [
                                    pairs=[(2, 3), (4, 5)]), (61, 45), [0.75, 1.25], True),
     ("single_whole_pass", dict(base=72, crop=(64, 128), window="cityscapes", ac=False, n_cls=9),
      (40, 72), [1.0], False),
+    # Scale maps shrunk 3-5x onto the source: evaluated only where the shrink reads them.
+    ("strong_shrink_windows_flip", dict(base=64, crop=(32, 64), window="cityscapes", ac=False,
+                                        n_cls=7), (14, 21), [0.5, 1.75], True),
+    ("strong_shrink_align_corners", dict(base=64, crop=(48, 48), window="base", ac=True, n_cls=5),
+     (15, 20), [1.0, 1.75], False),
 ]
+SHRINK = [c for c in CASES if c[0].startswith("strong_shrink")]
 
 
 def _plan(case) -> tuple[tta_plan.SegPlan, int]:
@@ -120,7 +126,7 @@ def test_merge_matches_official_order(case):
     np.testing.assert_allclose(got.confidence, ref_conf, atol=2e-4)
 
 
-@pytest.mark.parametrize("case", CASES[:4], ids=[c[0] for c in CASES[:4]])
+@pytest.mark.parametrize("case", CASES[:4] + SHRINK, ids=[c[0] for c in CASES[:4] + SHRINK])
 def test_blocks_chunks_and_gather_path_agree(case, monkeypatch):
     plan, n_cls = _plan(case)
     logits = _logits(plan, n_cls, seed=7)
@@ -147,3 +153,43 @@ def test_overflowing_scores_stay_local():
     assert 0.5 < ok.mean() < 1.0  # some pixels overflow, most do not
     agree = float((got.labels[ok] == ref.argmax(0).numpy()[ok]).mean())
     assert agree >= 0.9995
+
+
+@pytest.mark.parametrize("case", SHRINK, ids=[c[0] for c in SHRINK])
+def test_shrunk_scales_evaluated_where_read(case, monkeypatch):
+    """A strongly shrunk scale is evaluated on the rows and columns its shrink reads only, and
+    gives the merge that evaluates every pixel of it (up to rounding)."""
+    plan, n_cls = _plan(case)
+    logits = _logits(plan, n_cls, seed=11)
+    sp = plan.scales[-1]
+    regs = [tta_merge._region_logits(plan, logits, sp.first_pass + r * plan.passes_per_region)
+            for r in range(sp.n_regions)]
+    work = tta_merge._prepare_scale(plan, sp, regs, finite=True)
+    assert work.rows_at is not None and work.cols_at is not None
+    assert work.grid[0] < 0.75 * sp.size[0] and work.grid[1] < 0.75 * sp.size[1]
+    compact = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
+    monkeypatch.setattr(tta_merge, "COMPACT_FRACTION", 0.0)
+    assert tta_merge._prepare_scale(plan, sp, regs, finite=True).rows_at is None
+    every = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
+    assert float((compact.labels == every.labels).mean()) >= 0.9995
+    np.testing.assert_allclose(compact.confidence, every.confidence, atol=1e-5)
+
+
+def test_window_counts_by_axis_equal_the_2d_count():
+    """The window count as a product of per-axis counts equals counting every window in 2D, and
+    windows that are not a grid fall back to the 2D count."""
+    grid = [tta_plan.Window(y0, y0 + 6, x0, x0 + 8) for y0 in (0, 4) for x0 in (0, 5, 10)]
+    loose = [tta_plan.Window(0, 6, 0, 8), tta_plan.Window(3, 9, 4, 12), tta_plan.Window(0, 3, 8, 12),
+             tta_plan.Window(6, 9, 0, 4)]
+    for wins, size in ((grid, (10, 18)), (loose, (9, 12))):
+        sp = tta_plan.ScalePlan(1.0, size, size, (6, 8), wins)
+        count = np.zeros(size, np.float32)
+        for w in wins:
+            count[w.y0 : w.y1, w.x0 : w.x1] += 1
+        want = 1.0 / count
+        inv = tta_merge._InvCount(sp, None, None)
+        assert (inv.full is None) == (wins is grid)
+        np.testing.assert_array_equal(inv.rows(0, size[0]), want)
+        rows, cols = np.array([1, 4, 5, 8]), np.array([0, 7, 8, 11])
+        np.testing.assert_array_equal(tta_merge._InvCount(sp, rows, cols).rows(1, 3),
+                                      want[np.ix_(rows, cols)][1:3])

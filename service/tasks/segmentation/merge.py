@@ -12,7 +12,9 @@ upsampled pass is computed; a single whole-image pass at the original size skips
 Speed: each region's logits are resampled along W once, at 1/4 resolution. The output is then
 produced in blocks of rows: per block, every scale computes only the rows it needs (H upsample,
 ``exp``, window average), resamples them onto the block and adds them up, and the block's argmax is
-taken, so no full-resolution map is ever materialised and a block's work stays in cache.
+taken, so no full-resolution map is ever materialised and a block's work stays in cache. A scale
+map that is shrunk onto the source image (large scales of a small photo) is evaluated only at the
+rows and columns the shrink's taps read: the rest would be computed to be thrown away.
 Resampling uses small banded GEMMs (single-threaded BLAS) when every value is known finite, else
 exact 2-tap gathers. Many classes are split into channel chunks with a running argmax. Row
 blocks are independent, so they run on the gateway's CPU pool (:mod:`service.runtime.cpu`).
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.contract import LOGITS
-from service.imaging.resize import AxisCoeffs, axis_coeffs, band, resample_last, resample_rows
+from service.imaging.resize import (
+    AxisCoeffs, axis_coeffs, band, gather_last, resample_last, resample_rows,
+)
 from service.runtime.cpu import parallel_map
 from service.tasks.segmentation.plan import ScalePlan, SegPlan, Window
 
@@ -41,6 +45,11 @@ BLOCK_BYTES = 2 * 1024 * 1024
 # finite in float32 (exp(88.7) overflows). Above it, or with non-finite logits, resampling uses the
 # exact gathers: in a GEMM a zero weight times inf is nan and would spread over a block.
 EXP_SAFE = 85.0
+# A scale map shrunk onto the source image is evaluated only at the rows (columns) the shrink's
+# two taps read when those are at most this fraction of them: at 6 scales of a 600x400 photo
+# (official base size 2048, maps up to 3584x2389) that is 5.5 of 24 M pixels, and the H upsample,
+# exp and window average of the rows nobody reads were most of the merge.
+COMPACT_FRACTION = 0.75
 
 
 @dataclass
@@ -65,10 +74,12 @@ def _region_logits(plan: SegPlan, logits: list[np.ndarray], idx: int) -> np.ndar
 
 @dataclass
 class _Region:
-    """One window (or the whole image) of a scale, clipped to the resized image ``sp.size``.
+    """One window (or the whole image) of a scale, clipped to the resized image ``sp.size``, in
+    the coordinates of the scale's evaluation grid (:class:`_ScaleWork`).
 
-    ``u`` holds the region's logits already resampled along W (``x1 - x0`` columns) but still at
-    1/4 resolution along H; ``rows`` resamples H for any range of output rows.
+    ``u`` holds the region's logits already resampled along W (at its ``x1 - x0`` grid columns)
+    but still at 1/4 resolution along H; ``rows`` resamples H onto its grid rows (entry
+    ``g - y0`` for grid row ``g``).
     """
 
     y0: int
@@ -82,40 +93,116 @@ class _Region:
 
 @dataclass
 class _ScaleWork:
-    """A scale's regions and how its canvas maps onto the source image."""
+    """A scale's regions and how its evaluation grid maps onto the source image.
+
+    The grid is the resized image ``sp.size``, or only the rows / columns of it that the shrink
+    onto the source reads (``rows_at`` / ``cols_at``, sorted; None: all of them).
+    """
 
     sp: ScalePlan
     regions: list[_Region]
-    inv_count: np.ndarray | None  # 1 / windows over each pixel of sp.size (None: whole image)
-    down: _Resample | None  # sp.size -> source_size (None: same size)
+    inv_count: "_InvCount | None"  # 1 / windows over each grid pixel (None: whole image)
+    down: _Resample | None  # grid -> source_size (None: same size)
+    rows_at: np.ndarray | None = None
+    cols_at: np.ndarray | None = None
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.sp.size
+        return (h if self.rows_at is None else len(self.rows_at),
+                w if self.cols_at is None else len(self.cols_at))
+
+
+class _InvCount:
+    """``1 / count`` of the windows over the grid, by rows. Sliding windows form a product of row
+    and column intervals, so the count is ``count_y * count_x`` and the 2D map is never built
+    (a 3584x2389 canvas took 0.1 s per scale to count); each factor is 1 or 2, so the product of
+    the reciprocals is exactly the official ``1 / count``."""
+
+    def __init__(self, sp: ScalePlan, rows_at: np.ndarray | None, cols_at: np.ndarray | None) -> None:
+        h, w = sp.size
+        wins = sp.windows or []
+        ys = sorted({(win.y0, win.y1) for win in wins})
+        xs = sorted({(win.x0, win.x1) for win in wins})
+        self.full: np.ndarray | None = None
+        if len(wins) == len(ys) * len(xs) and {(win.y0, win.y1, win.x0, win.x1) for win in wins} == {
+                (y0, y1, x0, x1) for y0, y1 in ys for x0, x1 in xs}:
+            self.iy = self._axis(ys, sp.canvas[0], h, rows_at)
+            self.ix = self._axis(xs, sp.canvas[1], w, cols_at)
+            return
+        count = np.zeros(sp.canvas, np.float32)  # not a grid of windows (no plan makes one)
+        for win in wins:
+            count[win.y0 : win.y1, win.x0 : win.x1] += 1.0
+        inv = 1.0 / count[:h, :w]
+        inv = inv if rows_at is None else inv[rows_at]
+        self.full = np.ascontiguousarray(inv if cols_at is None else inv[:, cols_at], np.float32)
+
+    @staticmethod
+    def _axis(spans: list[tuple[int, int]], canvas: int, n: int, at: np.ndarray | None) -> np.ndarray:
+        count = np.zeros(canvas, np.float32)
+        for a, b in spans:
+            count[a:b] += 1.0
+        inv = (1.0 / count[:n]).astype(np.float32)
+        return inv if at is None else inv[at]
+
+    def rows(self, a: int, b: int) -> np.ndarray:
+        """Factors of grid rows ``[a, b)``: (b - a, grid width)."""
+        if self.full is not None:
+            return self.full[a:b]
+        return self.iy[a:b, None] * self.ix[None, :]
+
+
+def _reads(c: AxisCoeffs, n: int) -> np.ndarray | None:
+    """The input positions a shrink with ``c`` reads, sorted; None when they are most of ``n``."""
+    at = np.union1d(c.i0, c.i1)
+    return at if len(at) <= COMPACT_FRACTION * n else None
+
+
+def _on(c: AxisCoeffs, at: np.ndarray | None) -> AxisCoeffs:
+    """``c`` with input positions renumbered onto the subset ``at`` (which holds all of them)."""
+    if at is None:
+        return c
+    return AxisCoeffs(np.searchsorted(at, c.i0), np.searchsorted(at, c.i1), c.w0, c.w1)
+
+
+def _sub(c: AxisCoeffs, idx: np.ndarray) -> AxisCoeffs:
+    """The output positions ``idx`` of ``c`` only."""
+    return AxisCoeffs(c.i0[idx], c.i1[idx], c.w0[idx], c.w1[idx])
 
 
 def _prepare_scale(plan: SegPlan, sp: ScalePlan, regs: list[np.ndarray], finite: bool) -> _ScaleWork:
     """Resample every region's logits along W (1/4-res rows: cheap) and tabulate the rest."""
     ac = plan.align_corners
     h, w = sp.size
+    rows_at = cols_at = down = None
+    if sp.size != plan.source_size:
+        ch = axis_coeffs(h, plan.source_size[0], ac)
+        cw = axis_coeffs(w, plan.source_size[1], ac)
+        rows_at, cols_at = _reads(ch, h), _reads(cw, w)
+        down = _Resample(_on(ch, rows_at), _on(cw, cols_at), plan.source_size[1], ac, finite,
+                         cols_renumbered=cols_at is not None)
     wins = [Window(0, h, 0, w)] if sp.windows is None else sp.windows
-    regions = []
-    for win, lg in zip(wins, regs):
+
+    def region(item: tuple[Window, np.ndarray]) -> _Region | None:
+        win, lg = item
         y1, x1 = min(win.y1, h), min(win.x1, w)
         if y1 <= win.y0 or x1 <= win.x0:
-            continue  # a window entirely in the base variant's padding
+            return None  # a window entirely in the base variant's padding
         cw = axis_coeffs(lg.shape[2], sp.pass_size[1], ac).head(x1 - win.x0)
         u = resample_last(lg, cw, sp.pass_size[1], ac, finite, whole_rows=True)
         rows = axis_coeffs(lg.shape[1], sp.pass_size[0], ac)
-        regions.append(_Region(win.y0, y1, win.x0, x1, u, rows, finite))
-    inv_count = None
-    if sp.windows is not None:
-        count = np.zeros(sp.canvas, np.float32)
-        for win in sp.windows:
-            count[win.y0 : win.y1, win.x0 : win.x1] += 1.0
-        # Windows overlap at most pairwise per axis (stride >= crop/2), so counts are 1, 2 or 4
-        # and multiplying by the reciprocal is exactly the official division.
-        inv_count = np.ascontiguousarray(1.0 / count[:h, :w], dtype=np.float32)
-    down = None
-    if sp.size != plan.source_size:
-        down = _Resample.make(sp.size, plan.source_size, ac, finite)
-    return _ScaleWork(sp, regions, inv_count, down)
+        gy0, gy1, gx0, gx1 = win.y0, y1, win.x0, x1
+        if cols_at is not None:
+            gx0, gx1 = (int(v) for v in np.searchsorted(cols_at, [win.x0, x1]))
+            u = np.take(u, cols_at[gx0:gx1] - win.x0, axis=2)  # 4x faster than u[:, :, idx]
+        if rows_at is not None:
+            gy0, gy1 = (int(v) for v in np.searchsorted(rows_at, [win.y0, y1]))
+            rows = _sub(rows, rows_at[gy0:gy1] - win.y0)
+        return _Region(gy0, gy1, gx0, gx1, u, rows, finite) if gy1 > gy0 and gx1 > gx0 else None
+
+    regions = [r for r in map(region, list(zip(wins, regs))) if r is not None]
+    inv_count = None if sp.windows is None else _InvCount(sp, rows_at, cols_at)
+    return _ScaleWork(sp, regions, inv_count, down, rows_at, cols_at)
 
 
 def _region_rows(r: _Region, a: int, b: int) -> np.ndarray:
@@ -124,15 +211,14 @@ def _region_rows(r: _Region, a: int, b: int) -> np.ndarray:
 
 
 def _scale_rows(work: _ScaleWork, a: int, b: int, take_exp: bool) -> np.ndarray:
-    """exp-scores (window-averaged) of rows ``[a, b)`` of the resized image: (C, b-a, w)."""
-    sp = work.sp
+    """exp-scores (window-averaged) of grid rows ``[a, b)``: (C, b-a, grid width)."""
     if work.inv_count is None:
         out = _region_rows(work.regions[0], a, b)
         if take_exp:
             np.exp(out, out=out)
         return out
     c = work.regions[0].u.shape[0]
-    out = np.zeros((c, b - a, sp.size[1]), np.float32)
+    out = np.zeros((c, b - a, work.grid[1]), np.float32)
     for r in work.regions:
         ra, rb = max(a, r.y0), min(b, r.y1)
         if ra >= rb:
@@ -140,7 +226,7 @@ def _scale_rows(work: _ScaleWork, a: int, b: int, take_exp: bool) -> np.ndarray:
         part = _region_rows(r, ra - r.y0, rb - r.y0)
         np.exp(part, out=part)
         out[:, ra - a : rb - a, r.x0 : r.x1] += part
-    out *= work.inv_count[a:b]
+    out *= work.inv_count.rows(a, b)
     return out
 
 
@@ -153,6 +239,7 @@ class _Resample:
     out_w: int
     align_corners: bool
     finite: bool  # scores known finite: banded GEMMs; else exact gathers (inf stays local)
+    cols_renumbered: bool = False  # cw reads a subset of the columns: its own 2-tap gathers
 
     @classmethod
     def make(cls, size: tuple[int, int], out: tuple[int, int], ac: bool, finite: bool) -> "_Resample":
@@ -173,6 +260,8 @@ class _Resample:
         return resample_rows(x, self.ch, start, stop, offset, self.finite)
 
     def _cols(self, x: np.ndarray) -> np.ndarray:
+        if self.cols_renumbered:  # OpenCV and the GEMM tables assume the plain size mapping
+            return gather_last(x, self.cw)
         # A block holds whole rows: OpenCV's horizontal pass may do them (row-count independent).
         return resample_last(x, self.cw, self.out_w, self.align_corners, self.finite,
                              whole_rows=True)
@@ -271,14 +360,14 @@ def merge_segmentation(
         for s in plan.scales
     ) + (4 * Hs * Ws if lip else 0)
     chunk = max(1, min(n_cls, memory_budget // max(1, per_channel)))
-    widest = max([W, Ws] + [s.size[1] for s in plan.scales])
-    ratio = max([1.0] + [s.size[0] / Hs for s in plan.scales])  # scale rows per source row
 
-    regions_per_scale = [
-        [_region_logits(plan, logits, sp.first_pass + r * plan.passes_per_region)
-         for r in range(sp.n_regions)]
-        for sp in plan.scales
-    ]
+    firsts = [[sp.first_pass + r * plan.passes_per_region for r in range(sp.n_regions)]
+              for sp in plan.scales]
+    flat_logits = parallel_map(lambda i: _region_logits(plan, logits, i), sum(firsts, []))
+    regions_per_scale, k = [], 0
+    for f in firsts:
+        regions_per_scale.append(flat_logits[k : k + len(f)])
+        k += len(f)
     # GEMMs need every logit finite and every exp-score sum too (see EXP_SAFE).
     flat = [r for regs in regions_per_scale for r in regs]
     top, bottom = max(float(r.max()) for r in flat), min(float(r.min()) for r in flat)
@@ -289,6 +378,8 @@ def merge_segmentation(
         c1 = min(n_cls, c0 + chunk)
         works = [_prepare_scale(plan, sp, [r[c0:c1] for r in regs], finite)
                  for sp, regs in zip(plan.scales, regions_per_scale)]
+        widest = max([W, Ws] + [wk.grid[1] for wk in works])
+        ratio = max([1.0] + [wk.grid[0] / Hs for wk in works])  # grid rows per source row
         rows = max(1, int(block_bytes // (4 * (c1 - c0) * widest * ratio)))
         if not lip:
             def block(r0: int, c0: int = c0, works: list[_ScaleWork] = works) -> None:
