@@ -18,7 +18,7 @@ from service.http.startup import no_models_hint, random_init_warning, startup_li
 from service.http.routers import (
     detect, docs, faces, health, landmarks, metrics, models, segment, web,
 )
-from service.runtime import cpu
+from service.runtime import cpu, memory
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
 from service.runtime.runner import InferenceRunner
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cpu.configure(settings.cpu_threads)
+        memory.set_numpy_hugepages(settings.numpy_hugepages)
         be = backend or make_backend(settings)
         await be.start()
         app.state.backend = be

@@ -57,10 +57,17 @@ class Settings(BaseSettings):
         "(or image pixels), freed memory is handed back to the system (malloc_trim); 0: never.",
     )
     release_memory_idle_s: float = Field(
-        0.0, ge=0, description="That memory goes back once no request has run for this long "
+        2.0, ge=0, description="That memory goes back once no request has run for this long "
         "after the large one (0: right after it). Handing it back makes the next large request "
-        "fault it in again (a 30-pass merge 5.8 s instead of 1.8 s on a VM): with e.g. 30, "
-        "requests that follow each other keep a warm heap, and a busy gateway keeps its memory.",
+        "fault it in again (a 30-pass merge 5.8 s instead of 1.8 s on a VM), so requests that "
+        "follow each other within this time keep a warm heap; an idle gateway returns to its "
+        "resting memory this long after its last request.",
+    )
+    numpy_hugepages: bool = Field(
+        False, description="Let numpy advise transparent huge pages for its large arrays (numpy's "
+        "default). Off: where the kernel compacts memory on such a first touch (THP defrag "
+        "'madvise'), a 2048x1024 6-scale merge after memory went back took 3.3 s instead of "
+        "1.7-2.0 s.",
     )
     max_passes: int = Field(
         256, ge=1, description="Most network passes (scales x windows x flips) one request may plan."

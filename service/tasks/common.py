@@ -66,7 +66,7 @@ class Limits:
     max_faces: int
     timeout_s: float
     release_memory_pixels: int = 0  # after a request of at least this many network pixels
-    release_memory_idle_s: float = 0.0
+    release_memory_idle_s: float = 2.0
     """Seconds without a running request before that memory goes back (0: at once)."""
     max_request_network_pixels: int = 128_000_000
     """Network pixels summed over all images of one request (segmentation, landmarks, faces)."""

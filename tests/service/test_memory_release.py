@@ -65,3 +65,24 @@ def test_zero_delay_releases_at_once(releases: list[float]) -> None:
         memory.request_finished(loop, large=False, delay_s=0)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_startup_sets_numpy_hugepage_advice(enabled: bool, tmp_path) -> None:
+    """The gateway's start applies ``numpy_hugepages`` to numpy's own switch (process-wide)."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.helpers import FakeDetector
+
+    before = memory.set_numpy_hugepages(not enabled)
+    assert before is not None  # this numpy has the switch
+    try:
+        with TestClient(create_app(Settings(repository=tmp_path, numpy_hugepages=enabled),
+                                   backend=FakeDetector())):
+            pass
+        assert memory.set_numpy_hugepages(enabled) is enabled
+    finally:
+        memory.set_numpy_hugepages(before)
+    assert Settings.model_fields["numpy_hugepages"].default is False
