@@ -3,7 +3,7 @@ official code, its throughput at concurrency 4, the encode cost of each answer f
 merge (new vs the frozen pre-rewrite one).
 
     .venv/bin/python benchmarks/bench_segment.py [--repo DIR --model NAME] [--repeat 3]
-        [--threads 2] [--skip latency,formats,memory,throughput,merge]
+        [--threads 2] [--skip latency,early,formats,memory,throughput,merge]
 
 Without --repo it exports (once, cached in $TMPDIR/hrnet_bench_official) a random-init
 hrnetv2_w18_small_v1 with the *official* Cityscapes protocol: base size 2048, crop 1024x2048,
@@ -16,6 +16,9 @@ figures are medians.
 
 * latency: HTTP end-to-end / bare and the server's own inference stage / bare, per case
   (2048x1024 single pass; 2048x1024 official 6 scales + flip; 600x400 6 scales + flip);
+* early: the multi-scale cases with the early merge (default) and without (a second gateway
+  with ``early_merge=false``): HTTP/bare of both, HTTP on/off, the postprocess stage (what is
+  left of the merge after the last pass) of both;
 * formats: the server's encode stage / its inference for each answer: JSON (label map PNG in
   base64), image/png, application/octet-stream, application/x-npy (2048x1024 single pass);
 * memory: a fresh gateway process's RSS at rest, its peak and its RSS after the 2048x1024
@@ -135,6 +138,38 @@ def latency(client, url, meta, name, session, settings, repeat) -> list[str]:
             lines.append(f"{label}, {what}: {len(feeds)} passes; bare ORT {bare * 1000:.0f} ms; HTTP "
                          f"{http * 1000:.0f} ms; ratio HTTP/bare {http / bare:.3f}; server "
                          f"inference/bare {inference / bare:.3f}; server stages (ms) {med}")
+    return lines
+
+
+def early(client, url, meta, name, session, settings, server, repeat) -> list[str]:
+    """The multi-scale cases with the early merge (the default) and without it, side by side:
+    a second gateway runs with ``early_merge=false``; rounds interleave bare, on and off."""
+    lines = []
+    cases = [("2048x1024 official 6 scales + flip", (2048, 1024)), ("600x400 6 scales + flip", (600, 400))]
+    with gateway(dict(server, early_merge="false")) as off_url, httpx.Client(timeout=3600) as off:
+        for label, (w, h) in cases:
+            rgb, png = photo("coffee", w, h)
+            feeds = _feeds(meta, rgb, MULTI, True)
+            options = {"model": name, "scales": MULTI, "flip": True}
+            t: dict[str, list[float]] = defaultdict(list)
+            post: dict[str, list[float]] = defaultdict(list)
+            for i in range(repeat + 1):
+                t0 = time.perf_counter()
+                run_batched(session, feeds, settings, meta.max_batch_size)
+                t["bare"].append(time.perf_counter() - t0)
+                order = (("on", client, url), ("off", off, off_url))
+                for key, c, u in order if i % 2 else order[::-1]:
+                    t0 = time.perf_counter()
+                    timings = _timings(_post(c, u, png, options))
+                    t[key].append(time.perf_counter() - t0)
+                    post[key].append(timings["postprocess"])
+            bare = _median(t["bare"])
+            on, off_s = _median(t["on"]), _median(t["off"])
+            lines.append(
+                f"early merge, {label}: HTTP/bare on {on / bare:.3f}, off {off_s / bare:.3f}; "
+                f"HTTP on/off {on / off_s:.3f}; postprocess after the last pass on "
+                f"{_median(post['on']):.0f} ms, off {_median(post['off']):.0f} ms "
+                f"(ratio {_median(post['on']) / _median(post['off']):.2f})")
     return lines
 
 
@@ -288,6 +323,8 @@ def main() -> None:
     with gateway(server) as url, httpx.Client(timeout=3600) as client:
         if "latency" not in skip:
             lines += latency(client, url, meta, name, session, settings, args.repeat)
+        if "early" not in skip:
+            lines += early(client, url, meta, name, session, settings, server, args.repeat)
         if "formats" not in skip:
             lines += formats(client, url, name, args.repeat)
         if "throughput" not in skip:

@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cpu.configure(settings.cpu_threads)
+        cpu.configure_background(settings.background_nice)
         memory.set_numpy_hugepages(settings.numpy_hugepages)
         be = backend or make_backend(settings)
         await be.start()

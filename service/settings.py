@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(
         0, ge=0, description="Threads of the gateway's parallel CPU work (merge row blocks); 0 = "
         "one per CPU.")
+    early_merge: bool = Field(
+        True, description="Segmentation with several scales: sum the scales already inferred on "
+        "a low-priority thread while the later ones run (same labels), so that only the last "
+        "scale and the argmax follow the last pass. False: the whole merge after the passes.")
+    background_nice: int = Field(
+        10, ge=0, le=19, description="Nice value of that thread (Linux, per thread): high enough "
+        "that inference keeps its cores, low enough that the thread is not starved.")
 
     # Default model per task (None: the first model of that task, by name).
     default_segmentation_model: str | None = None

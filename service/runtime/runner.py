@@ -150,17 +150,21 @@ class InferenceRunner:
         *,
         timings: Timings | None = None,
         deadline: float | None = None,
+        on_output: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> list[dict[str, np.ndarray]]:
         """Run ``passes`` (input name -> array, or one array for the first input; *without* the
         batch dim) through model ``meta``.
 
-        Returns one dict of outputs per pass (batch dim removed), in the order of ``passes``.
+        Returns one dict of outputs per pass (batch dim removed), in the order of ``passes``;
+        with ``on_output``, each pass's outputs go to ``on_output(index, outputs)`` (on the event
+        loop, as soon as its batch returns: keep it short) instead and the list is empty.
         Raises :class:`Overloaded` when the queue is full and :class:`Timeout` past the deadline
         (``deadline`` in the event loop's clock; default ``request_timeout_s`` from now): waiting
         or running, the request leaves at once, its slot is freed and its remaining batches
         never start.
         """
-        return await self._admit(lambda: self._run_batches(meta, passes), timings, deadline)
+        return await self._admit(lambda: self._run_batches(meta, passes, on_output), timings,
+                                 deadline)
 
     async def call(
         self,
@@ -230,7 +234,8 @@ class InferenceRunner:
             self._gauge()
 
     async def _run_batches(
-        self, meta: ModelMetadata, passes: Sequence[Pass]
+        self, meta: ModelMetadata, passes: Sequence[Pass],
+        on_output: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> list[dict[str, np.ndarray]]:
         if isinstance(passes, LazyPasses):
             lazy: LazyPasses = passes
@@ -259,8 +264,12 @@ class InferenceRunner:
                 if self.observer is not None:
                     self.observer.batch(meta.name, len(chunk))
                 for j, i in enumerate(chunk):
-                    results[i] = {k: v[j] for k, v in outputs.items()}
-        return results  # type: ignore[return-value]
+                    if on_output is not None:
+                        on_output(i, {k: v[j] for k, v in outputs.items()})
+                    else:
+                        results[i] = {k: v[j] for k, v in outputs.items()}
+                del outputs
+        return [] if on_output is not None else results  # type: ignore[return-value]
 
     def _gauge(self) -> None:
         if self.observer is not None:

@@ -11,7 +11,8 @@ A task (``service/tasks/<task>/``) is four steps over one decoded image, in this
 3. ``merge(plan, outputs)``: the official ensembling or decoding of the passes' outputs (or
    ``device_merge``, the same run by the backend where the network runs, when it can; or
    ``served_merge``: inference and merge in one backend call on the server, so the outputs
-   never reach the gateway);
+   never reach the gateway; or ``early_merge``: the same merge in the gateway, started while the
+   passes still run, fed each pass's outputs as they come);
 4. ``respond(image, meta, resolved, plan, merged, media)``: the answer in the negotiated media
    type (a task response model, or :class:`Binary` bytes).
 
@@ -113,6 +114,19 @@ class Limits:
                 code="too_many_pixels")
 
 
+class EarlyMerge(Protocol):
+    """A merge that starts before the last pass is in (a task's ``early_merge``)."""
+
+    def add(self, index: int, outputs: dict[str, np.ndarray]) -> None:
+        """Pass ``index``'s outputs (plan order), on the event loop as they arrive: quick."""
+
+    def finish(self) -> Any:
+        """After the last pass: what the task's ``merge`` gives (blocks: a worker thread)."""
+
+    def close(self) -> None:
+        """Drop the work (after :meth:`finish`, or when the request ends without it)."""
+
+
 class Plan(Protocol):
     """The network passes of one request, known before any pixel is touched."""
 
@@ -179,6 +193,10 @@ class TaskDef(Generic[Resolved, PlanT, Merged]):
     """Infer and merge in one backend call, on the server (segmentation through Triton's
     ``<model>__segment``): the network's outputs never reach the gateway. Its None means "not
     here": the passes run and are merged as usual."""
+    early_merge: Callable[[Any, Any, InferenceRunner], EarlyMerge | None] | None = None
+    """The gateway's merge begun while the passes run (segmentation: the scales already in are
+    summed on a low-priority thread beside inference); its None means "not worth it here": the
+    outputs are collected and ``merge`` runs after the last pass."""
 
 
 @dataclass(frozen=True)
@@ -253,20 +271,35 @@ async def _make_passes(plans: dict[int, Plan], jobs: Mapping[int, Job]) -> dict[
 
 
 async def _infer(passes: dict[int, Sequence[Pass]], meta: ModelMetadata, runner: InferenceRunner,
-                 deadline: float, timings: Timings | None = None
+                 deadline: float, timings: Timings | None = None,
+                 early: Mapping[int, EarlyMerge] | None = None
                  ) -> dict[int, list[dict[str, np.ndarray]]]:
     """The passes of several images run as one runner request (one slot, one queue wait), so
-    that passes of different images with the same input shapes share backend calls."""
+    that passes of different images with the same input shapes share backend calls. The outputs
+    of an image with an early merge go to it as they arrive (its list stays empty)."""
     if not passes:
         return {}
     order = list(passes)
-    outputs = await runner.run(meta, chain_passes([passes[i] for i in order], meta),
-                               timings=timings, deadline=deadline)
-    split: dict[int, list[dict[str, np.ndarray]]] = {}
-    start = 0
-    for i in order:
-        split[i] = outputs[start:start + len(passes[i])]
-        start += len(passes[i])
+    chained = chain_passes([passes[i] for i in order], meta)
+    split: dict[int, list[Any]] = {}
+    if not early:
+        outputs = await runner.run(meta, chained, timings=timings, deadline=deadline)
+        start = 0
+        for i in order:
+            split[i] = outputs[start:start + len(passes[i])]
+            start += len(passes[i])
+        return split
+    split = {i: [] if i in early else [None] * len(passes[i]) for i in order}
+    owner = [(i, j) for i in order for j in range(len(passes[i]))]
+
+    def deliver(k: int, out: dict[str, np.ndarray]) -> None:
+        i, j = owner[k]
+        if i in early:
+            early[i].add(j, out)
+        else:
+            split[i][j] = out
+
+    await runner.run(meta, chained, timings=timings, deadline=deadline, on_output=deliver)
     return split
 
 
@@ -302,21 +335,37 @@ async def _each(indices: Sequence[int], outcomes: list[Any], step: Callable[[int
 
 async def _merge(task: TaskDef[Any, Any, Any], plans: dict[int, Plan],
                  outputs: dict[int, list[dict[str, np.ndarray]]], outcomes: list[Any],
-                 meta: ModelMetadata, runner: InferenceRunner) -> dict[int, Any]:
-    """Each running image's merge: the backend's (``task.device_merge``) where it can, else the
-    gateway's in a worker thread; a :class:`ServiceError` ends that image alone."""
+                 meta: ModelMetadata, runner: InferenceRunner,
+                 early: Mapping[int, EarlyMerge]) -> dict[int, Any]:
+    """Each running image's merge: its early merge finished where it has one, else the
+    backend's (``task.device_merge``) where it can, else the gateway's in a worker thread; a
+    :class:`ServiceError` ends that image alone."""
     merged: dict[int, Any] = {}
     for i, plan in plans.items():
         if outcomes[i] is not None:
             continue
         out = outputs.pop(i, [])
         try:
+            if i in early:
+                merged[i] = await asyncio.to_thread(early[i].finish)
+                continue
             done = (await task.device_merge(plan, out, meta, runner)
                     if task.device_merge is not None else None)
             merged[i] = done if done is not None else await asyncio.to_thread(task.merge, plan, out)
         except ServiceError as exc:
             outcomes[i] = exc
     return merged
+
+
+def _early(task: TaskDef[Any, Any, Any], plans: dict[int, Plan],
+           passes: dict[int, Sequence[Pass]], meta: ModelMetadata,
+           runner: InferenceRunner) -> dict[int, EarlyMerge]:
+    """The early merges of the images whose passes the gateway runs and merges (if the task
+    has them and finds them worth it)."""
+    if task.early_merge is None:
+        return {}
+    made = {i: task.early_merge(plans[i], meta, runner) for i in passes}
+    return {i: m for i, m in made.items() if m is not None}
 
 
 async def run_task(task: TaskDef[Any, Any, Any], image: np.ndarray, meta: ModelMetadata,
@@ -385,6 +434,7 @@ async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceEr
         limits.check_total(list(up_plans.values()), task.upstream.task.pixel_budget)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout_s
+    early: dict[int, EarlyMerge] | None = None
     memory.request_started()
     try:
         async with asyncio.timeout_at(deadline):
@@ -394,12 +444,13 @@ async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceEr
             with timings.stage("preprocess"):
                 passes = await _make_passes(plans, todo)
             merged = await _served(task, plans, passes, meta, runner, deadline, timings)
-            outputs = await _infer(passes, meta, runner, deadline, timings)
+            early = _early(task, plans, passes, meta, runner)
+            outputs = await _infer(passes, meta, runner, deadline, timings, early)
             del passes  # the inputs of a large request are not kept during the merge
             with timings.stage("postprocess"):
                 merged.update(await _merge(task, {i: p for i, p in plans.items()
                                                   if i not in merged},
-                                           outputs, outcomes, meta, runner))
+                                           outputs, outcomes, meta, runner, early))
             del outputs
             with timings.stage("encode"):
                 answers = await _each(list(merged), outcomes, lambda i: task.respond(
@@ -409,6 +460,8 @@ async def run_batch(task: TaskDef[Any, Any, Any], jobs: Sequence[Job | ServiceEr
     except TimeoutError:
         raise Timeout(f"the request did not finish within {limits.timeout_s:g} s") from None
     finally:
+        for m in (early or {}).values():  # stops background work of a failed or late request
+            m.close()
         # Large images weigh as much as many network pixels (decoded, as floats, merged maps).
         work = max([p.n_pixels for p in (*plans.values(), *up_plans.values())]
                    + [j.image.shape[0] * j.image.shape[1] for j in todo.values()] + [0])

@@ -113,3 +113,20 @@ def test_deadline_drops_the_batches_not_yet_started():
     assert took < 0.6, f"504 after {took:.2f} s for a 0.45 s deadline"
     assert len(be.calls) == 2  # the first finished, the second was in flight; 8 never started
     assert runner.running == 0 and runner.waiting == 0
+
+
+def test_outputs_delivered_as_each_batch_returns():
+    """With ``on_output`` each pass's outputs go to it as soon as its batch is back (the early
+    merge's feed), in batch order, and nothing is kept."""
+    be = FakeBackend()
+    seen: list[tuple[int, int]] = []
+
+    def on_output(i, out):
+        seen.append((i, len(be.calls)))  # which batch had run when pass i arrived
+        assert out["logits"][0, 0, 0] == 2 * i
+
+    passes = [np.full((3, 4, 4), i, np.float32) for i in range(5)]
+    out = asyncio.run(InferenceRunner(be, Settings(max_batch=2)).run(_meta(4), passes,
+                                                                     on_output=on_output))
+    assert out == []
+    assert seen == [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3)]

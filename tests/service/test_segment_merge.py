@@ -193,3 +193,110 @@ def test_window_counts_by_axis_equal_the_2d_count():
         rows, cols = np.array([1, 4, 5, 8]), np.array([0, 7, 8, 11])
         np.testing.assert_array_equal(tta_merge._InvCount(sp, rows, cols).rows(1, 3),
                                       want[np.ix_(rows, cols)][1:3])
+
+
+EARLY = [c for c in CASES if len(c[3]) > 1 and "lip" not in c[0]]
+
+
+def _early_run(plan, logits, *, wait_before: int | None) -> tta_merge.MergeResult:
+    """An early merge fed every pass; the background is waited for after the passes of the
+    first ``wait_before`` scales (None: never, finish takes over whatever is running)."""
+    early = tta_merge.EarlyMerge(plan, with_confidence=True, block_bytes=256)
+    assert early.sums_early
+    for i, lg in enumerate(logits):
+        early.add(i, {"logits": lg})
+        if wait_before is not None and early._submitted == wait_before:
+            for job in early._jobs:
+                job.result()
+    try:
+        return early.finish()
+    finally:
+        early.close()
+
+
+@pytest.mark.parametrize("case", EARLY, ids=[c[0] for c in EARLY])
+@pytest.mark.parametrize("wait_before", [None, 1, 99])
+def test_early_merge_equals_the_merge_after_the_passes(case, wait_before):
+    """Scales summed on the background thread as their passes come, the rest by finish():
+    the same labels and confidence as the merge after the last pass with the same blocks (one
+    channel chunk: the class sums in the same order)."""
+    plan, n_cls = _plan(case)
+    logits = _logits(plan, n_cls, seed=5)
+    want = tta_merge.merge_segmentation(plan, logits, with_confidence=True, memory_budget=1 << 30,
+                                        block_bytes=256)
+    got = _early_run(plan, logits, wait_before=wait_before)
+    assert np.array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got.confidence, want.confidence)
+
+
+def test_early_merge_taken_over_inside_a_scale(monkeypatch):
+    """finish() while the background is inside a scale: it does not wait for that scale, adds
+    the rows the background has not, and gives the same answer."""
+    import threading
+
+    plan, n_cls = _plan(CASES[0])
+    logits = _logits(plan, n_cls, seed=9)
+    want = tta_merge.merge_segmentation(plan, logits, with_confidence=True, memory_budget=1 << 30,
+                                        block_bytes=256)
+    reached, release, calls = threading.Event(), threading.Event(), [0]
+    real = tta_merge._source_rows
+
+    def slow(works, a, b, take_exp):
+        if threading.current_thread().name.startswith("cpu-bg"):
+            calls[0] += 1
+            if calls[0] == 3:  # the third block of the first scale
+                reached.set()
+                release.wait(10)
+        return real(works, a, b, take_exp)
+
+    monkeypatch.setattr(tta_merge, "_source_rows", slow)
+    early = tta_merge.EarlyMerge(plan, with_confidence=True, block_bytes=256)
+    for i, lg in enumerate(logits):
+        early.add(i, {"logits": lg})
+    assert reached.wait(10)
+    got = early.finish()  # the background is held in its third block
+    assert early._added == 0 and early._rows_done > 0  # two blocks of scale 0 were in the sum
+    release.set()
+    early._jobs[0].result()
+    assert np.array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got.confidence, want.confidence)
+    early.close()
+
+
+def test_early_merge_not_started_when_it_does_not_pay():
+    """One scale, LIP's final resize, or a sum over its memory bound: the outputs are collected
+    and merged by finish() as after the passes."""
+    lip, n_lip = _plan(CASES[3])
+    single, n_single = _plan(CASES[4])
+    assert not tta_merge.EarlyMerge(lip).sums_early
+    assert not tta_merge.EarlyMerge(single).sums_early
+    plan, n_cls = _plan(CASES[0])
+    logits = _logits(plan, n_cls, seed=2)
+    early = tta_merge.EarlyMerge(plan, max_bytes=1)
+    for i, lg in enumerate(logits):
+        early.add(i, {"logits": lg})
+    assert not early.sums_early and not early._jobs
+    want = tta_merge.merge_segmentation(plan, logits)
+    assert np.array_equal(early.finish().labels, want.labels)
+
+
+def test_early_merge_closed_mid_request_stops_its_background_work():
+    """A request that ends early (timeout, error) closes its merge: background work not begun
+    never starts, and the sum and the logits are let go."""
+    import threading
+
+    from service.runtime import cpu
+
+    plan, n_cls = _plan(CASES[2])
+    logits = _logits(plan, n_cls, seed=4)
+    gate = threading.Event()
+    blocker = cpu.background(lambda: gate.wait(10))  # holds the one background thread
+    early = tta_merge.EarlyMerge(plan, block_bytes=256)
+    for i, lg in enumerate(logits):
+        early.add(i, {"logits": lg})
+    assert len(early._jobs) == 2  # the first two of three scales, queued behind the blocker
+    early.close()
+    gate.set()
+    blocker.result(timeout=10)
+    assert all(job.cancelled() for job in early._jobs)
+    assert early._sum is None and not early._logits

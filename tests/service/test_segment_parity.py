@@ -225,3 +225,33 @@ def test_label_map_matches_official(case, client, graph_client, exported_models)
             print(f"parity {cid} {photo} {rgb.shape[1]}x{rgb.shape[0]} ({merge} merge): "
                   f"agreement {agree * 100:.4f}% ({n_classes} classes in reference)")
             assert agree >= 0.999, f"{cid}/{photo} ({merge}): only {agree:.5f} of pixels agree"
+
+
+def test_early_merge_gives_the_merge_after_the_passes(client, model_repo, monkeypatch):
+    """The default gateway sums the scales on its background thread as their passes come
+    (``early_merge``); a gateway that merges after the last pass answers the same label map."""
+    import json
+
+    from service.tasks.segmentation import merge as seg_merge
+
+    finished = []
+    real = seg_merge.EarlyMerge.finish
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        finished.append(self._submitted)  # scales handed to the background thread
+        return real(self)
+
+    monkeypatch.setattr(seg_merge.EarlyMerge, "finish", counting)
+    rgb = np.ascontiguousarray(PHOTOS["coffee"]()[:, :, :3])
+    opts = {"model": "seg_pascal", "scales": [0.75, 1.0, 1.5], "flip": True}
+    late = Settings(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1,
+                    max_passes=512, merge_on_device="off", early_merge=False)
+    answers = []
+    with TestClient(create_app(late)) as late_client:
+        for gateway in (client, late_client):
+            r = gateway.post("/segment", files={"file": ("x.png", _png(rgb), "image/png")},
+                             data={"options": json.dumps(opts)}, headers={"Accept": "image/png"})
+            assert r.status_code == 200, r.text
+            answers.append(np.array(Image.open(io.BytesIO(r.content))))
+    assert finished == [2]  # the early merge ran for the first gateway only, 2 of 3 scales early
+    assert np.array_equal(answers[0], answers[1])

@@ -23,7 +23,11 @@ blocks are independent, so they run on the gateway's CPU pool (:mod:`service.run
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
+from concurrent.futures import Future
+from functools import partial
+from typing import Mapping
 
 import numpy as np
 
@@ -31,7 +35,7 @@ from service.contract import LOGITS
 from service.imaging.resize import (
     AxisCoeffs, axis_coeffs, band, gather_last, resample_last, resample_rows,
 )
-from service.runtime.cpu import parallel_map
+from service.runtime.cpu import background, parallel_map
 from service.tasks.segmentation.plan import ScalePlan, SegPlan, Window
 
 
@@ -58,7 +62,18 @@ class MergeResult:
     confidence: np.ndarray | None  # (H, W) float32: max score / sum of scores (0..1)
 
 
-def _region_logits(plan: SegPlan, logits: list[np.ndarray], idx: int) -> np.ndarray:
+def _bytes_per_channel(plan: SegPlan, scales: list[ScalePlan] | None = None) -> int:
+    """Memory per channel: W-resampled 1/4-res regions of ``scales`` (default: all), plus LIP's
+    whole source-size score map."""
+    lip = plan.source_size != plan.original_size
+    return max(1, 4 * sum(
+        math.ceil(s.pass_size[0] / plan.output_stride) * s.size[1] * s.n_regions
+        for s in (plan.scales if scales is None else scales)
+    ) + (4 * plan.source_size[0] * plan.source_size[1] if lip else 0))
+
+
+def _region_logits(plan: SegPlan, logits: "Mapping[int, np.ndarray] | list[np.ndarray]",
+                   idx: int) -> np.ndarray:
     """The (flip-averaged) 1/4-resolution logits of the region whose first pass is ``idx``."""
     a = logits[idx].astype(np.float32, copy=False)
     if not plan.flip:
@@ -170,15 +185,51 @@ def _sub(c: AxisCoeffs, idx: np.ndarray) -> AxisCoeffs:
     return AxisCoeffs(c.i0[idx], c.i1[idx], c.w0[idx], c.w1[idx])
 
 
+def _shrink(plan: SegPlan, sp: ScalePlan) -> tuple[AxisCoeffs, AxisCoeffs, np.ndarray | None,
+                                                  np.ndarray | None] | None:
+    """How scale ``sp``'s map goes onto the source image: the H and W coefficients and the grid
+    rows and columns it reads (None: all); None when it is the source size."""
+    if sp.size == plan.source_size:
+        return None
+    h, w = sp.size
+    ch = axis_coeffs(h, plan.source_size[0], plan.align_corners)
+    cw = axis_coeffs(w, plan.source_size[1], plan.align_corners)
+    return ch, cw, _reads(ch, h), _reads(cw, w)
+
+
+def _block_rows(plan: SegPlan, grids: list[tuple[int, int]], classes: int, block_bytes: int) -> int:
+    """Output rows per block: about ``block_bytes`` of the widest row of ``classes`` channels,
+    the scales' grid rows per source row counted in (the same for every block of a merge)."""
+    widest = max([plan.original_size[1], plan.source_size[1]] + [g[1] for g in grids])
+    ratio = max([1.0] + [g[0] / plan.source_size[0] for g in grids])
+    return max(1, int(block_bytes // (4 * classes * widest * ratio)))
+
+
+def _grid(plan: SegPlan, sp: ScalePlan) -> tuple[int, int]:
+    """Scale ``sp``'s evaluation grid (:class:`_ScaleWork`), from the plan alone."""
+    sh = _shrink(plan, sp)
+    h, w = sp.size
+    if sh is None:
+        return h, w
+    return (h if sh[2] is None else len(sh[2]), w if sh[3] is None else len(sh[3]))
+
+
+def _finite(regs: list[np.ndarray], n_scales: int) -> bool:
+    """Whether GEMMs are safe for these logits: all finite, and so is every sum of ``n_scales``
+    of their exp-scores (see ``EXP_SAFE``)."""
+    top, bottom = max(float(r.max()) for r in regs), min(float(r.min()) for r in regs)
+    return bool(math.isfinite(bottom) and math.isfinite(top)
+                and top + math.log(n_scales) < EXP_SAFE)
+
+
 def _prepare_scale(plan: SegPlan, sp: ScalePlan, regs: list[np.ndarray], finite: bool) -> _ScaleWork:
     """Resample every region's logits along W (1/4-res rows: cheap) and tabulate the rest."""
     ac = plan.align_corners
     h, w = sp.size
     rows_at = cols_at = down = None
-    if sp.size != plan.source_size:
-        ch = axis_coeffs(h, plan.source_size[0], ac)
-        cw = axis_coeffs(w, plan.source_size[1], ac)
-        rows_at, cols_at = _reads(ch, h), _reads(cw, w)
+    sh = _shrink(plan, sp)
+    if sh is not None:
+        ch, cw, rows_at, cols_at = sh
         down = _Resample(_on(ch, rows_at), _on(cw, cols_at), plan.source_size[1], ac, finite,
                          cols_renumbered=cols_at is not None)
     wins = [Window(0, h, 0, w)] if sp.windows is None else sp.windows
@@ -354,12 +405,7 @@ def merge_segmentation(
         and plan.source_size == plan.original_size
     )
     lip = plan.source_size != plan.original_size
-    # Memory per channel: W-resampled 1/4-res regions, plus LIP's whole source-size score map.
-    per_channel = 4 * sum(
-        math.ceil(s.pass_size[0] / plan.output_stride) * s.size[1] * s.n_regions
-        for s in plan.scales
-    ) + (4 * Hs * Ws if lip else 0)
-    chunk = max(1, min(n_cls, memory_budget // max(1, per_channel)))
+    chunk = max(1, min(n_cls, memory_budget // _bytes_per_channel(plan)))
 
     firsts = [[sp.first_pass + r * plan.passes_per_region for r in range(sp.n_regions)]
               for sp in plan.scales]
@@ -369,18 +415,13 @@ def merge_segmentation(
         regions_per_scale.append(flat_logits[k : k + len(f)])
         k += len(f)
     # GEMMs need every logit finite and every exp-score sum too (see EXP_SAFE).
-    flat = [r for regs in regions_per_scale for r in regs]
-    top, bottom = max(float(r.max()) for r in flat), min(float(r.min()) for r in flat)
-    finite = bool(math.isfinite(bottom) and math.isfinite(top)
-                  and top + math.log(len(plan.scales)) < EXP_SAFE)
+    finite = _finite([r for regs in regions_per_scale for r in regs], len(plan.scales))
     acc = _Argmax((H, W), with_confidence, softmax=fast)
     for c0 in range(0, n_cls, chunk):
         c1 = min(n_cls, c0 + chunk)
         works = [_prepare_scale(plan, sp, [r[c0:c1] for r in regs], finite)
                  for sp, regs in zip(plan.scales, regions_per_scale)]
-        widest = max([W, Ws] + [wk.grid[1] for wk in works])
-        ratio = max([1.0] + [wk.grid[0] / Hs for wk in works])  # grid rows per source row
-        rows = max(1, int(block_bytes // (4 * (c1 - c0) * widest * ratio)))
+        rows = _block_rows(plan, [wk.grid for wk in works], c1 - c0, block_bytes)
         if not lip:
             def block(r0: int, c0: int = c0, works: list[_ScaleWork] = works) -> None:
                 r1 = min(H, r0 + rows)
@@ -405,3 +446,182 @@ def merge_segmentation(
 
         parallel_map(final_block, range(0, H, rows_out))
     return MergeResult(labels=acc.labels, confidence=acc.confidence())
+
+
+# The whole-image sum of exp-scores an early merge holds (C x H x W float32: 160 MB for 19
+# classes at 2048x1024); past this the merge runs after the passes, in blocks, as before.
+EARLY_MAX_BYTES = 512 * 1024 * 1024
+
+
+class EarlyMerge:
+    """A multi-scale merge that runs while the passes still do (the task's ``early_merge``).
+
+    Once every pass of the next scale (plan order) is in, and a later scale is still to come,
+    that scale's exp-scores are added into a whole-image sum, block by block, on the background
+    thread (:func:`service.runtime.cpu.background`: low priority, on the cycles inference leaves
+    idle). :meth:`finish` takes over at once whatever is not in the sum yet (the last scale, the
+    scales the background has not reached, the rest of the one it is in: nothing waits on the
+    low-priority thread but one block's addition) and takes the argmax.
+
+    The sum runs in the official order with :func:`merge_segmentation`'s blocks and per-block
+    arithmetic, so the labels are the same; only the float-safety choice (GEMM or exact gathers,
+    ``EXP_SAFE``) is made per scale, the later scales being unknown. A plan with one scale, LIP's
+    final resize, too many classes for one channel chunk or a sum over ``EARLY_MAX_BYTES`` just
+    collects the outputs and merges them in :meth:`finish`.
+    """
+
+    def __init__(self, plan: SegPlan, *, with_confidence: bool | None = None,
+                 block_bytes: int = BLOCK_BYTES, memory_budget: int = MEMORY_BUDGET,
+                 max_bytes: int = EARLY_MAX_BYTES) -> None:
+        self.plan = plan
+        self.with_confidence = plan.confidence if with_confidence is None else with_confidence
+        self._block_bytes, self._memory_budget, self._max_bytes = block_bytes, memory_budget, max_bytes
+        self._scale_of = [k for k, sp in enumerate(plan.scales)
+                          for _ in range(sp.n_regions * plan.passes_per_region)]
+        self._missing = [sp.n_regions * plan.passes_per_region for sp in plan.scales]
+        self._early = (len(plan.scales) > 1 and plan.source_size == plan.original_size)
+        self._rows = 0  # output rows per block (known with the number of classes)
+        self._logits: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._taken = False  # finish() or close() owns the state from here on
+        self._sum: np.ndarray | None = None
+        self._added = 0  # scales wholly in the sum
+        self._rows_done = 0  # rows of scale ``_added`` already in it
+        self._work: _ScaleWork | None = None  # scale ``_added``, prepared by the background
+        self._submitted = 0
+        self._jobs: list[Future[None]] = []  # the background's, in scale order
+        self._error: BaseException | None = None
+
+    @property
+    def sums_early(self) -> bool:
+        """Whether the scales are summed as they come (else everything waits for finish)."""
+        return self._early
+
+    def add(self, index: int, outputs: dict[str, np.ndarray]) -> None:
+        """Pass ``index``'s outputs; hands each completed scale (but the last) to the background."""
+        lg = outputs[LOGITS]
+        if self._taken:
+            return
+        if self._early and not self._rows:
+            self._decide(lg.shape[0])
+        self._logits[index] = lg
+        self._missing[self._scale_of[index]] -= 1
+        n = len(self.plan.scales)
+        while self._early and self._submitted < n - 1 and self._missing[self._submitted] == 0:
+            self._jobs.append(background(partial(self._background, self._submitted)))
+            self._submitted += 1
+
+    def _decide(self, classes: int) -> None:
+        H, W = self.plan.original_size
+        # One scale's prepared work (all classes) is held at a time, beside the sum.
+        widest = max(_bytes_per_channel(self.plan, [sp]) for sp in self.plan.scales)
+        if classes * widest > self._memory_budget or 4 * classes * H * W > self._max_bytes:
+            self._early = False
+            return
+        grids = [_grid(self.plan, sp) for sp in self.plan.scales]
+        self._rows = _block_rows(self.plan, grids, classes, self._block_bytes)
+
+    def _regions(self, logits: Mapping[int, np.ndarray], k: int) -> list[np.ndarray]:
+        sp = self.plan.scales[k]
+        return [_region_logits(self.plan, logits, sp.first_pass + r * self.plan.passes_per_region)
+                for r in range(sp.n_regions)]
+
+    def _prepare(self, logits: Mapping[int, np.ndarray], k: int) -> _ScaleWork:
+        regs = self._regions(logits, k)
+        return _prepare_scale(self.plan, self.plan.scales[k], regs,
+                              _finite(regs, len(self.plan.scales)))
+
+    def _background(self, k: int) -> None:
+        """Add scale ``k`` into the sum (scales before it are in: one FIFO thread)."""
+        try:
+            logits = self._logits  # finish() swaps in a new dict: this one stays whole
+            if self._taken:
+                return
+            work = self._prepare(logits, k)
+            H = self.plan.original_size[0]
+            with self._lock:
+                if self._taken:
+                    return
+                self._work = work
+                sp = self.plan.scales[k]
+                for i in range(sp.first_pass, sp.first_pass + sp.n_regions * self.plan.passes_per_region):
+                    logits.pop(i, None)  # now in ``work``
+                if self._sum is None:
+                    c = work.regions[0].u.shape[0]
+                    self._sum = np.empty((c, H, self.plan.original_size[1]), np.float32)
+            total = self._sum
+            for r0 in range(0, H, self._rows):
+                r1 = min(H, r0 + self._rows)
+                part = _source_rows([work], r0, r1, take_exp=True)
+                with self._lock:  # the only wait finish() may have on this thread: one addition
+                    if self._taken:
+                        return
+                    if k == 0:
+                        total[:, r0:r1] = part
+                    else:
+                        total[:, r0:r1] += part
+                    self._rows_done = r1
+            with self._lock:
+                if not self._taken:
+                    self._added, self._rows_done, self._work = k + 1, 0, None
+        except BaseException as exc:  # reported by finish(), in the request
+            self._error = exc
+
+    def finish(self) -> MergeResult:
+        """The merged result: what is left of the sum, at full priority, then the argmax.
+
+        Scale by scale, so that at most one scale's prepared work is held beside the sum (as
+        on the background thread): the scales not in the sum yet, then the last one fused
+        with the argmax, block by block."""
+        with self._lock:
+            self._taken = True
+            added, rows_done, work, total = self._added, self._rows_done, self._work, self._sum
+            logits, self._logits, self._sum, self._work = self._logits, {}, None, None
+        if self._error is not None:
+            raise self._error
+        plan = self.plan
+        if not self._early:
+            return merge_segmentation(plan, [logits[i] for i in range(len(self._scale_of))],
+                                      with_confidence=self.with_confidence,
+                                      memory_budget=self._memory_budget,
+                                      block_bytes=self._block_bytes)
+        n, (H, W), rows = len(plan.scales), plan.original_size, self._rows
+        for k in range(added, n):
+            wk = work if (k == added and work is not None) else self._prepare(logits, k)
+            work = None
+            for i in range(plan.scales[k].first_pass, len(self._scale_of)):
+                if self._scale_of[i] != k:
+                    break
+                logits.pop(i, None)
+            if total is None:
+                total = np.empty((wk.regions[0].u.shape[0], H, W), np.float32)
+            done = rows_done if k == added else 0  # rows of this scale already in the sum
+            if k < n - 1:
+                def add(r0: int, wk: _ScaleWork = wk, k: int = k) -> None:
+                    r1 = min(H, r0 + rows)
+                    part = _source_rows([wk], r0, r1, take_exp=True)
+                    if k == 0:
+                        total[:, r0:r1] = part
+                    else:
+                        total[:, r0:r1] += part
+
+                parallel_map(add, range(done, H, rows))  # blocks write disjoint rows
+                continue
+            acc = _Argmax((H, W), self.with_confidence, softmax=False)
+
+            def last(r0: int, wk: _ScaleWork = wk) -> None:
+                r1 = min(H, r0 + rows)
+                scores = total[:, r0:r1]
+                scores += _source_rows([wk], r0, r1, take_exp=True)
+                acc.update(scores, 0, r0)
+
+            parallel_map(last, range(0, H, rows))
+        return MergeResult(labels=acc.labels, confidence=acc.confidence())
+
+    def close(self) -> None:
+        """Stop the background's work on this merge and let go of its memory."""
+        with self._lock:
+            self._taken = True
+            self._logits, self._sum, self._work = {}, None, None
+        for job in self._jobs:  # those not started never will
+            job.cancel()
