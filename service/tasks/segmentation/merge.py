@@ -214,6 +214,22 @@ def _grid(plan: SegPlan, sp: ScalePlan) -> tuple[int, int]:
     return (h if sh[2] is None else len(sh[2]), w if sh[3] is None else len(sh[3]))
 
 
+def _work_bytes_per_channel(plan: SegPlan, sp: ScalePlan) -> int:
+    """Bytes per channel of scale ``sp``'s prepared regions (:func:`_prepare_scale`): 1/4-res
+    rows by the grid columns each window covers."""
+    h, w = sp.size
+    sh = _shrink(plan, sp)
+    cols_at = None if sh is None else sh[3]
+    rows = math.ceil(sp.pass_size[0] / plan.output_stride)
+    total = 0
+    for win in sp.windows or [Window(0, h, 0, w)]:
+        x0, x1 = win.x0, min(win.x1, w)
+        if cols_at is not None:
+            x0, x1 = (int(v) for v in np.searchsorted(cols_at, [x0, x1]))
+        total += rows * max(0, x1 - x0)
+    return 4 * total
+
+
 def _finite(regs: list[np.ndarray], n_scales: int) -> bool:
     """Whether GEMMs are safe for these logits: all finite, and so is every sum of ``n_scales``
     of their exp-scores (see ``EXP_SAFE``)."""
@@ -514,7 +530,7 @@ class EarlyMerge:
     def _decide(self, classes: int) -> None:
         H, W = self.plan.original_size
         # One scale's prepared work (all classes) is held at a time, beside the sum.
-        widest = max(_bytes_per_channel(self.plan, [sp]) for sp in self.plan.scales)
+        widest = max(_work_bytes_per_channel(self.plan, sp) for sp in self.plan.scales)
         if classes * widest > self._memory_budget or 4 * classes * H * W > self._max_bytes:
             self._early = False
             return
