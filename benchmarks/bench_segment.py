@@ -16,8 +16,9 @@ figures are medians.
 
 * latency: HTTP end-to-end / bare and the server's own inference stage / bare, per case
   (2048x1024 single pass; 2048x1024 official 6 scales + flip; 600x400 6 scales + flip);
-* early: the multi-scale cases with the early merge (default) and without (a second gateway
-  with ``early_merge=false``): HTTP/bare of both, HTTP on/off, the postprocess stage (what is
+* early: the multi-scale cases with the early merge and without (two more gateways, with
+  ``early_merge=on`` and ``off``; the default ``auto`` is on only where ORT leaves cores free,
+  e.g. ``--threads 1`` on 2 cores): HTTP/bare of both, HTTP on/off, the postprocess stage (what is
   left of the merge after the last pass) of both;
 * formats: the server's encode stage / its inference for each answer: JSON (label map PNG in
   base64), image/png, application/octet-stream, application/x-npy (2048x1024 single pass);
@@ -141,12 +142,13 @@ def latency(client, url, meta, name, session, settings, repeat) -> list[str]:
     return lines
 
 
-def early(client, url, meta, name, session, settings, server, repeat) -> list[str]:
-    """The multi-scale cases with the early merge (the default) and without it, side by side:
-    a second gateway runs with ``early_merge=false``; rounds interleave bare, on and off."""
+def early(meta, name, session, settings, server, repeat) -> list[str]:
+    """The multi-scale cases with the early merge and without it, side by side: two more
+    gateways with ``early_merge=on`` and ``off``; rounds interleave bare, on and off."""
     lines = []
     cases = [("2048x1024 official 6 scales + flip", (2048, 1024)), ("600x400 6 scales + flip", (600, 400))]
-    with gateway(dict(server, early_merge="false")) as off_url, httpx.Client(timeout=3600) as off:
+    with gateway(dict(server, early_merge="on")) as url, gateway(dict(server, early_merge="off")) \
+            as off_url, httpx.Client(timeout=3600) as client, httpx.Client(timeout=3600) as off:
         for label, (w, h) in cases:
             rgb, png = photo("coffee", w, h)
             feeds = _feeds(meta, rgb, MULTI, True)
@@ -323,12 +325,12 @@ def main() -> None:
     with gateway(server) as url, httpx.Client(timeout=3600) as client:
         if "latency" not in skip:
             lines += latency(client, url, meta, name, session, settings, args.repeat)
-        if "early" not in skip:
-            lines += early(client, url, meta, name, session, settings, server, args.repeat)
         if "formats" not in skip:
             lines += formats(client, url, name, args.repeat)
         if "throughput" not in skip:
             lines += throughput(client, url, meta, name, session, settings, args.requests)
+    if "early" not in skip:
+        lines += early(meta, name, session, settings, server, args.repeat)
     if "memory" not in skip:
         lines += memory(repo, name, server, args.threads)
     if "merge" not in skip:

@@ -136,10 +136,13 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(
         0, ge=0, description="Threads of the gateway's parallel CPU work (merge row blocks); 0 = "
         "one per CPU.")
-    early_merge: bool = Field(
-        True, description="Segmentation with several scales: sum the scales already inferred on "
-        "a low-priority thread while the later ones run (same labels), so that only the last "
-        "scale and the argmax follow the last pass. False: the whole merge after the passes.")
+    early_merge: Literal["auto", "on", "off"] = Field(
+        "auto", description="Segmentation with several scales: sum the scales already inferred "
+        "on a low-priority thread while the later ones run (same labels), so that only the last "
+        "scale and the argmax follow the last pass. 'auto': where cores stay free during "
+        "inference (Triton, a GPU provider, or ORT held to fewer intra-op threads than the "
+        "gateway has CPUs); beside ORT on every core it slowed inference as much as it saved. "
+        "'on' always, 'off' never.")
     background_nice: int = Field(
         10, ge=0, le=19, description="Nice value of that thread (Linux, per thread): high enough "
         "that inference keeps its cores, low enough that the thread is not starved.")

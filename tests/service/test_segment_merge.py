@@ -300,3 +300,29 @@ def test_early_merge_closed_mid_request_stops_its_background_work():
     blocker.result(timeout=10)
     assert all(job.cancelled() for job in early._jobs)
     assert early._sum is None and not early._logits
+
+
+@pytest.mark.parametrize("providers, threads, mode, expected", [
+    (["CPUExecutionProvider"], 0, "auto", False),  # ORT on every core: no room beside it
+    (["CPUExecutionProvider"], 1, "auto", True),  # ORT held to fewer threads than the CPUs
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], 0, "auto", True),
+    (["triton:onnxruntime", "KIND_CPU"], 0, "auto", True),  # the network runs in Triton
+    (["CPUExecutionProvider"], 0, "on", True),
+    (["CUDAExecutionProvider"], 0, "off", False),
+])
+def test_early_merge_where_cores_stay_free(providers, threads, mode, expected, monkeypatch):
+    """``early_merge=auto`` begins the merge during the passes only where inference leaves the
+    gateway's cores free; ``on``/``off`` force it."""
+    import os
+    from types import SimpleNamespace
+
+    from service.settings import Settings
+    from service.tasks import segmentation
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    plan, _ = _plan(CASES[0])
+    meta = _meta(**CASES[0][1])
+    runner = SimpleNamespace(
+        settings=Settings(ort_intra_threads=threads, early_merge=mode, merge_on_device="off"),
+        backend=SimpleNamespace(providers=lambda: {meta.name: providers}))
+    assert (segmentation.early_merge(plan, meta, runner) is not None) is expected

@@ -227,9 +227,9 @@ def test_label_map_matches_official(case, client, graph_client, exported_models)
             assert agree >= 0.999, f"{cid}/{photo} ({merge}): only {agree:.5f} of pixels agree"
 
 
-def test_early_merge_gives_the_merge_after_the_passes(client, model_repo, monkeypatch):
-    """The default gateway sums the scales on its background thread as their passes come
-    (``early_merge``); a gateway that merges after the last pass answers the same label map."""
+def test_early_merge_gives_the_merge_after_the_passes(model_repo, monkeypatch):
+    """A gateway that sums the scales on its background thread as their passes come
+    (``early_merge=on``) answers the label map of one that merges after the last pass."""
     import json
 
     from service.tasks.segmentation import merge as seg_merge
@@ -244,11 +244,11 @@ def test_early_merge_gives_the_merge_after_the_passes(client, model_repo, monkey
     monkeypatch.setattr(seg_merge.EarlyMerge, "finish", counting)
     rgb = np.ascontiguousarray(PHOTOS["coffee"]()[:, :, :3])
     opts = {"model": "seg_pascal", "scales": [0.75, 1.0, 1.5], "flip": True}
-    late = Settings(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1,
-                    max_passes=512, merge_on_device="off", early_merge=False)
     answers = []
-    with TestClient(create_app(late)) as late_client:
-        for gateway in (client, late_client):
+    for mode in ("on", "off"):
+        settings = Settings(repository=model_repo, ort_intra_threads=1, ort_inter_threads=1,
+                            max_passes=512, merge_on_device="off", early_merge=mode)
+        with TestClient(create_app(settings)) as gateway:
             r = gateway.post("/segment", files={"file": ("x.png", _png(rgb), "image/png")},
                              data={"options": json.dumps(opts)}, headers={"Accept": "image/png"})
             assert r.status_code == 200, r.text

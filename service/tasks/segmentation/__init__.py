@@ -9,18 +9,35 @@ them on the server) -> respond
 
 from __future__ import annotations
 
+import os
+
 from service.contract import SegmentationMetadata
+from service.runtime.backends.providers import CPU, runs_on_gpu
 from service.runtime.runner import InferenceRunner
 from service.tasks.common import TaskDef
 from service.tasks.segmentation import merge, merge_graph, plan, respond
 from service.tasks.segmentation.schemas import SegmentOptions, SegmentRequest, SegmentResponse
 
 
+def _cores_free_during_inference(meta: SegmentationMetadata, runner: InferenceRunner) -> bool:
+    """Whether the network leaves this process's cores free: it runs elsewhere (Triton), on a
+    GPU, or ONNX Runtime has fewer intra-op threads than the process has CPUs."""
+    providers = runner.backend.providers().get(meta.name, [CPU])
+    if runs_on_gpu(providers) or any(p.startswith("triton:") for p in providers):
+        return True
+    threads = runner.settings.ort_intra_threads
+    return 0 < threads < len(os.sched_getaffinity(0))
+
+
 def early_merge(p: plan.SegPlan, meta: SegmentationMetadata,
                 runner: InferenceRunner) -> merge.EarlyMerge | None:
-    """The gateway's merge begun during the passes (setting ``early_merge``), unless the backend
-    merges (``merge_graph``) or the plan has nothing to sum early (one scale, LIP)."""
-    if not runner.settings.early_merge or merge_graph.wants_device_merge(meta, runner):
+    """The gateway's merge begun during the passes (setting ``early_merge``; ``auto``: where
+    cores stay free during inference), unless the backend merges (``merge_graph``) or the plan
+    has nothing to sum early (one scale, LIP)."""
+    mode = runner.settings.early_merge
+    if mode == "off" or merge_graph.wants_device_merge(meta, runner):
+        return None
+    if mode == "auto" and not _cores_free_during_inference(meta, runner):
         return None
     m = merge.EarlyMerge(p)
     return m if m.sums_early else None
