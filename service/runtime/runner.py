@@ -11,7 +11,8 @@
 
 A pass maps input names to arrays (segmentation's ``image``; detection's ``image`` +
 ``image_size``), or is a single array fed to the model's first input; arrays never carry the
-batch dimension. The runner reports batches and its queue
+batch dimension. Outputs come back per pass, all at the end or, to a caller's ``on_output``,
+as each batch returns (segmentation's early merge). The runner reports batches and its queue
 to an optional :class:`RunnerObserver` (the HTTP layer's Prometheus metrics implement it).
 
 Backends must not block the event loop (the embedded backend runs ONNX Runtime in a thread pool).

@@ -18,6 +18,10 @@ rows and columns the shrink's taps read: the rest would be computed to be thrown
 Resampling uses small banded GEMMs (single-threaded BLAS) when every value is known finite, else
 exact 2-tap gathers. Many classes are split into channel chunks with a running argmax. Row
 blocks are independent, so they run on the gateway's CPU pool (:mod:`service.runtime.cpu`).
+
+:class:`EarlyMerge` is the same merge begun while the passes run: each scale whose passes are in
+is added into a whole-image sum on the low-priority background thread, with the same blocks in
+the same order, and ``finish()`` does what is left after the last pass.
 """
 
 from __future__ import annotations
