@@ -48,10 +48,10 @@ def configure_background(nice: int) -> None:
 def background(fn: Callable[[], None]) -> Future[None]:
     """``fn()`` on the process's one background thread, in submission order.
 
-    The thread lowers its own scheduling priority (``nice``: per thread on Linux), so it runs on
-    the cycles ONNX Runtime leaves idle: its threads use 1.73 of 2 cores on a 2048x1024 pass, and
-    a merge at nice 10 beside them left inference as fast as alone (4 rounds, within the noise)
-    where one at nice 0 made it 1.2-1.4x slower. One thread: the slack is a fraction of a core.
+    The thread lowers its own scheduling priority (``nice``: per thread on Linux), so it yields
+    to inference: a merge at nice 0 beside ONNX Runtime on both cores made inference 1.2-1.4x
+    slower, at nice 10 within the noise alone and up to 5% in the gateway (so the early merge
+    runs only where cores stay free: ``early_merge=auto``). One thread: enough for one merge.
     """
     global _bg
     with _bg_lock:

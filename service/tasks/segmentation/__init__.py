@@ -35,7 +35,7 @@ def early_merge(p: plan.SegPlan, meta: SegmentationMetadata,
     cores stay free during inference), unless the backend merges (``merge_graph``) or the plan
     has nothing to sum early (one scale, LIP)."""
     mode = runner.settings.early_merge
-    if mode == "off" or merge_graph.wants_device_merge(meta, runner):
+    if mode == "off" or len(p.scales) < 2 or merge_graph.wants_device_merge(meta, runner):
         return None
     if mode == "auto" and not _cores_free_during_inference(meta, runner):
         return None

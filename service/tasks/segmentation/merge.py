@@ -66,13 +66,12 @@ class MergeResult:
     confidence: np.ndarray | None  # (H, W) float32: max score / sum of scores (0..1)
 
 
-def _bytes_per_channel(plan: SegPlan, scales: list[ScalePlan] | None = None) -> int:
-    """Memory per channel: W-resampled 1/4-res regions of ``scales`` (default: all), plus LIP's
-    whole source-size score map."""
+def _bytes_per_channel(plan: SegPlan) -> int:
+    """Memory per channel: W-resampled 1/4-res regions, plus LIP's whole source-size score map."""
     lip = plan.source_size != plan.original_size
     return max(1, 4 * sum(
         math.ceil(s.pass_size[0] / plan.output_stride) * s.size[1] * s.n_regions
-        for s in (plan.scales if scales is None else scales)
+        for s in plan.scales
     ) + (4 * plan.source_size[0] * plan.source_size[1] if lip else 0))
 
 
@@ -541,6 +540,10 @@ class EarlyMerge:
         grids = [_grid(self.plan, sp) for sp in self.plan.scales]
         self._rows = _block_rows(self.plan, grids, classes, self._block_bytes)
 
+    def _passes_of(self, k: int) -> range:
+        sp = self.plan.scales[k]
+        return range(sp.first_pass, sp.first_pass + sp.n_regions * self.plan.passes_per_region)
+
     def _regions(self, logits: Mapping[int, np.ndarray], k: int) -> list[np.ndarray]:
         sp = self.plan.scales[k]
         return [_region_logits(self.plan, logits, sp.first_pass + r * self.plan.passes_per_region)
@@ -563,8 +566,7 @@ class EarlyMerge:
                 if self._taken:
                     return
                 self._work = work
-                sp = self.plan.scales[k]
-                for i in range(sp.first_pass, sp.first_pass + sp.n_regions * self.plan.passes_per_region):
+                for i in self._passes_of(k):
                     logits.pop(i, None)  # now in ``work``
                 if self._sum is None:
                     c = work.regions[0].u.shape[0]
@@ -609,9 +611,7 @@ class EarlyMerge:
         for k in range(added, n):
             wk = work if (k == added and work is not None) else self._prepare(logits, k)
             work = None
-            for i in range(plan.scales[k].first_pass, len(self._scale_of)):
-                if self._scale_of[i] != k:
-                    break
+            for i in self._passes_of(k):
                 logits.pop(i, None)
             if total is None:
                 total = np.empty((wk.regions[0].u.shape[0], H, W), np.float32)
