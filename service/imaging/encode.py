@@ -17,10 +17,19 @@ def _image(mode: str, arr: np.ndarray) -> Image.Image:
     return Image.frombytes(mode, (arr.shape[1], arr.shape[0]), arr.tobytes())
 
 
-def png_bytes(image: Image.Image, *, compress_level: int = 1) -> bytes:
-    """Encode a Pillow image as PNG (fast compression: latency over size)."""
+# zlib's run-length strategy, for maps of class indices (long runs of one byte). A 2048x1024 label
+# map: 7.9 ms and 151 KiB against 11.3 ms and 238 KiB with the default strategy (random-init
+# model); 21 against 30 KiB for a map of large regions; lossless either way. Photos and
+# confidence maps (smooth tones) keep the default strategy.
+Z_RLE = 3
+
+
+def png_bytes(image: Image.Image, *, compress_level: int = 1, strategy: int | None = None) -> bytes:
+    """Encode a Pillow image as PNG (fast compression: latency over size); ``strategy`` is a
+    zlib strategy (e.g. :data:`Z_RLE`), default zlib's own."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=compress_level)
+    extra = {} if strategy is None else {"compress_type": strategy}
+    image.save(buf, format="PNG", compress_level=compress_level, **extra)
     return buf.getvalue()
 
 
@@ -42,17 +51,18 @@ def label_png(labels: np.ndarray, palette: list[tuple[int, int, int]] | None) ->
     """Label map as an indexed ('P' mode) PNG: pixel value = class index, colours = palette."""
     if labels.max(initial=0) > 255:
         # More than 256 classes do not fit a palette image: 16-bit grayscale.
-        return png_bytes(Image.fromarray(labels.astype(np.uint16)))
+        return png_bytes(Image.fromarray(labels.astype(np.uint16)), strategy=Z_RLE)
     im = _image("P", labels.astype(np.uint8))
     im.putpalette(full_palette(palette).reshape(-1).tolist())
-    return png_bytes(im)
+    return png_bytes(im, strategy=Z_RLE)
 
 
-def gray_png(values: np.ndarray) -> bytes:
-    """An 8-bit grayscale PNG of ``values`` (uint8, or floats in 0..1 mapped to 0..255)."""
+def gray_png(values: np.ndarray, *, categorical: bool = False) -> bytes:
+    """An 8-bit grayscale PNG of ``values`` (uint8, or floats in 0..1 mapped to 0..255);
+    ``categorical`` (ids, not tones) compresses with :data:`Z_RLE`."""
     if values.dtype != np.uint8:
         values = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
-    return png_bytes(_image("L", values))
+    return png_bytes(_image("L", values), strategy=Z_RLE if categorical else None)
 
 
 def b64(data: bytes) -> str:

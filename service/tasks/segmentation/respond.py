@@ -75,6 +75,6 @@ def respond(rgb: np.ndarray, meta: SegmentationMetadata, req: SegmentationReques
             names=meta.labels, with_legend=opts.legend))
         if opts.overlay else None,
         label_ids=enc("png", encode.gray_png(
-            encode.map_label_ids(labels, meta.label_ids).astype(np.uint8)))
+            encode.map_label_ids(labels, meta.label_ids).astype(np.uint8), categorical=True))
         if opts.label_ids and meta.label_ids else None,
     )
