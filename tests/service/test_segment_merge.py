@@ -326,3 +326,19 @@ def test_early_merge_where_cores_stay_free(providers, threads, mode, expected, m
         settings=Settings(ort_intra_threads=threads, early_merge=mode, merge_on_device="off"),
         backend=SimpleNamespace(providers=lambda: {meta.name: providers}))
     assert (segmentation.early_merge(plan, meta, runner) is not None) is expected
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_running_argmax_equals_argmax_with_ties(chunk):
+    """The running argmax over channel chunks and row blocks is ``argmax``: ties (many, from a
+    coarse grid of values) keep the lowest class, across chunks too; -inf everywhere gives 0."""
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 3, (5, 6, 7)).astype(np.float32)
+    scores[:, 0, 0] = -np.inf
+    acc = tta_merge._Argmax((6, 7), with_confidence=False, softmax=False)
+    for r0 in (0, 4):
+        r1 = min(6, r0 + 4)
+        for c0 in range(0, 5, chunk):
+            acc.update(scores[c0 : c0 + chunk, r0:r1].copy(), c0, r0)
+    np.testing.assert_array_equal(acc.labels, scores.argmax(axis=0))
+    np.testing.assert_array_equal(acc.best, scores.max(axis=0))
