@@ -130,3 +130,39 @@ def test_outputs_delivered_as_each_batch_returns():
                                                                      on_output=on_output))
     assert out == []
     assert seen == [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3)]
+
+
+class _ThreadRecordingPasses:
+    """Lazy passes of one shape that note whether each was made on the event loop's thread."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]) -> None:
+        self.n, self.shape, self.on_loop = n, shape, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def signature(self, i: int):
+        return (("image", self.shape, "<f4"),)
+
+    def __getitem__(self, i: int):
+        try:
+            asyncio.get_running_loop()
+            self.on_loop.append(True)
+        except RuntimeError:
+            self.on_loop.append(False)
+        return {"image": np.full(self.shape, i, np.float32)}
+
+
+@pytest.mark.parametrize("shape,on_loop", [((3, 512, 512), False), ((3, 8, 8), True)])
+def test_large_batches_are_made_off_the_event_loop(shape, on_loop):
+    """Making and stacking a large batch (a scale's resize, a copy of megabytes) runs in a worker
+    thread, so the event loop serves other requests meanwhile; a small one is stacked in place."""
+    from service.runtime.runner import OFFLOAD_BATCH_BYTES
+
+    assert (4 * np.prod(shape) >= OFFLOAD_BATCH_BYTES) != on_loop
+    be = FakeBackend()
+    passes = _ThreadRecordingPasses(3, shape)
+    out = asyncio.run(InferenceRunner(be, Settings(max_batch=2)).run(_meta(4), passes))
+    assert passes.on_loop == [on_loop] * 3
+    assert be.calls == [(2, *shape), (1, *shape)]
+    assert [float(o["logits"][0, 0, 0]) for o in out] == [0.0, 2.0, 4.0]
