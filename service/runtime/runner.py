@@ -16,7 +16,8 @@ as each batch returns (segmentation's early merge). The runner reports batches a
 to an optional :class:`RunnerObserver` (the HTTP layer's Prometheus metrics implement it).
 
 Backends must not block the event loop (the embedded backend runs ONNX Runtime in a thread pool);
-the runner itself makes and stacks large batches in a worker thread (``OFFLOAD_BATCH_BYTES``).
+the runner itself makes and stacks large batches in a worker thread (``OFFLOAD_BATCH_BYTES``),
+each while the backend runs the batch before it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from functools import partial
 from typing import Awaitable, Callable, Protocol, Sequence, TypeVar, Union, runtime_checkable
 
 import numpy as np
@@ -273,15 +273,25 @@ class InferenceRunner:
         for i, sig in enumerate(signatures):
             groups[sig].append(i)
         results: list[dict[str, np.ndarray] | None] = [None] * len(signatures)
-        for sig, idx in groups.items():
-            limit = self.batch_limit(meta, sig)
-            for start in range(0, len(idx), limit):
-                chunk = idx[start : start + limit]
-                assemble = partial(_assemble, get, chunk, sig)
-                if len(chunk) * _pass_bytes(sig) >= OFFLOAD_BATCH_BYTES:
-                    batch = await asyncio.to_thread(assemble)
-                else:
-                    batch = assemble()
+        batches = [(sig, idx[s : s + limit]) for sig, idx in groups.items()
+                   for limit in (self.batch_limit(meta, sig),) for s in range(0, len(idx), limit)]
+
+        def make(b: int) -> "asyncio.Future[dict[str, np.ndarray]]":
+            sig, chunk = batches[b]
+            if len(chunk) * _pass_bytes(sig) >= OFFLOAD_BATCH_BYTES:
+                return asyncio.ensure_future(asyncio.to_thread(_assemble, get, chunk, sig))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(_assemble(get, chunk, sig))
+            return done
+
+        # The next batch is made while the backend runs this one: a scale's resize and the
+        # stacking copies stay out of the inference time (one batch more of inputs is held).
+        upcoming = make(0) if batches else None
+        try:
+            for b, (_, chunk) in enumerate(batches):
+                assert upcoming is not None
+                batch = await upcoming
+                upcoming = make(b + 1) if b + 1 < len(batches) else None
                 outputs = await self.backend.infer(meta.name, batch)
                 del batch
                 if self.observer is not None:
@@ -292,6 +302,10 @@ class InferenceRunner:
                     else:
                         results[i] = {k: v[j] for k, v in outputs.items()}
                 del outputs
+        finally:
+            # The request failed or left: the batch made ahead is not needed, nor is its error.
+            if upcoming is not None and not upcoming.cancel() and not upcoming.cancelled():
+                upcoming.exception()
         return [] if on_output is not None else results  # type: ignore[return-value]
 
     def _gauge(self) -> None:

@@ -166,3 +166,34 @@ def test_large_batches_are_made_off_the_event_loop(shape, on_loop):
     assert passes.on_loop == [on_loop] * 3
     assert be.calls == [(2, *shape), (1, *shape)]
     assert [float(o["logits"][0, 0, 0]) for o in out] == [0.0, 2.0, 4.0]
+
+
+def test_next_batch_is_made_while_the_backend_runs():
+    """While the backend runs a batch, the next one is already made (resized, stacked), so
+    making passes does not add to the inference time; a failing request drops it unawaited."""
+    events: list[str] = []
+
+    class Backend(FakeBackend):
+        async def infer(self, model, inputs):
+            events.append(f"run {int(inputs['image'][0, 0, 0, 0])}")
+            await asyncio.sleep(0.2)
+            events.append("done")
+            return {"logits": inputs["image"][:, :1]}
+
+    class Passes(_ThreadRecordingPasses):
+        def __getitem__(self, i: int):
+            events.append(f"make {i}")
+            return super().__getitem__(i)
+
+    asyncio.run(InferenceRunner(Backend(), Settings(max_batch=1)).run(_meta(1), Passes(3, (3, 512, 512))))
+    done = [k for k, e in enumerate(events) if e == "done"]
+    assert len(done) == 3 and [e for e in events if e.startswith("run")] == ["run 0", "run 1", "run 2"]
+    for b in (1, 2):  # made before the batch ahead of it has finished, run after it
+        assert events.index(f"make {b}") < done[b - 1] < events.index(f"run {b}")
+
+    class Failing(FakeBackend):
+        async def infer(self, model, inputs):
+            raise RuntimeError("backend down")
+
+    with pytest.raises(RuntimeError, match="backend down"):
+        asyncio.run(InferenceRunner(Failing(), Settings(max_batch=1)).run(_meta(1), _ThreadRecordingPasses(3, (3, 512, 512))))
