@@ -9,7 +9,8 @@ import numpy as np
 
 # The exact 2-tap resize helpers are unchanged since then; only the merge around them is frozen.
 from service.imaging.resize import axis_coeffs, resize_bilinear, resize_with
-from service.tasks.segmentation.merge import MergeResult, _region_logits
+from service.tasks.segmentation.merge import MergeResult
+from service.tasks.segmentation.scores import region_logits
 from service.tasks.segmentation.plan import ScalePlan, SegPlan
 
 MEMORY_BUDGET = 384 * 1024 * 1024
@@ -63,7 +64,7 @@ def legacy_merge_segmentation(
     chunk = max(1, min(n_cls, memory_budget // max(1, per_channel)))
 
     regions_per_scale = [
-        [_region_logits(plan, logits, sp.first_pass + r * plan.passes_per_region)
+        [region_logits(plan, logits, sp.first_pass + r * plan.passes_per_region)
          for r in range(sp.n_regions)]
         for sp in plan.scales
     ]

@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from service.tasks.segmentation import merge_early as tta_early
 from service.tasks.segmentation import merge as tta_merge
+from service.tasks.segmentation import scores as tta_scores
 from service.tasks.segmentation import plan as tta_plan
 from service.contract import (
     ExportInfo, ModelMetadata, SegmentationMetadata, SegmentationProtocol, TensorSpec, WeightsInfo,
@@ -136,7 +138,7 @@ def test_blocks_chunks_and_gather_path_agree(case, monkeypatch):
     assert np.array_equal(base.labels, tiny.labels)
     np.testing.assert_allclose(base.confidence, tiny.confidence, atol=1e-6)
     # Exact gathers instead of GEMMs (the path for non-finite scores): equal up to rounding.
-    monkeypatch.setattr(tta_merge, "EXP_SAFE", float("-inf"))
+    monkeypatch.setattr(tta_scores, "EXP_SAFE", float("-inf"))
     gathered = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
     assert float((gathered.labels == base.labels).mean()) >= 0.9995
     np.testing.assert_allclose(gathered.confidence, base.confidence, atol=1e-5)
@@ -162,14 +164,14 @@ def test_shrunk_scales_evaluated_where_read(case, monkeypatch):
     plan, n_cls = _plan(case)
     logits = _logits(plan, n_cls, seed=11)
     sp = plan.scales[-1]
-    regs = [tta_merge._region_logits(plan, logits, sp.first_pass + r * plan.passes_per_region)
+    regs = [tta_scores.region_logits(plan, logits, sp.first_pass + r * plan.passes_per_region)
             for r in range(sp.n_regions)]
-    work = tta_merge._prepare_scale(plan, sp, regs, finite=True)
+    work = tta_scores.prepare_scale(plan, sp, regs, finite=True)
     assert work.rows_at is not None and work.cols_at is not None
     assert work.grid[0] < 0.75 * sp.size[0] and work.grid[1] < 0.75 * sp.size[1]
     compact = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
-    monkeypatch.setattr(tta_merge, "COMPACT_FRACTION", 0.0)
-    assert tta_merge._prepare_scale(plan, sp, regs, finite=True).rows_at is None
+    monkeypatch.setattr(tta_scores, "COMPACT_FRACTION", 0.0)
+    assert tta_scores.prepare_scale(plan, sp, regs, finite=True).rows_at is None
     every = tta_merge.merge_segmentation(plan, logits, with_confidence=True)
     assert float((compact.labels == every.labels).mean()) >= 0.9995
     np.testing.assert_allclose(compact.confidence, every.confidence, atol=1e-5)
@@ -187,11 +189,11 @@ def test_window_counts_by_axis_equal_the_2d_count():
         for w in wins:
             count[w.y0 : w.y1, w.x0 : w.x1] += 1
         want = 1.0 / count
-        inv = tta_merge._InvCount(sp, None, None)
+        inv = tta_scores._InvCount(sp, None, None)
         assert (inv.full is None) == (wins is grid)
         np.testing.assert_array_equal(inv.rows(0, size[0]), want)
         rows, cols = np.array([1, 4, 5, 8]), np.array([0, 7, 8, 11])
-        np.testing.assert_array_equal(tta_merge._InvCount(sp, rows, cols).rows(1, 3),
+        np.testing.assert_array_equal(tta_scores._InvCount(sp, rows, cols).rows(1, 3),
                                       want[np.ix_(rows, cols)][1:3])
 
 
@@ -201,7 +203,7 @@ EARLY = [c for c in CASES if len(c[3]) > 1 and "lip" not in c[0]]
 def _early_run(plan, logits, *, wait_before: int | None) -> tta_merge.MergeResult:
     """An early merge fed every pass; the background is waited for after the passes of the
     first ``wait_before`` scales (None: never, finish takes over whatever is running)."""
-    early = tta_merge.EarlyMerge(plan, with_confidence=True, block_bytes=256)
+    early = tta_early.EarlyMerge(plan, with_confidence=True, block_bytes=256)
     assert early.sums_early
     for i, lg in enumerate(logits):
         early.add(i, {"logits": lg})
@@ -239,7 +241,7 @@ def test_early_merge_taken_over_inside_a_scale(monkeypatch):
     want = tta_merge.merge_segmentation(plan, logits, with_confidence=True, memory_budget=1 << 30,
                                         block_bytes=256)
     reached, release, calls = threading.Event(), threading.Event(), [0]
-    real = tta_merge._source_rows
+    real = tta_early.source_rows
 
     def slow(works, a, b, take_exp):
         if threading.current_thread().name.startswith("cpu-bg"):
@@ -249,8 +251,8 @@ def test_early_merge_taken_over_inside_a_scale(monkeypatch):
                 release.wait(10)
         return real(works, a, b, take_exp)
 
-    monkeypatch.setattr(tta_merge, "_source_rows", slow)
-    early = tta_merge.EarlyMerge(plan, with_confidence=True, block_bytes=256)
+    monkeypatch.setattr(tta_early, "source_rows", slow)
+    early = tta_early.EarlyMerge(plan, with_confidence=True, block_bytes=256)
     for i, lg in enumerate(logits):
         early.add(i, {"logits": lg})
     assert reached.wait(10)
@@ -268,11 +270,11 @@ def test_early_merge_not_started_when_it_does_not_pay():
     and merged by finish() as after the passes."""
     lip, n_lip = _plan(CASES[3])
     single, n_single = _plan(CASES[4])
-    assert not tta_merge.EarlyMerge(lip).sums_early
-    assert not tta_merge.EarlyMerge(single).sums_early
+    assert not tta_early.EarlyMerge(lip).sums_early
+    assert not tta_early.EarlyMerge(single).sums_early
     plan, n_cls = _plan(CASES[0])
     logits = _logits(plan, n_cls, seed=2)
-    early = tta_merge.EarlyMerge(plan, max_bytes=1)
+    early = tta_early.EarlyMerge(plan, max_bytes=1)
     for i, lg in enumerate(logits):
         early.add(i, {"logits": lg})
     assert not early.sums_early and not early._jobs
@@ -291,7 +293,7 @@ def test_early_merge_closed_mid_request_stops_its_background_work():
     logits = _logits(plan, n_cls, seed=4)
     gate = threading.Event()
     blocker = cpu.background(lambda: gate.wait(10))  # holds the one background thread
-    early = tta_merge.EarlyMerge(plan, block_bytes=256)
+    early = tta_early.EarlyMerge(plan, block_bytes=256)
     for i, lg in enumerate(logits):
         early.add(i, {"logits": lg})
     assert len(early._jobs) == 2  # the first two of three scales, queued behind the blocker
@@ -335,7 +337,7 @@ def test_running_argmax_equals_argmax_with_ties(chunk):
     rng = np.random.default_rng(5)
     scores = rng.integers(0, 3, (5, 6, 7)).astype(np.float32)
     scores[:, 0, 0] = -np.inf
-    acc = tta_merge._Argmax((6, 7), with_confidence=False, softmax=False)
+    acc = tta_scores.RunningArgmax((6, 7), with_confidence=False, softmax=False)
     for r0 in (0, 4):
         r1 = min(6, r0 + 4)
         for c0 in range(0, 5, chunk):

@@ -232,7 +232,7 @@ def test_early_merge_gives_the_merge_after_the_passes(model_repo, monkeypatch):
     (``early_merge=on``) answers the label map of one that merges after the last pass."""
     import json
 
-    from service.tasks.segmentation import merge as seg_merge
+    from service.tasks.segmentation import merge_early as seg_merge
 
     finished = []
     real = seg_merge.EarlyMerge.finish

@@ -15,7 +15,7 @@ from service.contract import SegmentationMetadata
 from service.runtime.backends.providers import CPU, runs_on_gpu
 from service.runtime.runner import InferenceRunner
 from service.tasks.common import TaskDef
-from service.tasks.segmentation import merge, merge_graph, plan, respond
+from service.tasks.segmentation import merge, merge_early, merge_graph, plan, respond
 from service.tasks.segmentation.schemas import SegmentOptions, SegmentRequest, SegmentResponse
 
 
@@ -30,7 +30,7 @@ def _cores_free_during_inference(meta: SegmentationMetadata, runner: InferenceRu
 
 
 def early_merge(p: plan.SegPlan, meta: SegmentationMetadata,
-                runner: InferenceRunner) -> merge.EarlyMerge | None:
+                runner: InferenceRunner) -> merge_early.EarlyMerge | None:
     """The gateway's merge begun during the passes (setting ``early_merge``; ``auto``: where
     cores stay free during inference), unless the backend merges (``merge_graph``) or the plan
     has nothing to sum early (one scale, LIP)."""
@@ -39,7 +39,7 @@ def early_merge(p: plan.SegPlan, meta: SegmentationMetadata,
         return None
     if mode == "auto" and not _cores_free_during_inference(meta, runner):
         return None
-    m = merge.EarlyMerge(p)
+    m = merge_early.EarlyMerge(p)
     return m if m.sums_early else None
 
 

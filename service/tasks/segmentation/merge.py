@@ -9,55 +9,32 @@ Shortcuts (exact up to float rounding): bilinear resampling is linear and mirror
 flip average is taken on the 1/4-resolution logits before one upsample; only the cropped part of an
 upsampled pass is computed; a single whole-image pass at the original size skips ``exp`` (monotonic).
 
-Speed: each region's logits are resampled along W once, at 1/4 resolution. The output is then
-produced in blocks of rows: per block, every scale computes only the rows it needs (H upsample,
-``exp``, window average), resamples them onto the block and adds them up, and the block's argmax is
-taken, so no full-resolution map is ever materialised and a block's work stays in cache. A scale
-map that is shrunk onto the source image (large scales of a small photo) is evaluated only at the
-rows and columns the shrink's taps read: the rest would be computed to be thrown away.
-Resampling uses small banded GEMMs (single-threaded BLAS) when every value is known finite, else
-exact 2-tap gathers. Many classes are split into channel chunks with a running argmax. Row
-blocks are independent, so they run on the gateway's CPU pool (:mod:`service.runtime.cpu`).
-
-:class:`EarlyMerge` is the same merge begun while the passes run: each scale whose passes are in
-is added into a whole-image sum on the low-priority background thread, with the same blocks in
-the same order, and ``finish()`` does what is left after the last pass.
+The arithmetic runs in blocks of rows (:mod:`~service.tasks.segmentation.scores`); many classes
+are split into channel chunks with a running argmax, and the row blocks, being independent, run on
+the gateway's CPU pool (:mod:`service.runtime.cpu`). With several scales the same merge may begin
+while the passes run (:mod:`~service.tasks.segmentation.merge_early`).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
-from concurrent.futures import Future
-from functools import partial
-from typing import Mapping
 
 import numpy as np
 
 from service.contract import LOGITS
-from service.imaging.resize import (
-    AxisCoeffs, axis_coeffs, band, gather_last, resample_last, resample_rows,
+from service.imaging.resize import band
+from service.runtime.cpu import parallel_map
+from service.tasks.segmentation.plan import SegPlan
+from service.tasks.segmentation.scores import (
+    BLOCK_BYTES, Resample, RunningArgmax, ScaleWork, block_rows, gemm_safe, prepare_scale,
+    region_logits, source_rows,
 )
-from service.runtime.cpu import background, parallel_map
-from service.tasks.segmentation.plan import ScalePlan, SegPlan, Window
 
 
 # Bytes of float32 1/4-resolution work kept at once (LIP: plus its source-size score map);
 # more channels than fit are merged in chunks with a running argmax.
 MEMORY_BUDGET = 384 * 1024 * 1024
-# Target bytes of one block of full-resolution rows (all channels of a chunk), so that a block's
-# upsample, exp, window average, resample and argmax run from cache (1-4 MB measured best).
-BLOCK_BYTES = 2 * 1024 * 1024
-# Largest exponent (max logit + log(number of scales)) for which the summed exp-scores are surely
-# finite in float32 (exp(88.7) overflows). Above it, or with non-finite logits, resampling uses the
-# exact gathers: in a GEMM a zero weight times inf is nan and would spread over a block.
-EXP_SAFE = 85.0
-# A scale map shrunk onto the source image is evaluated only at the rows (columns) the shrink's
-# two taps read when those are at most this fraction of them: at 6 scales of a 600x400 photo
-# (official base size 2048, maps up to 3584x2389) that is 5.5 of 24 M pixels, and the H upsample,
-# exp and window average of the rows nobody reads were most of the merge.
-COMPACT_FRACTION = 0.75
 
 
 @dataclass
@@ -75,326 +52,6 @@ def _bytes_per_channel(plan: SegPlan) -> int:
     ) + (4 * plan.source_size[0] * plan.source_size[1] if lip else 0))
 
 
-def _region_logits(plan: SegPlan, logits: "Mapping[int, np.ndarray] | list[np.ndarray]",
-                   idx: int) -> np.ndarray:
-    """The (flip-averaged) 1/4-resolution logits of the region whose first pass is ``idx``."""
-    a = logits[idx].astype(np.float32, copy=False)
-    if not plan.flip:
-        return a
-    b = logits[idx + 1][:, :, ::-1]
-    if plan.flip_pairs:
-        perm = np.arange(b.shape[0])
-        for i, j in plan.flip_pairs:
-            perm[i], perm[j] = j, i
-        b = b[perm]
-    return (a + b) * np.float32(0.5)
-
-
-@dataclass
-class _Region:
-    """One window (or the whole image) of a scale, clipped to the resized image ``sp.size``, in
-    the coordinates of the scale's evaluation grid (:class:`_ScaleWork`).
-
-    ``u`` holds the region's logits already resampled along W (at its ``x1 - x0`` grid columns)
-    but still at 1/4 resolution along H; ``rows`` resamples H onto its grid rows (entry
-    ``g - y0`` for grid row ``g``).
-    """
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    u: np.ndarray  # (C, h/4, x1 - x0) float32
-    rows: AxisCoeffs  # h/4 -> pass height (only the first y1 - y0 rows are used)
-    finite: bool  # u is finite: resample rows with a GEMM
-
-
-@dataclass
-class _ScaleWork:
-    """A scale's regions and how its evaluation grid maps onto the source image.
-
-    The grid is the resized image ``sp.size``, or only the rows / columns of it that the shrink
-    onto the source reads (``rows_at`` / ``cols_at``, sorted; None: all of them).
-    """
-
-    sp: ScalePlan
-    regions: list[_Region]
-    inv_count: "_InvCount | None"  # 1 / windows over each grid pixel (None: whole image)
-    down: _Resample | None  # grid -> source_size (None: same size)
-    rows_at: np.ndarray | None = None
-    cols_at: np.ndarray | None = None
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        h, w = self.sp.size
-        return (h if self.rows_at is None else len(self.rows_at),
-                w if self.cols_at is None else len(self.cols_at))
-
-
-class _InvCount:
-    """``1 / count`` of the windows over the grid, by rows. Sliding windows form a product of row
-    and column intervals, so the count is ``count_y * count_x`` and the 2D map is never built
-    (a 3584x2389 canvas took 0.1 s per scale to count); each factor is 1 or 2, so the product of
-    the reciprocals is exactly the official ``1 / count``."""
-
-    def __init__(self, sp: ScalePlan, rows_at: np.ndarray | None, cols_at: np.ndarray | None) -> None:
-        h, w = sp.size
-        wins = sp.windows or []
-        ys = sorted({(win.y0, win.y1) for win in wins})
-        xs = sorted({(win.x0, win.x1) for win in wins})
-        self.full: np.ndarray | None = None
-        if len(wins) == len(ys) * len(xs) and {(win.y0, win.y1, win.x0, win.x1) for win in wins} == {
-                (y0, y1, x0, x1) for y0, y1 in ys for x0, x1 in xs}:
-            self.iy = self._axis(ys, sp.canvas[0], h, rows_at)
-            self.ix = self._axis(xs, sp.canvas[1], w, cols_at)
-            return
-        count = np.zeros(sp.canvas, np.float32)  # not a grid of windows (no plan makes one)
-        for win in wins:
-            count[win.y0 : win.y1, win.x0 : win.x1] += 1.0
-        inv = 1.0 / count[:h, :w]
-        inv = inv if rows_at is None else inv[rows_at]
-        self.full = np.ascontiguousarray(inv if cols_at is None else inv[:, cols_at], np.float32)
-
-    @staticmethod
-    def _axis(spans: list[tuple[int, int]], canvas: int, n: int, at: np.ndarray | None) -> np.ndarray:
-        count = np.zeros(canvas, np.float32)
-        for a, b in spans:
-            count[a:b] += 1.0
-        inv = (1.0 / count[:n]).astype(np.float32)
-        return inv if at is None else inv[at]
-
-    def rows(self, a: int, b: int) -> np.ndarray:
-        """Factors of grid rows ``[a, b)``: (b - a, grid width)."""
-        if self.full is not None:
-            return self.full[a:b]
-        return self.iy[a:b, None] * self.ix[None, :]
-
-
-def _reads(c: AxisCoeffs, n: int) -> np.ndarray | None:
-    """The input positions a shrink with ``c`` reads, sorted; None when they are most of ``n``."""
-    at = np.union1d(c.i0, c.i1)
-    return at if len(at) <= COMPACT_FRACTION * n else None
-
-
-def _on(c: AxisCoeffs, at: np.ndarray | None) -> AxisCoeffs:
-    """``c`` with input positions renumbered onto the subset ``at`` (which holds all of them)."""
-    if at is None:
-        return c
-    return AxisCoeffs(np.searchsorted(at, c.i0), np.searchsorted(at, c.i1), c.w0, c.w1)
-
-
-def _sub(c: AxisCoeffs, idx: np.ndarray) -> AxisCoeffs:
-    """The output positions ``idx`` of ``c`` only."""
-    return AxisCoeffs(c.i0[idx], c.i1[idx], c.w0[idx], c.w1[idx])
-
-
-def _shrink(plan: SegPlan, sp: ScalePlan) -> tuple[AxisCoeffs, AxisCoeffs, np.ndarray | None,
-                                                  np.ndarray | None] | None:
-    """How scale ``sp``'s map goes onto the source image: the H and W coefficients and the grid
-    rows and columns it reads (None: all); None when it is the source size."""
-    if sp.size == plan.source_size:
-        return None
-    h, w = sp.size
-    ch = axis_coeffs(h, plan.source_size[0], plan.align_corners)
-    cw = axis_coeffs(w, plan.source_size[1], plan.align_corners)
-    return ch, cw, _reads(ch, h), _reads(cw, w)
-
-
-def _block_rows(plan: SegPlan, grids: list[tuple[int, int]], classes: int, block_bytes: int) -> int:
-    """Output rows per block: about ``block_bytes`` of the widest row of ``classes`` channels,
-    the scales' grid rows per source row counted in (the same for every block of a merge)."""
-    widest = max([plan.original_size[1], plan.source_size[1]] + [g[1] for g in grids])
-    ratio = max([1.0] + [g[0] / plan.source_size[0] for g in grids])
-    return max(1, int(block_bytes // (4 * classes * widest * ratio)))
-
-
-def _grid(plan: SegPlan, sp: ScalePlan) -> tuple[int, int]:
-    """Scale ``sp``'s evaluation grid (:class:`_ScaleWork`), from the plan alone."""
-    sh = _shrink(plan, sp)
-    h, w = sp.size
-    if sh is None:
-        return h, w
-    return (h if sh[2] is None else len(sh[2]), w if sh[3] is None else len(sh[3]))
-
-
-def _work_bytes_per_channel(plan: SegPlan, sp: ScalePlan) -> int:
-    """Bytes per channel of scale ``sp``'s prepared regions (:func:`_prepare_scale`): 1/4-res
-    rows by the grid columns each window covers."""
-    h, w = sp.size
-    sh = _shrink(plan, sp)
-    cols_at = None if sh is None else sh[3]
-    rows = math.ceil(sp.pass_size[0] / plan.output_stride)
-    total = 0
-    for win in sp.windows or [Window(0, h, 0, w)]:
-        x0, x1 = win.x0, min(win.x1, w)
-        if cols_at is not None:
-            x0, x1 = (int(v) for v in np.searchsorted(cols_at, [x0, x1]))
-        total += rows * max(0, x1 - x0)
-    return 4 * total
-
-
-def _finite(regs: list[np.ndarray], n_scales: int) -> bool:
-    """Whether GEMMs are safe for these logits: all finite, and so is every sum of ``n_scales``
-    of their exp-scores (see ``EXP_SAFE``)."""
-    top, bottom = max(float(r.max()) for r in regs), min(float(r.min()) for r in regs)
-    return bool(math.isfinite(bottom) and math.isfinite(top)
-                and top + math.log(n_scales) < EXP_SAFE)
-
-
-def _prepare_scale(plan: SegPlan, sp: ScalePlan, regs: list[np.ndarray], finite: bool) -> _ScaleWork:
-    """Resample every region's logits along W (1/4-res rows: cheap) and tabulate the rest."""
-    ac = plan.align_corners
-    h, w = sp.size
-    rows_at = cols_at = down = None
-    sh = _shrink(plan, sp)
-    if sh is not None:
-        ch, cw, rows_at, cols_at = sh
-        down = _Resample(_on(ch, rows_at), _on(cw, cols_at), plan.source_size[1], ac, finite,
-                         cols_renumbered=cols_at is not None)
-    wins = [Window(0, h, 0, w)] if sp.windows is None else sp.windows
-
-    def region(item: tuple[Window, np.ndarray]) -> _Region | None:
-        win, lg = item
-        y1, x1 = min(win.y1, h), min(win.x1, w)
-        if y1 <= win.y0 or x1 <= win.x0:
-            return None  # a window entirely in the base variant's padding
-        cw = axis_coeffs(lg.shape[2], sp.pass_size[1], ac).head(x1 - win.x0)
-        u = resample_last(lg, cw, sp.pass_size[1], ac, finite, whole_rows=True)
-        rows = axis_coeffs(lg.shape[1], sp.pass_size[0], ac)
-        gy0, gy1, gx0, gx1 = win.y0, y1, win.x0, x1
-        if cols_at is not None:
-            gx0, gx1 = (int(v) for v in np.searchsorted(cols_at, [win.x0, x1]))
-            u = np.take(u, cols_at[gx0:gx1] - win.x0, axis=2)  # 4x faster than u[:, :, idx]
-        if rows_at is not None:
-            gy0, gy1 = (int(v) for v in np.searchsorted(rows_at, [win.y0, y1]))
-            rows = _sub(rows, rows_at[gy0:gy1] - win.y0)
-        return _Region(gy0, gy1, gx0, gx1, u, rows, finite) if gy1 > gy0 and gx1 > gx0 else None
-
-    regions = [r for r in map(region, list(zip(wins, regs))) if r is not None]
-    inv_count = None if sp.windows is None else _InvCount(sp, rows_at, cols_at)
-    return _ScaleWork(sp, regions, inv_count, down, rows_at, cols_at)
-
-
-def _region_rows(r: _Region, a: int, b: int) -> np.ndarray:
-    """Logits of region rows ``[a, b)`` (region coordinates), full region width: (C, b-a, x1-x0)."""
-    return resample_rows(r.u, r.rows, a, b, finite=r.finite)
-
-
-def _scale_rows(work: _ScaleWork, a: int, b: int, take_exp: bool) -> np.ndarray:
-    """exp-scores (window-averaged) of grid rows ``[a, b)``: (C, b-a, grid width)."""
-    if work.inv_count is None:
-        out = _region_rows(work.regions[0], a, b)
-        if take_exp:
-            np.exp(out, out=out)
-        return out
-    c = work.regions[0].u.shape[0]
-    out = np.zeros((c, b - a, work.grid[1]), np.float32)
-    for r in work.regions:
-        ra, rb = max(a, r.y0), min(b, r.y1)
-        if ra >= rb:
-            continue
-        part = _region_rows(r, ra - r.y0, rb - r.y0)
-        np.exp(part, out=part)
-        out[:, ra - a : rb - a, r.x0 : r.x1] += part
-    out *= work.inv_count.rows(a, b)
-    return out
-
-
-@dataclass(frozen=True)
-class _Resample:
-    """Bilinear map of a (C, h, w) score map onto (C, out_h, out_w), applied by row blocks."""
-
-    ch: AxisCoeffs
-    cw: AxisCoeffs
-    out_w: int
-    align_corners: bool
-    finite: bool  # scores known finite: banded GEMMs; else exact gathers (inf stays local)
-    cols_renumbered: bool = False  # cw reads a subset of the columns: its own 2-tap gathers
-
-    @classmethod
-    def make(cls, size: tuple[int, int], out: tuple[int, int], ac: bool, finite: bool) -> "_Resample":
-        return cls(axis_coeffs(size[0], out[0], ac), axis_coeffs(size[1], out[1], ac), out[1],
-                   ac, finite)
-
-    def block(self, x: np.ndarray, offset: int, start: int, stop: int) -> np.ndarray:
-        """Output rows ``[start, stop)`` from ``x`` holding input rows ``[offset, ...)``.
-
-        Rows go first when the map shrinks along H, else columns: decided by the map, not by
-        the block, so every block (of any size) does the same arithmetic.
-        """
-        if len(self.ch.i0) < int(self.ch.i1.max()) + 1:  # fewer output than input rows
-            return self._cols(self._rows(x, offset, start, stop))
-        return self._rows(self._cols(x), offset, start, stop)
-
-    def _rows(self, x: np.ndarray, offset: int, start: int, stop: int) -> np.ndarray:
-        return resample_rows(x, self.ch, start, stop, offset, self.finite)
-
-    def _cols(self, x: np.ndarray) -> np.ndarray:
-        if self.cols_renumbered:  # OpenCV and the GEMM tables assume the plain size mapping
-            return gather_last(x, self.cw)
-        # A block holds whole rows: OpenCV's horizontal pass may do them (row-count independent).
-        return resample_last(x, self.cw, self.out_w, self.align_corners, self.finite,
-                             whole_rows=True)
-
-
-def _source_rows(works: list[_ScaleWork], start: int, stop: int, take_exp: bool) -> np.ndarray:
-    """Sum over scales of the scores of source-image rows ``[start, stop)``: (C, rows, Ws)."""
-    total = None
-    for work in works:
-        if work.down is None:
-            s = _scale_rows(work, start, stop, take_exp)
-        else:
-            a, b = band(work.down.ch, start, stop)
-            s = work.down.block(_scale_rows(work, a, b, take_exp), a, start, stop)
-        if total is None:
-            total = s
-        else:
-            total += s
-    assert total is not None
-    return total
-
-
-class _Argmax:
-    """Running argmax over channel chunks (ties keep the lower class, like ``argmax``)."""
-
-    def __init__(self, size: tuple[int, int], with_confidence: bool, softmax: bool) -> None:
-        self.best = np.full(size, -np.inf, np.float32)
-        self.labels = np.zeros(size, np.int32)
-        self.total = np.zeros(size, np.float32) if with_confidence else None
-        self.softmax = softmax  # scores are logits: total holds sum(exp(l - best))
-
-    def update(self, scores: np.ndarray, c0: int, r0: int) -> None:
-        """Fold in ``scores`` (C, rows, W) of classes ``c0..`` for rows ``r0..``."""
-        r1 = r0 + scores.shape[1]
-        best, labels = self.best[r0:r1], self.labels[r0:r1]
-        if self.total is not None:
-            total = self.total[r0:r1]
-            if self.softmax:  # rescale the sum so far to the new maximum before adding
-                new_best = np.maximum(best, scores.max(axis=0))
-                total *= np.exp(best - new_best)
-                shifted = scores - new_best
-                np.exp(shifted, out=shifted)
-                total += shifted.sum(axis=0)
-            else:
-                total += scores.sum(axis=0)
-        # One sweep over the classes: a class takes the pixel only when strictly above the best
-        # so far, so ties keep the lower class, as argmax does. Compare, max and masked store per
-        # class: 24 ms on a 19 x 1024 x 2048 map against 33 ms for max-then-find-the-index and
-        # 57 ms for np.argmax(axis=0) (single thread).
-        better = np.empty(best.shape, np.bool_)
-        for k in range(scores.shape[0]):
-            np.greater(scores[k], best, out=better)
-            np.maximum(best, scores[k], out=best)
-            np.copyto(labels, c0 + k, where=better)
-
-    def confidence(self) -> np.ndarray | None:
-        if self.total is None:
-            return None
-        with np.errstate(invalid="ignore", divide="ignore"):
-            conf = (1.0 / self.total) if self.softmax else self.best / self.total
-        return np.nan_to_num(conf, nan=0.0, posinf=1.0).astype(np.float32)
-
-
 def merge(plan: SegPlan, outputs: list[dict[str, np.ndarray]]) -> MergeResult:
     """The task's merge step: the passes' ``logits`` -> labels (and confidence if planned)."""
     return merge_segmentation(plan, [o[LOGITS] for o in outputs])
@@ -410,7 +67,7 @@ def merge_segmentation(
 ) -> MergeResult:
     """Combine the passes' logits (each ``(C, h/4, w/4)``, plan order) into the label map.
 
-    Row blocks of about ``block_bytes`` (see the module docstring); channel chunks keep the
+    Row blocks of about ``block_bytes`` (:mod:`~service.tasks.segmentation.scores`); channel chunks keep the
     prepared 1/4-resolution work within ``memory_budget``. ``with_confidence`` defaults to the
     plan's ``confidence``.
     """
@@ -429,34 +86,34 @@ def merge_segmentation(
 
     firsts = [[sp.first_pass + r * plan.passes_per_region for r in range(sp.n_regions)]
               for sp in plan.scales]
-    flat_logits = parallel_map(lambda i: _region_logits(plan, logits, i), sum(firsts, []))
+    flat_logits = parallel_map(lambda i: region_logits(plan, logits, i), sum(firsts, []))
     regions_per_scale, k = [], 0
     for f in firsts:
         regions_per_scale.append(flat_logits[k : k + len(f)])
         k += len(f)
     # GEMMs need every logit finite and every exp-score sum too (see EXP_SAFE).
-    finite = _finite([r for regs in regions_per_scale for r in regs], len(plan.scales))
-    acc = _Argmax((H, W), with_confidence, softmax=fast)
+    finite = gemm_safe([r for regs in regions_per_scale for r in regs], len(plan.scales))
+    acc = RunningArgmax((H, W), with_confidence, softmax=fast)
     for c0 in range(0, n_cls, chunk):
         c1 = min(n_cls, c0 + chunk)
-        works = [_prepare_scale(plan, sp, [r[c0:c1] for r in regs], finite)
+        works = [prepare_scale(plan, sp, [r[c0:c1] for r in regs], finite)
                  for sp, regs in zip(plan.scales, regions_per_scale)]
-        rows = _block_rows(plan, [wk.grid for wk in works], c1 - c0, block_bytes)
+        rows = block_rows(plan, [wk.grid for wk in works], c1 - c0, block_bytes)
         if not lip:
-            def block(r0: int, c0: int = c0, works: list[_ScaleWork] = works) -> None:
+            def block(r0: int, c0: int = c0, works: list[ScaleWork] = works) -> None:
                 r1 = min(H, r0 + rows)
-                acc.update(_source_rows(works, r0, r1, take_exp=not fast), c0, r0)
+                acc.update(source_rows(works, r0, r1, take_exp=not fast), c0, r0)
 
             parallel_map(block, range(0, H, rows))  # blocks write disjoint rows of acc
             continue
         source = np.empty((c1 - c0, Hs, Ws), np.float32)
 
-        def source_block(r0: int, works: list[_ScaleWork] = works) -> None:
+        def source_block(r0: int, works: list[ScaleWork] = works) -> None:
             r1 = min(Hs, r0 + rows)
-            source[:, r0:r1] = _source_rows(works, r0, r1, take_exp=True)
+            source[:, r0:r1] = source_rows(works, r0, r1, take_exp=True)
 
         parallel_map(source_block, range(0, Hs, rows))
-        final = _Resample.make((Hs, Ws), (H, W), plan.align_corners, finite)
+        final = Resample.make((Hs, Ws), (H, W), plan.align_corners, finite)
         rows_out = max(1, int(block_bytes // (4 * (c1 - c0) * max(W, Ws) * max(1.0, Hs / H))))
 
         def final_block(r0: int, c0: int = c0) -> None:
@@ -466,183 +123,3 @@ def merge_segmentation(
 
         parallel_map(final_block, range(0, H, rows_out))
     return MergeResult(labels=acc.labels, confidence=acc.confidence())
-
-
-# The whole-image sum of exp-scores an early merge holds (C x H x W float32: 160 MB for 19
-# classes at 2048x1024); past this the merge runs after the passes, in blocks, as before.
-EARLY_MAX_BYTES = 512 * 1024 * 1024
-
-
-class EarlyMerge:
-    """A multi-scale merge that runs while the passes still do (the task's ``early_merge``).
-
-    Once every pass of the next scale (plan order) is in, and a later scale is still to come,
-    that scale's exp-scores are added into a whole-image sum, block by block, on the background
-    thread (:func:`service.runtime.cpu.background`: low priority, on the cycles inference leaves
-    idle). :meth:`finish` takes over at once whatever is not in the sum yet (the last scale, the
-    scales the background has not reached, the rest of the one it is in: nothing waits on the
-    low-priority thread but one block's addition) and takes the argmax.
-
-    The sum runs in the official order with :func:`merge_segmentation`'s blocks and per-block
-    arithmetic, so the labels are the same; only the float-safety choice (GEMM or exact gathers,
-    ``EXP_SAFE``) is made per scale, the later scales being unknown. A plan with one scale, LIP's
-    final resize, too many classes for one channel chunk or a sum over ``EARLY_MAX_BYTES`` just
-    collects the outputs and merges them in :meth:`finish`.
-    """
-
-    def __init__(self, plan: SegPlan, *, with_confidence: bool | None = None,
-                 block_bytes: int = BLOCK_BYTES, memory_budget: int = MEMORY_BUDGET,
-                 max_bytes: int = EARLY_MAX_BYTES) -> None:
-        self.plan = plan
-        self.with_confidence = plan.confidence if with_confidence is None else with_confidence
-        self._block_bytes, self._memory_budget, self._max_bytes = block_bytes, memory_budget, max_bytes
-        self._scale_of = [k for k, sp in enumerate(plan.scales)
-                          for _ in range(sp.n_regions * plan.passes_per_region)]
-        self._missing = [sp.n_regions * plan.passes_per_region for sp in plan.scales]
-        self._early = (len(plan.scales) > 1 and plan.source_size == plan.original_size)
-        self._rows = 0  # output rows per block (known with the number of classes)
-        self._logits: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-        self._taken = False  # finish() or close() owns the state from here on
-        self._sum: np.ndarray | None = None
-        self._added = 0  # scales wholly in the sum
-        self._rows_done = 0  # rows of scale ``_added`` already in it
-        self._work: _ScaleWork | None = None  # scale ``_added``, prepared by the background
-        self._submitted = 0
-        self._jobs: list[Future[None]] = []  # the background's, in scale order
-        self._error: BaseException | None = None
-
-    @property
-    def sums_early(self) -> bool:
-        """Whether the scales are summed as they come (else everything waits for finish)."""
-        return self._early
-
-    def add(self, index: int, outputs: dict[str, np.ndarray]) -> None:
-        """Pass ``index``'s outputs; hands each completed scale (but the last) to the background."""
-        lg = outputs[LOGITS]
-        if self._taken:
-            return
-        if self._early and not self._rows:
-            self._decide(lg.shape[0])
-        self._logits[index] = lg
-        self._missing[self._scale_of[index]] -= 1
-        n = len(self.plan.scales)
-        while self._early and self._submitted < n - 1 and self._missing[self._submitted] == 0:
-            self._jobs.append(background(partial(self._background, self._submitted)))
-            self._submitted += 1
-
-    def _decide(self, classes: int) -> None:
-        H, W = self.plan.original_size
-        # One scale's prepared work (all classes) is held at a time, beside the sum.
-        widest = max(_work_bytes_per_channel(self.plan, sp) for sp in self.plan.scales)
-        if classes * widest > self._memory_budget or 4 * classes * H * W > self._max_bytes:
-            self._early = False
-            return
-        grids = [_grid(self.plan, sp) for sp in self.plan.scales]
-        self._rows = _block_rows(self.plan, grids, classes, self._block_bytes)
-
-    def _passes_of(self, k: int) -> range:
-        sp = self.plan.scales[k]
-        return range(sp.first_pass, sp.first_pass + sp.n_regions * self.plan.passes_per_region)
-
-    def _regions(self, logits: Mapping[int, np.ndarray], k: int) -> list[np.ndarray]:
-        sp = self.plan.scales[k]
-        return [_region_logits(self.plan, logits, sp.first_pass + r * self.plan.passes_per_region)
-                for r in range(sp.n_regions)]
-
-    def _prepare(self, logits: Mapping[int, np.ndarray], k: int) -> _ScaleWork:
-        regs = self._regions(logits, k)
-        return _prepare_scale(self.plan, self.plan.scales[k], regs,
-                              _finite(regs, len(self.plan.scales)))
-
-    def _background(self, k: int) -> None:
-        """Add scale ``k`` into the sum (scales before it are in: one FIFO thread)."""
-        try:
-            logits = self._logits  # finish() swaps in a new dict: this one stays whole
-            if self._taken:
-                return
-            work = self._prepare(logits, k)
-            H = self.plan.original_size[0]
-            with self._lock:
-                if self._taken:
-                    return
-                self._work = work
-                for i in self._passes_of(k):
-                    logits.pop(i, None)  # now in ``work``
-                if self._sum is None:
-                    c = work.regions[0].u.shape[0]
-                    self._sum = np.empty((c, H, self.plan.original_size[1]), np.float32)
-            total = self._sum
-            for r0 in range(0, H, self._rows):
-                r1 = min(H, r0 + self._rows)
-                part = _source_rows([work], r0, r1, take_exp=True)
-                with self._lock:  # the only wait finish() may have on this thread: one addition
-                    if self._taken:
-                        return
-                    if k == 0:
-                        total[:, r0:r1] = part
-                    else:
-                        total[:, r0:r1] += part
-                    self._rows_done = r1
-            with self._lock:
-                if not self._taken:
-                    self._added, self._rows_done, self._work = k + 1, 0, None
-        except BaseException as exc:  # reported by finish(), in the request
-            self._error = exc
-
-    def finish(self) -> MergeResult:
-        """The merged result: what is left of the sum, at full priority, then the argmax.
-
-        Scale by scale, so that at most one scale's prepared work is held beside the sum (as
-        on the background thread): the scales not in the sum yet, then the last one fused
-        with the argmax, block by block."""
-        with self._lock:
-            self._taken = True
-            added, rows_done, work, total = self._added, self._rows_done, self._work, self._sum
-            logits, self._logits, self._sum, self._work = self._logits, {}, None, None
-        if self._error is not None:
-            raise self._error
-        plan = self.plan
-        if not self._early:
-            return merge_segmentation(plan, [logits[i] for i in range(len(self._scale_of))],
-                                      with_confidence=self.with_confidence,
-                                      memory_budget=self._memory_budget,
-                                      block_bytes=self._block_bytes)
-        n, (H, W), rows = len(plan.scales), plan.original_size, self._rows
-        for k in range(added, n):
-            wk = work if (k == added and work is not None) else self._prepare(logits, k)
-            work = None
-            for i in self._passes_of(k):
-                logits.pop(i, None)
-            if total is None:
-                total = np.empty((wk.regions[0].u.shape[0], H, W), np.float32)
-            done = rows_done if k == added else 0  # rows of this scale already in the sum
-            if k < n - 1:
-                def add(r0: int, wk: _ScaleWork = wk, k: int = k) -> None:
-                    r1 = min(H, r0 + rows)
-                    part = _source_rows([wk], r0, r1, take_exp=True)
-                    if k == 0:
-                        total[:, r0:r1] = part
-                    else:
-                        total[:, r0:r1] += part
-
-                parallel_map(add, range(done, H, rows))  # blocks write disjoint rows
-                continue
-            acc = _Argmax((H, W), self.with_confidence, softmax=False)
-
-            def last(r0: int, wk: _ScaleWork = wk) -> None:
-                r1 = min(H, r0 + rows)
-                scores = total[:, r0:r1]
-                scores += _source_rows([wk], r0, r1, take_exp=True)
-                acc.update(scores, 0, r0)
-
-            parallel_map(last, range(0, H, rows))
-        return MergeResult(labels=acc.labels, confidence=acc.confidence())
-
-    def close(self) -> None:
-        """Stop the background's work on this merge and let go of its memory."""
-        with self._lock:
-            self._taken = True
-            self._logits, self._sum, self._work = {}, None, None
-        for job in self._jobs:  # those not started never will
-            job.cancel()

@@ -30,7 +30,8 @@ from service.imaging.resize import AxisCoeffs, axis_coeffs
 from service.runtime.backends.base import SERVED_MERGE_CAPABILITY
 from service.runtime.backends.providers import CPU, runs_on_gpu
 from service.runtime.runner import InferenceRunner, LazyPasses, Pass
-from service.tasks.segmentation.merge import EXP_SAFE, MergeResult
+from service.tasks.segmentation.merge import MergeResult
+from service.tasks.segmentation.scores import EXP_SAFE
 from service.tasks.segmentation.plan import ScalePlan, SegPlan, Window
 from service.timings import Timings
 
