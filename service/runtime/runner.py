@@ -84,6 +84,8 @@ def _assemble(get: Callable[[int], dict[str, np.ndarray]], chunk: list[int],
               sig: Signature) -> dict[str, np.ndarray]:
     """The batch of passes ``chunk``: each made (``get``) and stacked along a new first axis."""
     items = [get(i) for i in chunk]
+    if len(items) == 1:  # a batch of one: the pass itself where it is contiguous, not a copy
+        return {k: np.ascontiguousarray(items[0][k])[None] for k, _, _ in sig}
     return {k: np.stack([item[k] for item in items]) for k, _, _ in sig}
 
 

@@ -125,11 +125,11 @@ class SegPlan:
         return per_region * self.passes_per_region
 
     def source_image(self, rgb: np.ndarray) -> np.ndarray:
-        """The float32 HWC pixel image the scales are taken from (LIP: the rounded square resize)."""
+        """The uint8 HWC image the scales are taken from: ``rgb``, or LIP's rounded square resize
+        (the official code resizes the *uint8* image, OpenCV fixed point, before normalising)."""
         if self.source_size == self.original_size:
-            return rgb.astype(np.float32)
-        # The official code resizes the *uint8* image (OpenCV fixed point) before normalising.
-        return resize_image(rgb, self.source_size).astype(np.float32)
+            return rgb
+        return resize_image(rgb, self.source_size)
 
     def passes(self, rgb: np.ndarray) -> "SegmentationPasses":
         """The network inputs in plan order, made on demand (see :class:`SegmentationPasses`)."""
@@ -141,9 +141,12 @@ class SegmentationPasses:
     ``-mean/std``), made when the runner batches them: a request never holds all its inputs
     (30 passes of a 2048x1024 image at 6 scales + flip are 0.7 GB).
 
-    Per scale, per region: the pass, then (with flip) its mirror image. A pass is a view (a
-    window, a transposition, a mirror) of its scale's resized image where no padding is needed;
-    the runner copies it into the batch. The resized image of the last scale asked for is kept.
+    Per scale, per region: the pass, then (with flip) its mirror image. A scale of another size
+    is the official float resize of the source image, kept while its passes are made (the last
+    one asked for); a pass is a view of it (a window, a transposition, a mirror) where no padding
+    is needed, and the runner copies it into the batch. A scale at the source size takes its
+    passes straight from the uint8 source, converted to float32 CHW in one step: the same values,
+    and a single-scale request makes no float copy of the whole image (25 MB at 2048x1024).
     """
 
     def __init__(self, plan: SegPlan, rgb: np.ndarray) -> None:
@@ -153,6 +156,7 @@ class SegmentationPasses:
                        for r in range(sp.n_regions) for flipped in ((False, True) if plan.flip
                                                                     else (False,))]
         self._scale: tuple[int, np.ndarray] | None = None
+        self._float_src: np.ndarray | None = None  # made for the first resize
 
     def __len__(self) -> int:
         return len(self._index)
@@ -163,12 +167,16 @@ class SegmentationPasses:
         return ((IMAGE, (3, ph, pw), "<f4"),)
 
     def _scaled(self, k: int) -> np.ndarray:
+        """Scale ``k``'s HWC image: the uint8 source at its own size, else float32 resized."""
+        size = self.plan.scales[k].size
+        if size == self._src.shape[:2]:
+            return self._src
         if self._scale is None or self._scale[0] != k:
             self._scale = None  # release the previous scale first
-            size = self.plan.scales[k].size
+            if self._float_src is None:
+                self._float_src = self._src.astype(np.float32)
             # The official resize of the float image (OpenCV INTER_LINEAR, channels last).
-            hwc = resize_image(self._src, size) if size != self._src.shape[:2] else self._src
-            self._scale = (k, hwc)
+            self._scale = (k, resize_image(self._float_src, size))
         return self._scale[1]
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
@@ -178,11 +186,15 @@ class SegmentationPasses:
         win = Window(0, h, 0, w) if sp.windows is None else sp.windows[r]
         crop = self._scaled(k)[win.y0 : min(win.y1, h), win.x0 : min(win.x1, w)].transpose(2, 0, 1)
         ph, pw = sp.pass_size
-        if crop.shape[1:] != (ph, pw):
+        if crop.shape[1:] != (ph, pw):  # padded, then mirrored (the padding too), as officially
             padded = np.zeros((3, ph, pw), np.float32)
             padded[:, : crop.shape[1], : crop.shape[2]] = crop
             crop = padded
-        return {IMAGE: crop[:, :, ::-1] if flipped else crop}
+        if flipped:
+            crop = crop[:, :, ::-1]
+        if crop.dtype != np.float32:  # a pass of the uint8 source: one conversion, into CHW
+            crop = crop.astype(np.float32, order="C")
+        return {IMAGE: crop}
 
 
 def scaled_size(h: int, w: int, base_size: int, scale: float) -> tuple[int, int]:
