@@ -114,9 +114,15 @@ def photo(name: str, w: int, h: int, fmt: str = "PNG") -> tuple[np.ndarray, byte
 
 
 def bare_session(onnx_path: Path, settings: Settings):  # -> onnxruntime.InferenceSession
-    """A CPU session with the embedded backend's own options, so "bare" differs only by the gateway."""
+    """A CPU session with the embedded backend's own options, so "bare" differs only by the gateway;
+    this process gets the gateway's numpy huge-page choice too (``numpy_hugepages``: with numpy's
+    advice on, the bare run's fresh batch arrays may stall on page compaction, the gateway's do
+    not)."""
     import onnxruntime as ort
 
+    from service.runtime.memory import set_numpy_hugepages
+
+    set_numpy_hugepages(settings.numpy_hugepages)
     return ort.InferenceSession(str(onnx_path), session_options(settings),
                                 providers=["CPUExecutionProvider"])
 
