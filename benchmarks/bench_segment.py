@@ -116,7 +116,7 @@ def latency(client, url, meta, name, session, settings, repeat) -> list[str]:
         options = {"model": name, "scales": scales, "flip": flip}
         t: dict[str, list[float]] = defaultdict(list)
         stages: dict[str, list[dict[str, float]]] = defaultdict(list)
-        for i in range(repeat + 1):
+        for _ in range(repeat + 1):
             t0 = time.perf_counter()
             run_batched(session, feeds, settings, meta.max_batch_size)
             bare_s = time.perf_counter() - t0
@@ -126,19 +126,21 @@ def latency(client, url, meta, name, session, settings, repeat) -> list[str]:
             for key in ("idle", "busy"):
                 t0 = time.perf_counter()
                 timings = _timings(_post(client, url, png, options))
-                if i:  # round 0 warms up
-                    t[key].append(time.perf_counter() - t0)
-                    stages[key].append(timings)
-            if i:
-                t["bare"].append(bare_s)
+                t[key].append(time.perf_counter() - t0)
+                stages[key].append(timings)
+            t["bare"].append(bare_s)  # round 0 warms up: _median leaves it out
         bare = _median(t["bare"])
         for key, what in (("idle", "after idle"), ("busy", "back to back")):
             http = _median(t[key])
             inference = _median([s["inference"] / 1000 for s in stages[key]])
             med = {k: round(_median([s.get(k, 0.0) for s in stages[key]]), 1) for k in stages[key][0]}
+            # The spread of the ratio within a round (request and bare run side by side): on a
+            # shared machine it says how far one median can be trusted.
+            rounds = [h / b for h, b in zip(t[key][1:], t["bare"][1:])] or [http / bare]
             lines.append(f"{label}, {what}: {len(feeds)} passes; bare ORT {bare * 1000:.0f} ms; HTTP "
-                         f"{http * 1000:.0f} ms; ratio HTTP/bare {http / bare:.3f}; server "
-                         f"inference/bare {inference / bare:.3f}; server stages (ms) {med}")
+                         f"{http * 1000:.0f} ms; ratio HTTP/bare {http / bare:.3f} (rounds "
+                         f"{min(rounds):.2f}-{max(rounds):.2f}); server inference/bare "
+                         f"{inference / bare:.3f}; server stages (ms) {med}")
     return lines
 
 
