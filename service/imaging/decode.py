@@ -372,10 +372,6 @@ def _exif_oriented(pixels: np.ndarray, im: Image.Image) -> np.ndarray:
 _OPENCV_PNG_MODES = ("RGB", "RGBA", "L")
 
 
-# OpenCV 4.10+ decodes straight to RGB: one BGR->RGB pass less (2048x1024: 41.1 vs 42.2 ms).
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
 def _opencv_png(data: bytes, im: Image.Image) -> np.ndarray | None:
     """A plain 8-bit PNG decoded by OpenCV (lossless, so the same pixels), or None when Pillow's
     path is needed (other modes, an EXIF orientation, data OpenCV cannot read)."""
@@ -385,11 +381,9 @@ def _opencv_png(data: bytes, im: Image.Image) -> np.ndarray | None:
     # on a PNG it decodes the pixels, and would swallow a corrupt stream's error here.)
     if b"eXIf" in data:
         return None
-    if _IMREAD_RGB is not None:  # libpng writes RGB itself: no swap pass over the image
-        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_RGB)
-    else:
-        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        rgb = None if rgb is None else cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
+    # Straight to RGB (libpng swaps as it writes, OpenCV 4.10+): one BGR->RGB pass less,
+    # 41.1 vs 42.2 ms at 2048x1024.
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
     if rgb is None or rgb.shape != (im.height, im.width, 3):
         return None  # corrupt or truncated: Pillow's path says what is wrong
     return rgb

@@ -84,8 +84,7 @@ def merge_segmentation(
     lip = plan.source_size != plan.original_size
     chunk = max(1, min(n_cls, memory_budget // _bytes_per_channel(plan)))
 
-    firsts = [[sp.first_pass + r * plan.passes_per_region for r in range(sp.n_regions)]
-              for sp in plan.scales]
+    firsts = [[plan.region_first(sp, r) for r in range(sp.n_regions)] for sp in plan.scales]
     flat_logits = parallel_map(lambda i: region_logits(plan, logits, i), sum(firsts, []))
     regions_per_scale, k = [], 0
     for f in firsts:

@@ -50,9 +50,8 @@ class EarlyMerge:
         self.plan = plan
         self.with_confidence = plan.confidence if with_confidence is None else with_confidence
         self._block_bytes, self._memory_budget, self._max_bytes = block_bytes, memory_budget, max_bytes
-        self._scale_of = [k for k, sp in enumerate(plan.scales)
-                          for _ in range(sp.n_regions * plan.passes_per_region)]
-        self._missing = [sp.n_regions * plan.passes_per_region for sp in plan.scales]
+        self._scale_of = [k for k, sp in enumerate(plan.scales) for _ in plan.scale_passes(sp)]
+        self._missing = [len(plan.scale_passes(sp)) for sp in plan.scales]
         self._early = (len(plan.scales) > 1 and plan.source_size == plan.original_size)
         self._rows = 0  # output rows per block (known with the number of classes)
         self._logits: dict[int, np.ndarray] = {}
@@ -96,12 +95,11 @@ class EarlyMerge:
         self._rows = block_rows(self.plan, grids, classes, self._block_bytes)
 
     def _passes_of(self, k: int) -> range:
-        sp = self.plan.scales[k]
-        return range(sp.first_pass, sp.first_pass + sp.n_regions * self.plan.passes_per_region)
+        return self.plan.scale_passes(self.plan.scales[k])
 
     def _regions(self, logits: Mapping[int, np.ndarray], k: int) -> list[np.ndarray]:
         sp = self.plan.scales[k]
-        return [region_logits(self.plan, logits, sp.first_pass + r * self.plan.passes_per_region)
+        return [region_logits(self.plan, logits, self.plan.region_first(sp, r))
                 for r in range(sp.n_regions)]
 
     def _prepare(self, logits: Mapping[int, np.ndarray], k: int) -> ScaleWork:

@@ -87,8 +87,7 @@ def _regions(plan: SegPlan) -> list[tuple[int, Window, ScalePlan]]:
         for r, win in enumerate(wins):
             y1, x1 = min(win.y1, h), min(win.x1, w)
             if y1 > win.y0 and x1 > win.x0:
-                regions.append((sp.first_pass + r * plan.passes_per_region,
-                                Window(win.y0, y1, win.x0, x1), sp))
+                regions.append((plan.region_first(sp, r), Window(win.y0, y1, win.x0, x1), sp))
     return regions
 
 

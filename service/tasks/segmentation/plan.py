@@ -114,6 +114,14 @@ class SegPlan:
     def passes_per_region(self) -> int:
         return 2 if self.flip else 1
 
+    def region_first(self, sp: ScalePlan, r: int) -> int:
+        """Index of region ``r``'s first pass (its unmirrored one) in scale ``sp``."""
+        return sp.first_pass + r * self.passes_per_region
+
+    def scale_passes(self, sp: ScalePlan) -> range:
+        """Indices of every pass of scale ``sp`` (plan order: per region, then its mirror)."""
+        return range(sp.first_pass, sp.first_pass + sp.n_regions * self.passes_per_region)
+
     @property
     def n_passes(self) -> int:
         return sum(s.n_regions for s in self.scales) * self.passes_per_region
