@@ -20,6 +20,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -241,60 +243,86 @@ def export_model(req: ExportRequest, log: Log = stderr_log) -> ExportResult:
         **built.protocol_overrides,
     )
 
-    staging = Path(tempfile.mkdtemp(prefix=f"model_export_{req.name}_"))
-    onnx_path = staging / "model.onnx"
-    with torch.no_grad():
-        parity = exporter.export(model, onnx_path, options, opset=req.opset, log=log)
-    log(parity.summary())
-    write_parity(staging, parity.to_dict())
-    try:
-        exporter.require_parity(parity)
-    except Exception as exc:
-        raise type(exc)(f"{exc}\nThe failed export is kept in {staging} for inspection.") from None
+    with _staging(req.name) as staging:
+        onnx_path = staging / "model.onnx"
+        with torch.no_grad():
+            parity = exporter.export(model, onnx_path, options, opset=req.opset, log=log)
+        log(parity.summary())
+        write_parity(staging, parity.to_dict())
+        try:
+            exporter.require_parity(parity)
+        except Exception as exc:
+            raise type(exc)(f"{exc}\nThe failed export is kept in {staging} for inspection."
+                            ) from None
 
-    tiers, plan_message = _build_tiers(req, exporter, options, onnx_path, staging, metadata, log)
-    failed = [f"{t.name}: " + "; ".join(t.failures) for t in tiers if t.failures]
-    if failed:
-        raise ParityError("precision tier(s) differ from FP32 or their ONNX graph beyond the "
-                          f"thresholds ({req.precision.thresholds}; TensorRT plans: "
-                          "docs/precision.md):\n  " + "\n  ".join(failed)
-                          + f"\nNothing was written; the export is kept in {staging} for "
-                          "inspection.")
+        tiers, plan_message = _build_tiers(req, exporter, options, onnx_path, staging, metadata,
+                                           log)
+        failed = [f"{t.name}: " + "; ".join(t.failures) for t in tiers if t.failures]
+        if failed:
+            raise ParityError("precision tier(s) differ from FP32 or their ONNX graph beyond the "
+                              f"thresholds ({req.precision.thresholds}; TensorRT plans: "
+                              "docs/precision.md):\n  " + "\n  ".join(failed)
+                              + f"\nNothing was written; the export is kept in {staging} for "
+                              "inspection.")
 
-    parity_doc = parity.to_dict()
-    if tiers:
-        parity_doc["tiers"] = {t.name: {k: t.report[k] for k in ("precision", "engine", "passed")}
-                               | {"deltas": t.metadata.precision.deltas.model_dump(mode="json")
-                                  if t.metadata.precision.deltas else None} for t in tiers}
-    with stage(log, f"writing {repo / req.name}"):
-        entry = write_entry(repo, metadata, onnx_path, parity=parity_doc, options=req.triton,
-                            move=not tiers, overwrite=req.overwrite)
-        write_served_merge(repo, metadata, req.triton)
-    result = ExportResult(request=req, metadata=metadata, entry=entry, parity=parity, model=model,
-                          tiers=tiers, plan_message=plan_message)
-    cpu = TritonOptions(**{**req.triton.__dict__, "instance_kind": "cpu", "tensorrt_fp16": False})
-    for tier in tiers:
-        with stage(log, f"writing {repo / tier.name}"):
-            # A plan's parity is its own engine's against the ONNX graph, never this copy.
-            doc = tier.parity or {**parity.to_dict(), "tier": tier.report}
-            if tier.tensorrt:
-                written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
-                                      options=plan_options(req.triton), platform="tensorrt_plan",
-                                      backend="tensorrt", model_filename=PLAN_FILENAME,
-                                      overwrite=req.overwrite)
-            else:
-                written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
-                                      options=cpu, model_filename=ONNX_FILENAME,
-                                      overwrite=req.overwrite)
-            write_served_merge(repo, tier.metadata,
-                               plan_options(req.triton) if tier.tensorrt else cpu)
-        result.tier_entries.append(written)
-        if tier.tensorrt and tier.precision == "fp16":
-            result.plan_entry = written
-    discard(tiers)
-    shutil.rmtree(staging, ignore_errors=True)
+        parity_doc = parity.to_dict()
+        if tiers:
+            parity_doc["tiers"] = {
+                t.name: {k: t.report[k] for k in ("precision", "engine", "passed")}
+                | {"deltas": t.metadata.precision.deltas.model_dump(mode="json")
+                   if t.metadata.precision.deltas else None} for t in tiers}
+        with stage(log, f"writing {repo / req.name}"):
+            entry = write_entry(repo, metadata, onnx_path, parity=parity_doc, options=req.triton,
+                                move=not tiers, overwrite=req.overwrite)
+            write_served_merge(repo, metadata, req.triton)
+        result = ExportResult(request=req, metadata=metadata, entry=entry, parity=parity,
+                              model=model, tiers=tiers, plan_message=plan_message)
+        cpu = TritonOptions(**{**req.triton.__dict__, "instance_kind": "cpu",
+                               "tensorrt_fp16": False})
+        for tier in tiers:
+            with stage(log, f"writing {repo / tier.name}"):
+                # A plan's parity is its own engine's against the ONNX graph, never this copy.
+                doc = tier.parity or {**parity.to_dict(), "tier": tier.report}
+                if tier.tensorrt:
+                    written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
+                                          options=plan_options(req.triton),
+                                          platform="tensorrt_plan",
+                                          backend="tensorrt", model_filename=PLAN_FILENAME,
+                                          overwrite=req.overwrite)
+                else:
+                    written = write_entry(repo, tier.metadata, tier.model_file, parity=doc,
+                                          options=cpu, model_filename=ONNX_FILENAME,
+                                          overwrite=req.overwrite)
+                write_served_merge(repo, tier.metadata,
+                                   plan_options(req.triton) if tier.tensorrt else cpu)
+            result.tier_entries.append(written)
+            if tier.tensorrt and tier.precision == "fp16":
+                result.plan_entry = written
+        discard(tiers)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+
+@contextmanager
+def _staging(name: str) -> Iterator[Path]:
+    """A scratch folder for one export's files, removed when the export ends.
+
+    It outlives the export only when a :class:`ParityError` names it (the failed graph and its
+    parity.json, kept for inspection). An export stopped by anything else (a full disk, an
+    interrupt, a bug) leaves nothing behind: a detection export stages 100-200 MB, and the
+    leftovers of repeated runs once filled a test machine's /tmp.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"model_export_{name}_"))
+    keep = False
+    try:
+        yield path
+    except ParityError as exc:
+        keep = str(path) in str(exc)
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _build_tiers(req: ExportRequest, exporter: Exporter[Any, Any], options: Any, onnx_path: Path,

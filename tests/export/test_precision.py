@@ -125,6 +125,7 @@ def test_threshold_failure_fails_the_export(tmp_path: Path, capsys: pytest.Captu
     assert code == EXIT_PARITY, err
     assert "thr_int8" in err and "label agreement" in err and "< 0.9999" in err
     assert not repo.exists() or not any(repo.iterdir())
+    _remove_kept_export(err)
 
 
 def test_thresholds_check_each_figure() -> None:
@@ -351,6 +352,48 @@ def test_plan_check_figures_and_limits() -> None:
     assert "displacement 8.000 px > 4.0" in DEFAULT_PLAN_THRESHOLDS["fp16"].failures(c)[-1]
 
 
+def _remove_kept_export(message: str) -> None:
+    """A failed export keeps its staging folder and names it: check that it holds the failed
+    graph and its parity report, then remove it (the suite leaves nothing in /tmp)."""
+    import re
+    import shutil
+
+    found = re.search(r"kept in (\S+) for inspection", message)
+    assert found, message
+    kept = Path(found.group(1))
+    assert (kept / "model.onnx").is_file() and (kept / "parity.json").is_file()
+    shutil.rmtree(kept)
+
+
+def test_an_export_that_stops_leaves_no_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """An export stopped by anything but a parity failure (here a plan build that raises
+    OSError, as a full disk does) removes its staging folder: only a ParityError keeps one."""
+    import sys
+    import tempfile
+
+    import model_export.tensorrt as trt_module
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def full_disk(plan: Path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    monkeypatch.setattr(trt_module, "tensorrt_runner", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _plan_export(tmp_path, ("fp32",))
+    assert list(scratch.iterdir()) == []
+    # A parity failure, by contrast, keeps the folder its message names.
+    monkeypatch.setattr(trt_module, "tensorrt_runner", _plan_on_ort(noise=0.5))
+    with pytest.raises(Exception, match="kept in") as failed:
+        _plan_export(tmp_path, ("fp32",))
+    assert [p.name.startswith("model_export_lip_") for p in scratch.iterdir()] == [True]
+    _remove_kept_export(str(failed.value))
+
+
 def _plan_export(tmp_path: Path, tiers: tuple[str, ...], **thresholds):
     from model_export.exporters import SegmentationExport
     from model_export.pipeline import ExportRequest, export_model
@@ -408,9 +451,11 @@ def test_a_plan_that_differs_fails_the_export(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
     monkeypatch.setattr(trt_module, "tensorrt_runner", _plan_on_ort(noise=0.5))
-    with pytest.raises(ParityError, match=r"lip_trt_fp32: max relative output error .* > 0.001"):
+    with pytest.raises(ParityError, match=r"lip_trt_fp32: max relative output error .* > 0.001"
+                       ) as failed:
         _plan_export(tmp_path, ("fp32",))
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+    _remove_kept_export(str(failed.value))
     # The limits are the export's to set: a looser one lets the same engine through.
     result = _plan_export(tmp_path, ("fp32",), max_rel_error=10.0, min_label_agreement=0.0)
     report = json.loads(result.tier_entries[0].parity.read_text())
