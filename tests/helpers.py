@@ -22,7 +22,8 @@ from PIL import Image
 from service.app import create_app
 from service.http.server import server_config
 from service.contract import (
-    DetectionMetadata, DetectionProtocol, ExportInfo, ModelMetadata, TensorSpec, WeightsInfo,
+    DetectionMetadata, DetectionProtocol, ExportInfo, ModelMetadata, SegmentationMetadata,
+    SegmentationProtocol, TensorSpec, WeightsInfo,
 )
 from service.runtime.registry import ModelRegistry
 from service.settings import Settings
@@ -134,6 +135,26 @@ def detector_metadata(name: str = "fake_det") -> DetectionMetadata:
         max_batch_size=1, detection=DetectionProtocol(max_size=(128, 96)),
         weights=WeightsInfo(random_init=True, origin="random-init", format="none"),
         export=ExportInfo(model_export_version="0", torch="0", onnx="0", opset=17, exported_at="now"),
+    )
+
+
+def segmentation_metadata(*, base: int, crop: tuple[int, int], window: str, ac: bool, n_cls: int,
+                          square: int | None = None,
+                          pairs: list[tuple[int, int]] | None = None) -> SegmentationMetadata:
+    """A segmentation entry with the given protocol (base size, crop, window mode,
+    ``align_corners``, classes, LIP's square resize and flip pairs): the plan and merge tests'
+    model, no network behind it."""
+    return SegmentationMetadata(
+        name="m", task="segmentation", arch="hrnetv2_w18_small_v1", dataset="x",
+        labels=[f"c{i}" for i in range(n_cls)], align_corners=ac, flip_pairs=pairs or [],
+        inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1])],
+        outputs=[TensorSpec(name="logits", dtype="FP32", dims=[n_cls, -1, -1])],
+        max_batch_size=1,
+        segmentation=SegmentationProtocol(base_size=base, crop_size=crop, window=window,
+                                          multi_scales=[1.0], resize_to_square=square),
+        weights=WeightsInfo(random_init=True, origin="random-init", format="none"),
+        export=ExportInfo(model_export_version="0", torch="0", onnx="0", opset=17,
+                          exported_at="now"),
     )
 
 

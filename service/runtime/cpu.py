@@ -27,10 +27,16 @@ _bg: ThreadPoolExecutor | None = None
 _bg_nice = 10
 
 
+def available() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset, ``taskset``),
+    not the machine's count."""
+    return len(os.sched_getaffinity(0))
+
+
 def configure(threads: int) -> None:
     """Use ``threads`` workers (0: one per CPU of this process); replaces an earlier pool."""
     global _pool, _threads
-    n = threads or len(os.sched_getaffinity(0))
+    n = threads or available()
     with _lock:
         if _pool is not None and n == _threads:
             return
@@ -74,7 +80,7 @@ def _get() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            n = _threads or len(os.sched_getaffinity(0))
+            n = _threads or available()
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cpu",
                                        initializer=_mark_worker)
         return _pool

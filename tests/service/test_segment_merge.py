@@ -15,24 +15,7 @@ from service.tasks.segmentation import merge_early as tta_early
 from service.tasks.segmentation import merge as tta_merge
 from service.tasks.segmentation import scores as tta_scores
 from service.tasks.segmentation import plan as tta_plan
-from service.contract import (
-    ExportInfo, ModelMetadata, SegmentationMetadata, SegmentationProtocol, TensorSpec, WeightsInfo,
-)
-
-
-def _meta(*, base: int, crop: tuple[int, int], window: str, ac: bool, n_cls: int,
-          square: int | None = None, pairs: list[tuple[int, int]] | None = None) -> ModelMetadata:
-    return SegmentationMetadata(
-        name="m", task="segmentation", arch="hrnetv2_w18_small_v1", dataset="x",
-        labels=[f"c{i}" for i in range(n_cls)], align_corners=ac, flip_pairs=pairs or [],
-        inputs=[TensorSpec(name="image", dtype="FP32", dims=[3, -1, -1])],
-        outputs=[TensorSpec(name="logits", dtype="FP32", dims=[n_cls, -1, -1])],
-        max_batch_size=1,
-        segmentation=SegmentationProtocol(base_size=base, crop_size=crop, window=window,
-                                          multi_scales=[1.0], resize_to_square=square),
-        weights=WeightsInfo(random_init=True, origin="random-init", format="none"),
-        export=ExportInfo(model_export_version="0", torch="0", onnx="0", opset=17, exported_at="now"),
-    )
+from tests.helpers import segmentation_metadata
 
 
 def _logits(plan: tta_plan.SegPlan, n_cls: int, seed: int, gain: float = 3.0) -> list[np.ndarray]:
@@ -107,7 +90,8 @@ SHRINK = [c for c in CASES if c[0].startswith("strong_shrink")]
 
 def _plan(case) -> tuple[tta_plan.SegPlan, int]:
     _, kw, size, scales, flip = case
-    return tta_plan.plan_segmentation(size, _meta(**kw), scales=scales, flip=flip), kw["n_cls"]
+    plan = tta_plan.plan_segmentation(size, segmentation_metadata(**kw), scales=scales, flip=flip)
+    return plan, kw["n_cls"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -323,7 +307,7 @@ def test_early_merge_where_cores_stay_free(providers, threads, mode, expected, m
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
     plan, _ = _plan(CASES[0])
-    meta = _meta(**CASES[0][1])
+    meta = segmentation_metadata(**CASES[0][1])
     runner = SimpleNamespace(
         settings=Settings(ort_intra_threads=threads, early_merge=mode, merge_on_device="off"),
         backend=SimpleNamespace(providers=lambda: {meta.name: providers}))

@@ -8,7 +8,7 @@ import pytest
 
 from service.imaging.resize import resize_image
 from service.tasks.segmentation import plan as seg_plan
-from tests.service.test_segment_merge import _meta
+from tests.helpers import segmentation_metadata
 
 CASES = [
     # metadata kwargs, image (h, w), scales, flip: scale 1.0 is the source size in each
@@ -39,7 +39,7 @@ def _official(plan: seg_plan.SegPlan, rgb: np.ndarray) -> list[np.ndarray]:
 @pytest.mark.parametrize("kw,size,scales,flip", CASES)
 def test_passes_equal_the_official_construction(kw, size, scales, flip):
     rgb = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
-    plan = seg_plan.plan_segmentation(size, _meta(**kw), scales=scales, flip=flip)
+    plan = seg_plan.plan_segmentation(size, segmentation_metadata(**kw), scales=scales, flip=flip)
     assert any(sp.size == plan.source_size for sp in plan.scales)  # the uint8 path is taken
     passes = plan.passes(rgb)
     want = _official(plan, rgb)

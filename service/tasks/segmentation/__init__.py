@@ -9,9 +9,8 @@ them on the server) -> respond
 
 from __future__ import annotations
 
-import os
-
 from service.contract import SegmentationMetadata
+from service.runtime import cpu
 from service.runtime.backends.providers import CPU, runs_on_gpu
 from service.runtime.runner import InferenceRunner
 from service.tasks.common import TaskDef
@@ -26,7 +25,7 @@ def _cores_free_during_inference(meta: SegmentationMetadata, runner: InferenceRu
     if runs_on_gpu(providers) or any(p.startswith("triton:") for p in providers):
         return True
     threads = runner.settings.ort_intra_threads
-    return 0 < threads < len(os.sched_getaffinity(0))
+    return 0 < threads < cpu.available()
 
 
 def early_merge(p: plan.SegPlan, meta: SegmentationMetadata,
