@@ -8,12 +8,11 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from service.http.auth import ApiKeyMiddleware
 from service.http.body_limit import BodyLimitMiddleware
 from service.http.handlers import install_error_handlers
-from service.http.metrics import Metrics, metrics_middleware
+from service.http.metrics import Metrics, MetricsMiddleware
 from service.http.startup import no_models_hint, random_init_warning, startup_lines
 from service.http.routers import (
     detect, docs, faces, health, landmarks, metrics, models, segment, web,
@@ -99,7 +98,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.settings = settings
     app.state.metrics = app_metrics
     install_error_handlers(app)
-    app.add_middleware(BaseHTTPMiddleware, dispatch=metrics_middleware)
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     # Outside the body limit (a request without a key is refused before its body is read),
     # inside CORS (browsers' preflights carry no key).

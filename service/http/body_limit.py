@@ -54,8 +54,8 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except Exception as exc:
-            # Inside a route the app's handlers already answered 413; a read in a middleware's
-            # task (BaseHTTPMiddleware streams the body there) surfaces here instead.
+            # Inside a route the app's handlers already answered 413; a read outside one (in a
+            # middleware, or a task group's task) surfaces here instead.
             too_large = _find_too_large(exc)
             if too_large is None or started:
                 raise

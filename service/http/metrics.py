@@ -18,11 +18,11 @@ import threading
 import time
 from typing import Iterator
 
-from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.timings import Timings
 
@@ -146,24 +146,45 @@ class Metrics:
 _UNMETERED = {"/metrics", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
 
 
-async def metrics_middleware(request: Request, call_next):  # type: ignore[no-untyped-def]
-    """Time every request and record it under its route template and model."""
-    if request.url.path in _UNMETERED:
-        return await call_next(request)
-    request.state.timings = Timings()
-    request.state.model = "-"
-    t0 = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
-        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.observe_request(
-                endpoint, str(request.state.model), status, time.perf_counter() - t0,
-                request.state.timings,
-            )
+class MetricsMiddleware:
+    """Times every request and records it under its route template and model when its answer
+    starts (the status is known and every stage timed by then).
+
+    A plain ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``: that one runs the
+    application in a task of its own and streams the answer through a memory channel, so the
+    head and body of every answer reached the server in different loop turns (two sends, not
+    one: :class:`service.http.server.GatewayProtocol`), and each request paid for the task.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNMETERED:
+            await self.app(scope, receive, send)
+            return
+        # Request.state is this dict: endpoints time their stages and name their model in it.
+        state = scope.setdefault("state", {})
+        state["timings"], state["model"] = Timings(), "-"
+        t0 = time.perf_counter()
+        observed = False
+
+        def observe(status: int) -> None:
+            nonlocal observed
+            observed = True
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+            if metrics is not None:
+                metrics.observe_request(endpoint, str(state["model"]), status,
+                                        time.perf_counter() - t0, state["timings"])
+
+        async def observing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not observed:
+                observe(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            if not observed:  # the application failed before answering: the server answers 500
+                observe(500)

@@ -19,6 +19,10 @@ parser and :class:`GatewayProtocol`, a small subclass that adds, per connection:
 * a **bound on open connections** (``http_max_connections``): one more is answered 503 and closed
   at once, so a flood of half-open connections holds at most that many descriptors, each for at
   most the header timeout;
+* **one send per answer**: what the server writes in one event-loop turn (uvicorn writes a
+  response's head, body and end apart) leaves in one ``send()``, up to 64 KiB, so a process
+  killed mid-answer never leaves its peer with headers and no body: nginx can retry a request on
+  another replica only until the first byte of an answer reached it;
 * every error the server answers itself (malformed request, bad ``Content-Length``, oversize
   headers, timeouts, too many connections) in the product's JSON shape
   ``{"error": {"code", "message"}}`` with ``Connection: close``.
@@ -102,6 +106,67 @@ def error_bytes(status: int, code: str, message: str, retry_after: int | None = 
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+#: Writes of one loop turn are joined up to this size; a larger body goes out as it is (joining
+#: it would copy megabytes, and it could not leave in one piece anyway).
+COALESCE_BYTES = 64 * 1024
+
+
+class _TurnWriter:
+    """A transport whose writes of one event-loop turn leave in one ``write`` (one ``send()``).
+
+    uvicorn writes the response head when the application starts its answer and the body when
+    it sends it: two syscalls in the same turn. A replica SIGKILLed between them (a loaded
+    process can be descheduled there) left a client of nginx with a header and no body, once in
+    1,800 requests of ``tests/deploy/test_replicas.py``. Everything else is the transport's own.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._size + len(data) > COALESCE_BYTES:
+            self.flush()
+            self._transport.write(data)
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+        self._size += len(data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Hand what this turn wrote to the transport (the loop calls it at the turn's end)."""
+        if not self._pending:
+            return
+        data, self._pending, self._size = b"".join(self._pending), [], 0
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending, self._size = [], 0
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._size + self._transport.get_write_buffer_size()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _GuardedConnection(h11.Connection):
     """h11's server connection, telling :class:`GatewayProtocol` about every event it parses
     (the protocol may refuse a request head before the application sees it)."""
@@ -140,7 +205,7 @@ class GatewayProtocol(H11Protocol):
     # -- connection ----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_TurnWriter(transport, self.loop))  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
             self._refused = True
             _warn_refusal(len(self.connections) - 1, self.limits.max_connections)

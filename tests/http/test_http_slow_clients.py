@@ -308,3 +308,67 @@ def test_concurrent_slow_clients_do_not_delay_others(slow_url: str) -> None:
         stop.set()
         for t in threads:
             t.join(timeout=5)
+
+
+class _Recording:
+    """A transport that records each ``write`` before passing it on."""
+
+    def __init__(self, transport: object, sent: list[bytes]) -> None:
+        self._transport, self._sent = transport, sent
+
+    def write(self, data: bytes) -> None:
+        self._sent.append(bytes(data))
+        self._transport.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+def _sends_to_the_client(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every ``write`` that reaches the server's socket transports (uvloop's, written in C, can
+    not be patched themselves: the recorder sits right below the server's own writer)."""
+    from service.http import server
+
+    sent: list[bytes] = []
+    init = server._TurnWriter.__init__
+
+    def recording(self, transport, loop):  # type: ignore[no-untyped-def]
+        init(self, _Recording(transport, sent), loop)
+
+    monkeypatch.setattr(server._TurnWriter, "__init__", recording)
+    return sent
+
+
+@pytest.mark.parametrize("name, request_bytes", [
+    ("health", b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    ("detect", b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+               b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(PNG) + PNG),
+    ("json error", b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Connection: close\r\nContent-Length: 5\r\n\r\n{nope"),
+])
+def test_a_small_answer_leaves_in_one_send(slow_url: str, monkeypatch: pytest.MonkeyPatch,
+                                           name: str, request_bytes: bytes) -> None:
+    """Head and body of an answer go to the socket in one write: a replica killed between two
+    writes would leave nginx a header and no body, past the point where it can retry
+    (tests/deploy/test_replicas.py)."""
+    sent = _sends_to_the_client(monkeypatch)
+    _, received, closed = raw_exchange(slow_url, request_bytes)
+    assert closed and http_status(received) in (200, 400, 415, 422), received[:200]
+    assert received in sent, [s[:60] for s in sent]
+
+
+def test_a_large_answer_is_not_copied_to_be_joined(slow_url: str, monkeypatch: pytest.MonkeyPatch
+                                                   ) -> None:
+    """Past COALESCE_BYTES the body goes out as the application gave it (no copy of megabytes):
+    the head in one write, the body in the next."""
+    from service.http.server import COALESCE_BYTES
+
+    sent = _sends_to_the_client(monkeypatch)
+    _, received, closed = raw_exchange(slow_url, b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n"
+                                                 b"Connection: close\r\n\r\n")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert closed and http_status(received) == 200
+    if len(body) > COALESCE_BYTES:
+        assert body in sent and head + b"\r\n\r\n" in sent
+    else:  # a schema this small leaves in one piece like any other answer
+        assert received in sent
