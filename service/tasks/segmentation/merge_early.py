@@ -158,7 +158,6 @@ class EarlyMerge:
         if not self._early:
             return merge_segmentation(plan, [logits[i] for i in range(len(self._scale_of))],
                                       with_confidence=self.with_confidence,
-                                      memory_budget=self._memory_budget,
                                       block_bytes=self._block_bytes)
         n, (H, W), rows = len(plan.scales), plan.original_size, self._rows
         for k in range(added, n):
