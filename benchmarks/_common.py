@@ -39,6 +39,16 @@ class Gateway(str):
         """``(VmRSS, VmHWM)`` of the gateway process, MiB: resident now and at its peak."""
         return process_memory_mb(self.pid)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the gateway process has used so far (all its threads)."""
+        return process_cpu_seconds(self.pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def process_memory_mb(pid: int) -> tuple[float, float]:
     """``(VmRSS, VmHWM)`` of process ``pid`` in MiB."""

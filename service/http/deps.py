@@ -1,5 +1,10 @@
 """FastAPI dependencies: settings, backend, model registry, runner, timings, and the
-:class:`TaskContext` bundle the task endpoints take."""
+:class:`TaskContext` bundle the task endpoints take.
+
+Every dependency is ``async def``, the cheap ones too: FastAPI runs a plain ``def`` dependency in
+its thread pool, a round trip through a worker thread for a one-line lookup (three per task
+request, 160 of the event loop's 1,675 busy samples in a profile of /segment at concurrency 4).
+"""
 
 from __future__ import annotations
 
@@ -21,12 +26,12 @@ from service.tasks.common import Limits
 from service.timings import Timings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings (those given to ``create_app``)."""
     return request.app.state.settings
 
 
-def get_backend(request: Request) -> Backend:
+async def get_backend(request: Request) -> Backend:
     """The app's started backend."""
     return request.app.state.backend
 
@@ -55,17 +60,17 @@ async def get_registry(request: Request) -> ModelRegistry:
     return await current_registry(request.app)
 
 
-def get_runner(request: Request) -> InferenceRunner:
+async def get_runner(request: Request) -> InferenceRunner:
     """Admission control + batching in front of the backend."""
     return request.app.state.runner
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     """The app's metric families."""
     return request.app.state.metrics
 
 
-def get_timings(request: Request) -> Timings:
+async def get_timings(request: Request) -> Timings:
     """This request's stage timer (observed by the metrics middleware when the response is ready)."""
     timings = getattr(request.state, "timings", None)
     if timings is None:
