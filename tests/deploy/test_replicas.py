@@ -8,8 +8,11 @@ to connect (refused: nginx tries the other replica) or was in flight when the pr
 connection resets before a response header: ``proxy_next_upstream error non_idempotent`` sends it
 again, which is safe because inference has no side effects; the body is buffered by nginx so it can
 be resent). ``max_fails=1`` then keeps the dead replica out for ``fail_timeout``. The one window
-that could still fail a request is a reset *after* a replica has started sending its answer; the
-gateway writes each small answer in one piece, so that window is microseconds wide.
+that could still fail a request is a replica dying *after* it has started sending its answer:
+the gateway hands each answer of up to 64 KiB to the kernel in one send (head and body together,
+``service.http.server``), so an answer is either all in the kernel's buffer or not started. (Before
+that, head and body left in two loop turns, and one request of 1,797 once got a header and no
+body.)
 
 The figures (status mix, failures during the kill, p50/p99, per-replica counts, CPU per request)
 are printed to the terminal.
