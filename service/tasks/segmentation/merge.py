@@ -36,8 +36,6 @@ from service.tasks.segmentation.scores import (
 # Chunk size buys no time: 2048x1024 at 6 scales + flip, chunks of 5 vs 16 of the 19 channels
 # took 0.88 vs 0.94 s (medians of 5, one run) and peaked at 368 vs 577 MiB above the logits.
 CHUNK_BUDGET = 128 * 1024 * 1024
-# The early merge holds one scale's work, all channels, at a time (no chunks): its limit.
-MEMORY_BUDGET = 384 * 1024 * 1024
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 
 from service.contract import LOGITS
 from service.runtime.cpu import background, parallel_map
-from service.tasks.segmentation.merge import MEMORY_BUDGET, MergeResult, merge_segmentation
+from service.tasks.segmentation.merge import MergeResult, merge_segmentation
 from service.tasks.segmentation.plan import SegPlan
 from service.tasks.segmentation.scores import (
     BLOCK_BYTES, RunningArgmax, ScaleWork, block_rows, gemm_safe, grid_size, prepare_scale,
@@ -25,6 +25,9 @@ from service.tasks.segmentation.scores import (
 # The whole-image sum of exp-scores an early merge holds (C x H x W float32: 160 MB for 19
 # classes at 2048x1024); past this the merge runs after the passes, in blocks, as before.
 EARLY_MAX_BYTES = 512 * 1024 * 1024
+# The early merge holds one scale's prepared work, all channels, at a time (it has no channel
+# chunks): a plan whose widest scale needs more merges after the passes instead.
+MEMORY_BUDGET = 384 * 1024 * 1024
 
 
 class EarlyMerge:
