@@ -28,6 +28,7 @@ from service.runtime.backends.embedded import session_options  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.tasks.common import Limits, TaskDef, run_task  # noqa: E402
 from service.timings import Timings  # noqa: E402
+from tests.helpers import process_cpu_seconds  # noqa: E402
 
 
 class Gateway(str):
@@ -42,12 +43,6 @@ class Gateway(str):
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the gateway process has used so far (all its threads)."""
         return process_cpu_seconds(self.pid)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_memory_mb(pid: int) -> tuple[float, float]:

@@ -214,6 +214,14 @@ async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, met
                           upstream=upstream)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/<pid>/stat``)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class GatewayProcess:
     """``python -m service`` as its own process (a replica, as in production: no shared GIL with
     the test), configured by ``HRNET_*`` variables from ``settings``; start, wait until /readyz
@@ -270,10 +278,7 @@ class GatewayProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far."""
-        import os
-
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid)
 
     def memory_mb(self) -> tuple[float, float]:
         """``(VmRSS, VmHWM)`` in MiB: the process's resident memory now and at its peak."""

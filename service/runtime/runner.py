@@ -275,8 +275,10 @@ class InferenceRunner:
         for i, sig in enumerate(signatures):
             groups[sig].append(i)
         results: list[dict[str, np.ndarray] | None] = [None] * len(signatures)
-        batches = [(sig, idx[s : s + limit]) for sig, idx in groups.items()
-                   for limit in (self.batch_limit(meta, sig),) for s in range(0, len(idx), limit)]
+        batches: list[tuple[Signature, list[int]]] = []
+        for sig, idx in groups.items():
+            limit = self.batch_limit(meta, sig)
+            batches += [(sig, idx[s : s + limit]) for s in range(0, len(idx), limit)]
 
         def make(b: int) -> "asyncio.Future[dict[str, np.ndarray]]":
             sig, chunk = batches[b]
