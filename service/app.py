@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         cpu.configure(settings.cpu_threads)
         cpu.configure_background(settings.background_nice)
         memory.set_numpy_hugepages(settings.numpy_hugepages)
+        memory.keep_heap(settings.malloc_keep_mb)  # before the backend's threads
         be = backend or make_backend(settings)
         await be.start()
         app.state.backend = be
