@@ -28,7 +28,7 @@ from service.runtime.backends.embedded import session_options  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.tasks.common import Limits, TaskDef, run_task  # noqa: E402
 from service.timings import Timings  # noqa: E402
-from tests.helpers import process_cpu_seconds  # noqa: E402
+from tests.helpers import process_cpu_seconds, process_minor_faults  # noqa: E402
 
 
 class Gateway(str):
@@ -43,6 +43,14 @@ class Gateway(str):
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the gateway process has used so far (all its threads)."""
         return process_cpu_seconds(self.pid)
+
+    def system_seconds(self) -> float:
+        """System CPU seconds of the gateway process so far (page faults are counted here)."""
+        return process_cpu_seconds(self.pid, system=True)
+
+    def minor_faults(self) -> int:
+        """Minor page faults of the gateway process so far."""
+        return process_minor_faults(self.pid)
 
 
 def process_memory_mb(pid: int) -> tuple[float, float]:

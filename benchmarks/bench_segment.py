@@ -3,7 +3,7 @@ official code, its throughput at concurrency 4, the encode cost of each answer f
 merge (new vs the frozen pre-rewrite one).
 
     .venv/bin/python benchmarks/bench_segment.py [--repo DIR --model NAME] [--repeat 3]
-        [--threads 2] [--skip latency,early,formats,memory,throughput,merge]
+        [--threads 2] [--skip latency,early,heap,formats,memory,throughput,merge]
 
 Without --repo it exports (once, cached in $TMPDIR/hrnet_bench_official) a random-init
 hrnetv2_w18_small_v1 with the *official* Cityscapes protocol: base size 2048, crop 1024x2048,
@@ -20,6 +20,9 @@ figures are medians.
   ``early_merge=on`` and ``off``; the default ``auto`` is on only where ORT leaves cores free,
   e.g. ``--threads 1`` on 2 cores): HTTP/bare of both, HTTP on/off, the postprocess stage (what is
   left of the merge after the last pass) of both;
+* heap: single-pass requests (2048x1024; 600x400 at scale 0.25) with the kept heap (the
+  default ``malloc_keep_mb``) and with glibc's own heaps (two more gateways): HTTP/bare of both,
+  HTTP kept/glibc's, the gateway's page faults and system CPU per request;
 * formats: the server's encode stage / its inference for each answer: JSON (label map PNG in
   base64), image/png, application/octet-stream, application/x-npy (2048x1024 single pass);
 * memory: a fresh gateway process's RSS at rest, its peak and its RSS after the 2048x1024
@@ -174,6 +177,46 @@ def early(meta, name, session, settings, server, repeat) -> list[str]:
                 f"HTTP on/off {on / off_s:.3f}; postprocess after the last pass on "
                 f"{_median(post['on']):.0f} ms, off {_median(post['off']):.0f} ms "
                 f"(ratio {_median(post['on']) / _median(post['off']):.2f})")
+    return lines
+
+
+def heap(meta, name, session, settings, server, repeat) -> list[str]:
+    """Single-pass requests with the kept heap (``malloc_keep_mb``, the default) and with
+    glibc's own heaps (``malloc_keep_mb=0``): two more gateways, rounds interleaving bare and
+    both; per request the HTTP time, the gateway's page faults and system CPU."""
+    lines = []
+    cases = [("2048x1024 single pass", (2048, 1024), 1.0, 3),
+             ("600x400 at scale 0.25 (one pass)", (600, 400), 0.25, 20)]
+    with gateway(server) as url, gateway(dict(server, malloc_keep_mb=0)) as glibc_url, \
+            httpx.Client(timeout=3600) as client:
+        for label, (w, h), scale, n in cases:
+            rgb, png = photo("coffee", w, h)
+            feeds = _feeds(meta, rgb, [scale], False)
+            options = {"model": name, "scales": [scale]}
+            for u in (url, glibc_url):
+                _post(client, u, png, options)
+            t: dict[str, list[float]] = defaultdict(list)
+            faults: dict[str, list[float]] = defaultdict(list)
+            system: dict[str, list[float]] = defaultdict(list)
+            for i in range(repeat + 1):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    run_batched(session, feeds, settings, meta.max_batch_size)
+                t["bare"].append((time.perf_counter() - t0) / n)
+                order = (("kept", url), ("glibc", glibc_url))
+                for key, u in order if i % 2 else order[::-1]:
+                    f0, s0, t0 = u.minor_faults(), u.system_seconds(), time.perf_counter()
+                    for _ in range(n):
+                        _post(client, u, png, options)
+                    t[key].append((time.perf_counter() - t0) / n)
+                    faults[key].append((u.minor_faults() - f0) / n)
+                    system[key].append((u.system_seconds() - s0) / n)
+            bare, kept, own = _median(t["bare"]), _median(t["kept"]), _median(t["glibc"])
+            lines.append(
+                f"heap, {label}: HTTP/bare kept {kept / bare:.3f}, glibc's {own / bare:.3f}; "
+                f"HTTP kept/glibc's {kept / own:.3f}; per request page faults "
+                f"{_median(faults['kept']):.0f} vs {_median(faults['glibc']):.0f}, system CPU "
+                f"{_median(system['kept']) * 1000:.0f} vs {_median(system['glibc']) * 1000:.0f} ms")
     return lines
 
 
@@ -343,6 +386,8 @@ def main() -> None:
             lines += throughput(client, url, meta, name, session, settings, args.requests)
     if "early" not in skip:
         lines += early(meta, name, session, settings, server, args.repeat)
+    if "heap" not in skip:
+        lines += heap(meta, name, session, settings, server, args.repeat)
     if "memory" not in skip:
         lines += memory(repo, name, server, args.threads)
     if "merge" not in skip:

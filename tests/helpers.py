@@ -214,12 +214,25 @@ async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, met
                           upstream=upstream)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used so far (``/proc/<pid>/stat``)."""
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the state first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu_seconds(pid: int, *, system: bool | None = None) -> float:
+    """CPU seconds process ``pid`` has used so far: user + system, or only system (``True``)
+    or only user (``False``) time."""
     import os
 
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = _proc_stat(pid)
+    user, sys_ = int(fields[11]), int(fields[12])
+    ticks = user + sys_ if system is None else (sys_ if system else user)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_minor_faults(pid: int) -> int:
+    """Minor page faults of process ``pid`` so far (pages it touched first or again)."""
+    return int(_proc_stat(pid)[7])
 
 
 class GatewayProcess:
