@@ -20,9 +20,10 @@ figures are medians.
   ``early_merge=on`` and ``off``; the default ``auto`` is on only where ORT leaves cores free,
   e.g. ``--threads 1`` on 2 cores): HTTP/bare of both, HTTP on/off, the postprocess stage (what is
   left of the merge after the last pass) of both;
-* heap: single-pass requests (2048x1024; 600x400 at scale 0.25) with the kept heap (the
-  default ``malloc_keep_mb``) and with glibc's own heaps (two more gateways): HTTP/bare of both,
-  HTTP kept/glibc's, the gateway's page faults and system CPU per request;
+* heap: requests (2048x1024 single pass; 600x400 at scale 0.25; 2048x1024 6 scales + flip) with
+  the kept heap (the default ``malloc_keep_mb``) and with glibc's own heaps (two more gateways):
+  HTTP/bare of both, HTTP kept/glibc's, the gateway's page faults and system CPU per request,
+  and both gateways' peak RSS;
 * formats: the server's encode stage / its inference for each answer: JSON (label map PNG in
   base64), image/png, application/octet-stream, application/x-npy (2048x1024 single pass);
 * memory: a fresh gateway process's RSS at rest, its peak and its RSS after the 2048x1024
@@ -181,18 +182,19 @@ def early(meta, name, session, settings, server, repeat) -> list[str]:
 
 
 def heap(meta, name, session, settings, server, repeat) -> list[str]:
-    """Single-pass requests with the kept heap (``malloc_keep_mb``, the default) and with
-    glibc's own heaps (``malloc_keep_mb=0``): two more gateways, rounds interleaving bare and
-    both; per request the HTTP time, the gateway's page faults and system CPU."""
+    """Requests with the kept heap (``malloc_keep_mb``, the default) and with glibc's own heaps
+    (``malloc_keep_mb=0``): two more gateways, rounds interleaving bare and both; per request
+    the HTTP time, the gateway's page faults and system CPU; then both gateways' peak RSS."""
     lines = []
-    cases = [("2048x1024 single pass", (2048, 1024), 1.0, 3),
-             ("600x400 at scale 0.25 (one pass)", (600, 400), 0.25, 20)]
+    cases = [("2048x1024 single pass", (2048, 1024), [1.0], False, 3),
+             ("600x400 at scale 0.25 (one pass)", (600, 400), [0.25], False, 20),
+             ("2048x1024 official 6 scales + flip", (2048, 1024), MULTI, True, 1)]
     with gateway(server) as url, gateway(dict(server, malloc_keep_mb=0)) as glibc_url, \
             httpx.Client(timeout=3600) as client:
-        for label, (w, h), scale, n in cases:
+        for label, (w, h), scales, flip, n in cases:
             rgb, png = photo("coffee", w, h)
-            feeds = _feeds(meta, rgb, [scale], False)
-            options = {"model": name, "scales": [scale]}
+            feeds = _feeds(meta, rgb, scales, flip)
+            options = {"model": name, "scales": scales, "flip": flip}
             for u in (url, glibc_url):
                 _post(client, u, png, options)
             t: dict[str, list[float]] = defaultdict(list)
@@ -217,6 +219,9 @@ def heap(meta, name, session, settings, server, repeat) -> list[str]:
                 f"HTTP kept/glibc's {kept / own:.3f}; per request page faults "
                 f"{_median(faults['kept']):.0f} vs {_median(faults['glibc']):.0f}, system CPU "
                 f"{_median(system['kept']) * 1000:.0f} vs {_median(system['glibc']) * 1000:.0f} ms")
+        # The last case is the largest: the peaks are its.
+        lines.append(f"heap, peak RSS kept {url.memory_mb()[1]:.0f} MiB, glibc's "
+                     f"{glibc_url.memory_mb()[1]:.0f} MiB")
     return lines
 
 

@@ -67,8 +67,8 @@ class Settings(BaseSettings):
         1024, ge=0, description="glibc: one heap for all threads that keeps up to this much "
         "freed memory (MiB) for the next run instead of handing it back at once (after a large "
         "request it still goes back, see release_memory_*); 0: glibc's per-thread heaps. "
-        "Measured: a small single-pass request's page faults 5300 -> 0.2, its system CPU "
-        "18-20 -> 4-5 ms.",
+        "Measured: a 2048x1024 single pass 78800 -> 15 page faults per request, 0.88x the "
+        "time; 6 scales + flip 0.86x the time at a peak of 1419 instead of 925 MiB.",
     )
     numpy_hugepages: bool = Field(
         False, description="Let numpy advise transparent huge pages for its large arrays (numpy's "

@@ -1,12 +1,14 @@
-"""Handing memory back to the system after large requests.
+"""The process's memory: kept for reuse between runs, handed back after large requests.
 
-A large request (a 2048x1024 image at 6 scales + flip) briefly needs 1.4 GB: ONNX Runtime's
-activations, the passes' logits and the merge's working set. Freed, most of it stays in glibc's
-heap (its dynamic mmap threshold grows to 32 MB after the first big frees, so 10-30 MB arrays
-land in the heap), and the process would keep its high-water mark for good (measured 1.2 GB
-after the request, 0.19 GB before). ``malloc_trim(0)`` returns those free pages (measured: 1.2 GB
--> 0.17 GB in ~25 ms); ONNX Runtime's own arena is off by default for the same reason
-(``HRNET_ORT_CPU_ARENA``).
+A large request (a 2048x1024 image at 6 scales + flip) briefly needs 1.2-1.4 GB: ONNX Runtime's
+activations, the passes' logits and the merge's working set. With glibc's defaults much of it
+went back to the system as soon as it was freed (per-thread heaps, blocks over 32 MiB mapped
+afresh) and every run faulted it in again: 1.9-2.1 million page faults and 13.4-15.8 s for that
+request, against 240 thousand (2400 back to back) and 9.4-10.1 s with :func:`keep_heap`'s one
+kept heap, whose peak is higher (1240 vs 974-1021 MiB; the official code's 2653 MiB). Kept memory stays with
+the process, so ``malloc_trim(0)`` (:func:`release`) returns the free pages after a large
+request (measured: 1.2 GB -> 0.14 GB); ONNX Runtime's own arena is off by default for the same
+reason (``HRNET_ORT_CPU_ARENA``).
 
 The trim waits until the process has run no request for ``release_memory_idle_s`` after the
 large one (default 2 s; 0: at once): returned pages must be faulted in again by the next large
@@ -52,9 +54,10 @@ def keep_heap(keep_mb: int) -> bool:
     With glibc's defaults a thread that allocates may get a heap of its own (ONNX Runtime's and
     the CPU pool's threads) of at most 64 MiB, which hands memory back once it is free, and
     blocks above 32 MiB are mapped afresh each time: a run then faults its activations in again.
-    Measured on 2 cores, a 600x400 image at scale 0.25 (one 512x341 pass): 5300 page faults per
-    request and 15-20 ms of system CPU against 0.2 and 4 ms with one kept heap, its inference
-    stage 31-32 ms against 20-21 ms (bare ORT, on one thread, 20-22 ms).
+    Measured on 2 cores (``bench_segment.py``'s heap section, two gateways side by side): a
+    2048x1024 single pass 15 vs 78800 page faults per request, 10 vs 170 ms of system CPU, HTTP
+    time 0.88x; where a 600x400 request at scale 0.25 drew its own thread heaps (not every
+    process does), 0.2 vs 5300 faults and its inference stage 20-21 vs 31-32 ms.
     """
     if keep_mb <= 0 or _MALLOPT is None:
         return False
