@@ -23,7 +23,7 @@ figures are medians.
 * heap: requests (2048x1024 single pass; 600x400 at scale 0.25; 2048x1024 6 scales + flip) with
   the kept heap (the default ``malloc_keep_mb``) and with glibc's own heaps (two more gateways):
   HTTP/bare of both, HTTP kept/glibc's, the gateway's page faults and system CPU per request,
-  and both gateways' peak RSS;
+  the throughput case's req/s of both, and both gateways' peak RSS;
 * formats: the server's encode stage / its inference for each answer: JSON (label map PNG in
   base64), image/png, application/octet-stream, application/x-npy (2048x1024 single pass);
 * memory: a fresh gateway process's RSS at rest, its peak and its RSS after the 2048x1024
@@ -181,10 +181,11 @@ def early(meta, name, session, settings, server, repeat) -> list[str]:
     return lines
 
 
-def heap(meta, name, session, settings, server, repeat) -> list[str]:
+def heap(meta, name, session, settings, server, repeat, requests: int) -> list[str]:
     """Requests with the kept heap (``malloc_keep_mb``, the default) and with glibc's own heaps
     (``malloc_keep_mb=0``): two more gateways, rounds interleaving bare and both; per request
-    the HTTP time, the gateway's page faults and system CPU; then both gateways' peak RSS."""
+    the HTTP time, the gateway's page faults and system CPU; the throughput case's rate of both;
+    then both gateways' peak RSS."""
     lines = []
     cases = [("2048x1024 single pass", (2048, 1024), [1.0], False, 3),
              ("600x400 at scale 0.25 (one pass)", (600, 400), [0.25], False, 20),
@@ -219,7 +220,18 @@ def heap(meta, name, session, settings, server, repeat) -> list[str]:
                 f"HTTP kept/glibc's {kept / own:.3f}; per request page faults "
                 f"{_median(faults['kept']):.0f} vs {_median(faults['glibc']):.0f}, system CPU "
                 f"{_median(system['kept']) * 1000:.0f} vs {_median(system['glibc']) * 1000:.0f} ms")
-        # The last case is the largest: the peaks are its.
+        # The throughput case's load: 4 clients at once, small requests.
+        _, png = photo("coffee", 600, 400)
+        options = {"model": name, "scales": [0.25]}
+        rate: dict[str, list[float]] = defaultdict(list)
+        for i in range(repeat + 1):
+            order = (("kept", url), ("glibc", glibc_url))
+            for key, u in order if i % 2 else order[::-1]:
+                rate[key].append(_concurrent(u, png, options, requests))
+        kept, own = _median(rate["kept"]), _median(rate["glibc"])
+        lines.append(f"heap, {requests} requests of 600x400 at scale 0.25 from 4 clients: kept "
+                     f"{kept:.2f} req/s, glibc's {own:.2f} req/s, ratio {kept / own:.3f}")
+        # The 30-pass case is the largest: the peaks are its.
         lines.append(f"heap, peak RSS kept {url.memory_mb()[1]:.0f} MiB, glibc's "
                      f"{glibc_url.memory_mb()[1]:.0f} MiB")
     return lines
@@ -284,11 +296,8 @@ def memory(repo: Path, name: str, server: dict, threads: int) -> list[str]:
     ]
 
 
-def throughput(client, url, meta, name, session, settings, requests: int) -> list[str]:
-    rgb, png = photo("coffee", 600, 400)
-    options = {"model": name, "scales": [0.25]}
-    feeds = _feeds(meta, rgb, [0.25], False)
-    _post(client, url, png, options)  # warm-up
+def _concurrent(url: str, png: bytes, options: dict, requests: int, clients: int = 4) -> float:
+    """``requests`` posts shared by ``clients`` concurrent HTTP clients; requests per second."""
     lock = threading.Lock()
     done = [0]
 
@@ -301,14 +310,22 @@ def throughput(client, url, meta, name, session, settings, requests: int) -> lis
                     done[0] += 1
                 _post(c, url, png, options)
 
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client_loop) for _ in range(clients)]:
+            f.result()
+    return requests / (time.perf_counter() - t0)
+
+
+def throughput(client, url, meta, name, session, settings, requests: int) -> list[str]:
+    rgb, png = photo("coffee", 600, 400)
+    options = {"model": name, "scales": [0.25]}
+    feeds = _feeds(meta, rgb, [0.25], False)
+    _post(client, url, png, options)  # warm-up
     rows = []
     for round_ in range(2):
-        done[0] = 0
-        t0, cpu_gw, cpu_client = time.perf_counter(), url.cpu_seconds(), time.process_time()
-        with ThreadPoolExecutor(4) as pool:
-            for f in [pool.submit(client_loop) for _ in range(4)]:
-                f.result()
-        gw = requests / (time.perf_counter() - t0)
+        cpu_gw, cpu_client = url.cpu_seconds(), time.process_time()
+        gw = _concurrent(url, png, options, requests)
         cpu_gw, cpu_client = url.cpu_seconds() - cpu_gw, time.process_time() - cpu_client
         t0, cpu_bare = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(settings.max_concurrency) as pool:
@@ -392,7 +409,7 @@ def main() -> None:
     if "early" not in skip:
         lines += early(meta, name, session, settings, server, args.repeat)
     if "heap" not in skip:
-        lines += heap(meta, name, session, settings, server, args.repeat)
+        lines += heap(meta, name, session, settings, server, args.repeat, args.requests)
     if "memory" not in skip:
         lines += memory(repo, name, server, args.threads)
     if "merge" not in skip:
