@@ -5,10 +5,10 @@ activations, the passes' logits and the merge's working set. With glibc's defaul
 went back to the system as soon as it was freed (per-thread heaps, blocks over 32 MiB mapped
 afresh) and every run faulted it in again: 1.9-2.1 million page faults and 13.4-15.8 s for that
 request, against 240 thousand (2400 back to back) and 9.4-10.1 s with :func:`keep_heap`'s one
-kept heap, whose peak is higher (1240 vs 974-1021 MiB; the official code's 2653 MiB). Kept memory stays with
-the process, so ``malloc_trim(0)`` (:func:`release`) returns the free pages after a large
-request (measured: 1.2 GB -> 0.14 GB); ONNX Runtime's own arena is off by default for the same
-reason (``HRNET_ORT_CPU_ARENA``).
+kept heap, whose peak is higher (1240 vs 974-1021 MiB; the official code's 2653 MiB). Kept
+memory stays with the process, so ``malloc_trim(0)`` (:func:`release`) returns the free pages
+after a large request (measured: 1.2 GB -> 0.14 GB); ONNX Runtime's own arena is off by default
+for the same reason (``HRNET_ORT_CPU_ARENA``).
 
 The trim waits until the process has run no request for ``release_memory_idle_s`` after the
 large one (default 2 s; 0: at once): returned pages must be faulted in again by the next large
