@@ -28,7 +28,9 @@ from service.runtime.backends.embedded import session_options  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.tasks.common import Limits, TaskDef, run_task  # noqa: E402
 from service.timings import Timings  # noqa: E402
-from tests.helpers import process_cpu_seconds, process_minor_faults  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    process_cpu_seconds, process_minor_faults, process_system_seconds,
+)
 
 
 class Gateway(str):
@@ -46,7 +48,7 @@ class Gateway(str):
 
     def system_seconds(self) -> float:
         """System CPU seconds of the gateway process so far (page faults are counted here)."""
-        return process_cpu_seconds(self.pid, system=True)
+        return process_system_seconds(self.pid)
 
     def minor_faults(self) -> int:
         """Minor page faults of the gateway process so far."""

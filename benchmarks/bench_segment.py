@@ -94,6 +94,12 @@ def _post(client: httpx.Client, url: str, png: bytes, options: dict, accept: str
     return resp
 
 
+def _alternating(pair: tuple, round_: int) -> tuple:
+    """The two variants of a side-by-side section, first one then the other on alternate rounds,
+    so that neither always runs right after the bare run."""
+    return pair if round_ % 2 else pair[::-1]
+
+
 def _timings(resp: httpx.Response) -> dict[str, float]:
     """The server's stage times (ms) from its ``Server-Timing`` header."""
     out = {}
@@ -165,8 +171,7 @@ def early(meta, name, session, settings, server, repeat) -> list[str]:
                 t0 = time.perf_counter()
                 run_batched(session, feeds, settings, meta.max_batch_size)
                 t["bare"].append(time.perf_counter() - t0)
-                order = (("on", client, url), ("off", off, off_url))
-                for key, c, u in order if i % 2 else order[::-1]:
+                for key, c, u in _alternating((("on", client, url), ("off", off, off_url)), i):
                     t0 = time.perf_counter()
                     timings = _timings(_post(c, u, png, options))
                     t[key].append(time.perf_counter() - t0)
@@ -206,8 +211,7 @@ def heap(meta, name, session, settings, server, repeat, requests: int) -> list[s
                 for _ in range(n):
                     run_batched(session, feeds, settings, meta.max_batch_size)
                 t["bare"].append((time.perf_counter() - t0) / n)
-                order = (("kept", url), ("glibc", glibc_url))
-                for key, u in order if i % 2 else order[::-1]:
+                for key, u in _alternating((("kept", url), ("glibc", glibc_url)), i):
                     f0, s0, t0 = u.minor_faults(), u.system_seconds(), time.perf_counter()
                     for _ in range(n):
                         _post(client, u, png, options)
@@ -225,8 +229,7 @@ def heap(meta, name, session, settings, server, repeat, requests: int) -> list[s
         options = {"model": name, "scales": [0.25]}
         rate: dict[str, list[float]] = defaultdict(list)
         for i in range(repeat + 1):
-            order = (("kept", url), ("glibc", glibc_url))
-            for key, u in order if i % 2 else order[::-1]:
+            for key, u in _alternating((("kept", url), ("glibc", glibc_url)), i):
                 rate[key].append(_concurrent(u, png, options, requests))
         kept, own = _median(rate["kept"]), _median(rate["glibc"])
         lines.append(f"heap, {requests} requests of 600x400 at scale 0.25 from 4 clients: kept "

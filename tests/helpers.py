@@ -219,15 +219,19 @@ def _proc_stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def process_cpu_seconds(pid: int, *, system: bool | None = None) -> float:
-    """CPU seconds process ``pid`` has used so far: user + system, or only system (``True``)
-    or only user (``False``) time."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far."""
     import os
 
     fields = _proc_stat(pid)
-    user, sys_ = int(fields[11]), int(fields[12])
-    ticks = user + sys_ if system is None else (sys_ if system else user)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_system_seconds(pid: int) -> float:
+    """System CPU seconds process ``pid`` has used so far (its page faults count here)."""
+    import os
+
+    return int(_proc_stat(pid)[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def process_minor_faults(pid: int) -> int:

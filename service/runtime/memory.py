@@ -27,18 +27,19 @@ from typing import Callable
 log = logging.getLogger("service.runtime.memory")
 
 
-def _libc_function(name: str) -> Callable[..., int] | None:
-    """``name`` from the C library, or None where it has none (musl, macOS: not glibc)."""
-    lib = ctypes.util.find_library("c")
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once (finding it may run ``ldconfig``), or None."""
+    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(lib) if lib else None
-        return getattr(libc, name) if libc is not None and hasattr(libc, name) else None
+        return ctypes.CDLL(name) if name else None
     except OSError:
         return None
 
 
-_TRIM = _libc_function("malloc_trim")
-_MALLOPT = _libc_function("mallopt")
+_LIBC = _libc()
+# glibc's own functions; None elsewhere (musl, macOS): nothing to trim or tune this way.
+_TRIM: Callable[[int], int] | None = getattr(_LIBC, "malloc_trim", None)
+_MALLOPT: Callable[[int, int], int] | None = getattr(_LIBC, "mallopt", None)
 # mallopt's parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 # The highest mmap threshold older glibc versions accept (half their 64 MiB heap size).
