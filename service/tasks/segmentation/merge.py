@@ -24,6 +24,7 @@ import numpy as np
 from service.contract import LOGITS
 from service.imaging.resize import band
 from service.runtime.cpu import parallel_map
+from service.tasks.segmentation import settled
 from service.tasks.segmentation.plan import SegPlan
 from service.tasks.segmentation.scores import (
     BLOCK_BYTES, Resample, RunningArgmax, ScaleWork, block_rows, gemm_safe, prepare_scale,
@@ -84,6 +85,12 @@ def merge_segmentation(
     lip = plan.source_size != plan.original_size
     chunk = max(1, min(n_cls, memory_budget // _bytes_per_channel(plan)))
 
+    if fast:
+        lg = region_logits(plan, logits, plan.region_first(sp0, 0))
+        if settled.applies(lg, with_confidence):
+            ch, cw = settled.pass_coeffs(lg.shape[1], lg.shape[2], sp0.pass_size, sp0.size,
+                                         plan.align_corners)
+            return MergeResult(labels=settled.settled_upsample_argmax(lg, ch, cw), confidence=None)
     firsts = [[plan.region_first(sp, r) for r in range(sp.n_regions)] for sp in plan.scales]
     flat_logits = parallel_map(lambda i: region_logits(plan, logits, i), sum(firsts, []))
     regions_per_scale, k = [], 0
