@@ -33,6 +33,11 @@ def available() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def workers() -> int:
+    """The pool's number of threads (configured, else one per CPU of this process)."""
+    return _threads or available()
+
+
 def configure(threads: int) -> None:
     """Use ``threads`` workers (0: one per CPU of this process); replaces an earlier pool."""
     global _pool, _threads

@@ -5,6 +5,7 @@ on logits with the structure of real photos (scikit-image's), odd sizes and both
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,12 +20,16 @@ from tests.helpers import segmentation_metadata
 PHOTOS = ["coffee", "astronaut", "chelsea", "rocket"]
 
 
-def _photo_logits(name: str, h: int, w: int, n_cls: int, seed: int = 0) -> np.ndarray:
+def _photo_logits(name: str, h: int, w: int, n_cls: int, seed: int = 0, blur: float = 0.0
+                  ) -> np.ndarray:
     """(n_cls, h, w) logits of a photo: each class scores closeness to a colour drawn from the
-    photo, so classes follow its regions and edges as a trained model's would."""
+    photo, so classes follow its regions and edges as a trained model's would (``blur``: the
+    photo smoothed first, Gaussian sigma in pixels, for larger regions)."""
     from skimage import data
 
     rgb = resize_image(np.ascontiguousarray(getattr(data, name)()[..., :3]), (h, w)).astype(np.float32)
+    if blur:
+        rgb = cv2.GaussianBlur(rgb, (0, 0), blur)
     rng = np.random.default_rng(seed)
     centres = rgb.reshape(-1, 3)[rng.choice(h * w, n_cls, replace=False)]
     dist = ((rgb[None] - centres[:, None, None]) ** 2).sum(-1)
@@ -105,6 +110,7 @@ def _single_pass(size: tuple[int, int], n_cls: int, ac: bool, flip: bool) -> seg
 @pytest.mark.parametrize("ac", [False, True])
 def test_merge_equals_the_dense_merge(ac, flip, monkeypatch):
     """The merge's single whole-pass case through the shortcut and through the dense blocks."""
+    monkeypatch.setattr(settled, "MAX_UNSETTLED", 1.0)  # small photos: many class changes
     plan = _single_pass((150, 223), 9, ac, flip)
     h, w = -(-plan.scales[0].pass_size[0] // 4), -(-plan.scales[0].pass_size[1] // 4)
     logits = [_photo_logits("chelsea", h, w, 9, seed=s) for s in range(plan.n_passes)]
@@ -116,19 +122,59 @@ def test_merge_equals_the_dense_merge(ac, flip, monkeypatch):
     np.testing.assert_array_equal(fast.labels, dense.labels)
 
 
-def test_falls_back_where_it_does_not_apply():
+def test_falls_back_where_it_does_not_apply(monkeypatch):
+    monkeypatch.setattr(settled, "MAX_UNSETTLED", 1.0)
     plan = _single_pass((60, 80), 6, False, False)
     lg = _photo_logits("coffee", 15, 20, 6)
-    assert settled.applies(lg, with_confidence=False)
+    cw = axis_coeffs(20, 80)
+    assert settled.applies(lg, cw, with_confidence=False)
     # The confidence map needs every pixel's scores.
     conf = seg_merge.merge_segmentation(plan, [lg], with_confidence=True)
     assert conf.confidence is not None and conf.labels.dtype != np.uint8
-    assert not settled.applies(lg, with_confidence=True)
+    assert not settled.applies(lg, cw, with_confidence=True)
     # Non-finite logits: argmax's nan and inf rules are the dense path's business.
     bad = lg.copy()
     bad[2, 3, 4] = np.inf
-    assert not settled.applies(bad, with_confidence=False)
+    assert not settled.applies(bad, cw, with_confidence=False)
     out = seg_merge.merge_segmentation(plan, [bad])
     assert out.labels.dtype != np.uint8 and out.labels[13, 17] == 2
     # Class indices past uint8.
-    assert not settled.applies(np.zeros((255, 2, 2), np.float32), with_confidence=False)
+    assert not settled.applies(np.zeros((255, 2, 2), np.float32), axis_coeffs(2, 8), False)
+
+
+def test_noisy_logits_take_the_dense_merge():
+    """Where most cells' corners disagree (noise), computing them cell by cell is slower than
+    the dense merge: the estimate says so and the merge takes the dense path."""
+    plan = _single_pass((256, 384), 8, False, False)
+    noisy = np.random.default_rng(3).normal(size=(8, 64, 96)).astype(np.float32)
+    smooth = _photo_logits("rocket", 64, 96, 8, blur=3.0)
+    cw = axis_coeffs(96, 384)
+    assert settled.unsettled_fraction(noisy, cw) > 0.5 > settled.MAX_UNSETTLED
+    assert settled.unsettled_fraction(smooth, cw) < settled.MAX_UNSETTLED
+    assert seg_merge.merge_segmentation(plan, [noisy]).labels.dtype != np.uint8
+    assert seg_merge.merge_segmentation(plan, [smooth]).labels.dtype == np.uint8
+    # The estimate samples an eighth of the rows; on a photo it is near the whole count.
+    top = settled.top_class(smooth)
+    cx = settled._cells(cw)
+    cols = settled._agree(top[:, cx.i0], top[:, cx.i1])
+    whole = float((settled._agree(cols[:-1], cols[1:]) == settled.UNSETTLED).mean())
+    assert abs(settled.unsettled_fraction(smooth, cw) - whole) < 0.05
+
+
+@pytest.mark.parametrize("n_cls", [3, 20])
+def test_noise_many_possible_classes_and_tasks(n_cls, monkeypatch):
+    """Noisy logits: nearly every cell unsettled, every group of possible-class counts (up to all
+    classes) taken, and the cells split over many pool tasks."""
+    monkeypatch.setattr(settled, "MIN_CELLS", 64)
+    monkeypatch.setattr(settled, "MAX_CELLS", 128)
+    rng = np.random.default_rng(n_cls)
+    logits = (rng.normal(size=(n_cls, 33, 47)) * rng.uniform(0.01, 3, size=(n_cls, 1, 1))
+              ).astype(np.float32)
+    corners = np.stack([logits[:, :-1, :-1], logits[:, :-1, 1:], logits[:, 1:, :-1],
+                        logits[:, 1:, 1:]]).reshape(4, n_cls, -1)
+    counts = set(settled.possible(corners).sum(axis=0).tolist())
+    assert max(counts) >= min(7, n_cls) and min(counts) <= 2
+    for size, ac in [((130, 185), False), ((99, 141), True)]:
+        got = settled.settled_upsample_argmax(logits, axis_coeffs(33, size[0], ac),
+                                              axis_coeffs(47, size[1], ac))
+        np.testing.assert_array_equal(got, _dense(logits, size, ac))

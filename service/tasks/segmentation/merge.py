@@ -7,7 +7,9 @@ resized to the original size; the label is the argmax.
 
 Shortcuts (exact up to float rounding): bilinear resampling is linear and mirror-symmetric, so the
 flip average is taken on the 1/4-resolution logits before one upsample; only the cropped part of an
-upsampled pass is computed; a single whole-image pass at the original size skips ``exp`` (monotonic).
+upsampled pass is computed; a single whole-image pass at the original size skips ``exp`` (monotonic)
+and, where its label map is made of regions, scores only the cells where the class changes
+(:mod:`~service.tasks.segmentation.settled`).
 
 The arithmetic runs in blocks of rows (:mod:`~service.tasks.segmentation.scores`); many classes
 are split into channel chunks with a running argmax, and the row blocks, being independent, run on
@@ -87,9 +89,9 @@ def merge_segmentation(
 
     if fast:
         lg = region_logits(plan, logits, plan.region_first(sp0, 0))
-        if settled.applies(lg, with_confidence):
-            ch, cw = settled.pass_coeffs(lg.shape[1], lg.shape[2], sp0.pass_size, sp0.size,
-                                         plan.align_corners)
+        ch, cw = settled.pass_coeffs(lg.shape[1], lg.shape[2], sp0.pass_size, sp0.size,
+                                     plan.align_corners)
+        if settled.applies(lg, cw, with_confidence):
             return MergeResult(labels=settled.settled_upsample_argmax(lg, ch, cw), confidence=None)
     firsts = [[plan.region_first(sp, r) for r in range(sp.n_regions)] for sp in plan.scales]
     flat_logits = parallel_map(lambda i: region_logits(plan, logits, i), sum(firsts, []))

@@ -1,5 +1,5 @@
-"""Labels settled at 1/4 resolution: the single whole-image pass computes scores only where the
-class changes.
+"""Labels settled at 1/4 resolution: a single whole-image pass computes scores only in the
+cells where the class changes.
 
 A bilinear sample is a sum of its four taps with non-negative weights. Where one class is strictly
 the largest logit at all four taps, it is the largest in the sum as well, so the pixel's label is
@@ -8,14 +8,15 @@ order too; only an exact tie of two computed sums could differ from ``argmax``'s
 and the true (unrounded) scores have the settled class ahead there.
 
 The output is cut into *cells*: runs of output rows (columns) that share their two taps, at most
-``ceil(out / in)`` long. A cell whose four corner logits agree on the top class is filled with it;
-the others (about 10% of a 2048x1024 photo's cells with the random-init benchmark model, fewer
-where a trained model's regions are larger) are computed as ``F.interpolate`` does: the W taps,
-then the H taps, per channel, then the argmax. The upsample of the dense merge that this replaces
-was 19 x 2 M values and an argmax sweep over all of them.
+``ceil(out / in)`` long. A cell whose four corner logits agree on the top class is filled with it.
+In the others only the classes that can win there (:func:`possible`, typically 2-4) are scored,
+as ``F.interpolate`` does (the W taps, then the H taps), and the argmax is taken over those.
 
-Used for the plans whose scores are the upsampled logits themselves: one whole-image pass at the
-original size (``merge``'s ``fast`` case), finite logits, at most 255 classes, no confidence map.
+It pays where the label map is made of regions (a trained model's): at most ``MAX_UNSETTLED``
+of the cells unsettled, estimated first on a sample of rows; noisy logits (the random-init
+benchmark model's: 41% of the cells) take the dense merge. Used for the plans whose scores are
+the upsampled logits themselves: one whole-image pass at the original size (``merge``'s ``fast``
+case), finite logits, fewer than 255 classes, no confidence map.
 """
 
 from __future__ import annotations
@@ -26,18 +27,36 @@ from typing import NamedTuple
 import numpy as np
 
 from service.imaging.resize import AxisCoeffs, axis_coeffs
+from service.runtime import cpu
 from service.runtime.cpu import parallel_map
 
 # The label of cells whose corners disagree, before their pixels are computed.
 UNSETTLED = 255
-# Unsettled cells computed per task: their scores (classes x cells x cell pixels, float32) stay
-# a few MB, in cache, and the tasks spread over the CPU pool.
-CELLS_PER_TASK = 2048
+# Above this fraction of unsettled cells the dense merge is as fast (the shortcut's cost grows
+# with the unsettled cells and the classes possible in them). 2048x1024 single pass, 2 threads,
+# merge alone, shortcut / dense on blurred-photo logits with 11, 18, 26, 32% of the cells
+# unsettled: 0.43, 0.63, 0.77, 0.90; the random-init benchmark model's logits, 41%: 0.91-1.07.
+MAX_UNSETTLED = 0.35
+# Rows sampled to estimate that fraction: the row pair (r, r + 1) of every SAMPLE_EVERY-th row
+# (1.0 ms on the 19 x 256 x 512 logits of a 2048x1024 pass, 2.4 ms with every 8th).
+SAMPLE_EVERY = 16
+# Relative margin for a class to be ruled out of a cell (:func:`possible`): 1e-5 of the cell's
+# largest logit, ~20x the rounding of the scores' few float32 operations.
+ROUNDING = 1e-5
+# Cells computed together by how many classes may win in them, (fewest, most): a group scores
+# its most for all its cells. 2048x1024 benchmark photo: of 54k unsettled cells 46% have 2
+# possible classes, 30% 3, 15% 4, 6% 5 and 3% more.
+CANDIDATE_GROUPS = ((0, 2), (3, 3), (4, 4), (5, 6), (7, 1 << 16))
+# Unsettled cells per task of the CPU pool: one task per worker, at least MIN_CELLS each (numpy's
+# per-call cost: 2048-cell tasks made a 41%-unsettled pass 1.6x slower than 16384-cell ones)
+# and at most MAX_CELLS (a task's corner logits, 4 x classes x cells float32, stay ~10 MB).
+MIN_CELLS = 4096
+MAX_CELLS = 32768
 
 
 class _Cells(NamedTuple):
-    """One axis cut into cells: cell ``k`` covers output positions ``pos[k, :n[k]]``, all with
-    the taps ``i0[k]``, ``i1[k]``; ``pos`` repeats a cell's last position to a common length."""
+    """One axis cut into cells: cell ``k`` covers the output positions ``pos[:, k]``, all with
+    the taps ``i0[k]``, ``i1[k]`` (a shorter cell repeats its last position)."""
 
     i0: np.ndarray  # (K,) int64
     i1: np.ndarray
@@ -98,6 +117,63 @@ def _argmax(scores: np.ndarray) -> np.ndarray:
     return labels
 
 
+def possible(corners: np.ndarray) -> np.ndarray:
+    """Which classes may be the largest somewhere in each cell, from its corners' logits
+    ``(4, C, n)``: ``(C, n)`` bool.
+
+    Inside a cell a class's score lies between its lowest and highest corner, so a class whose
+    highest corner is below another class's lowest corner never wins there; ``ROUNDING`` of the
+    largest logit keeps that true of the computed scores (a few float32 roundings, weights that
+    sum to 1 within an ulp). Typically 2-4 of 19 classes remain.
+    """
+    lo, hi = corners.min(axis=0), corners.max(axis=0)  # (C, n)
+    margin = ROUNDING * np.abs(corners).max(axis=(0, 1))
+    return hi >= lo.max(axis=0) - margin
+
+
+def _cell_labels(corners: np.ndarray, can: np.ndarray, wy: tuple[np.ndarray, np.ndarray],
+                 wx: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The labels ``(my, mx, n)`` of n cells from their corners ``(4, C, n)``, the classes that
+    may win ``can`` and the weights of their pixels (``(my, n)`` rows, ``(mx, n)`` columns),
+    computing only the ``K`` = most possible classes of a cell."""
+    n_cls, n = can.shape
+    k = int(can.sum(axis=0).max())
+    if k * 2 > n_cls:  # most classes: all of them, no selection
+        cand = np.broadcast_to(np.arange(n_cls)[:, None], (n_cls, n))
+        values = corners
+    else:
+        # Slot j holds the (j+1)-th possible class: the number of classes before it ranks
+        # j or less (argsort did the same 3x slower); past a cell's last possible class, the
+        # clamp repeats class C-1, which cannot win, or ties a slot before it.
+        rank = np.cumsum(can, axis=0, dtype=np.int16)
+        cand = np.stack([(rank <= j).sum(axis=0) for j in range(k)]).clip(max=n_cls - 1)
+        values = np.take_along_axis(corners, np.broadcast_to(cand, (4, k, n)), axis=1)
+    wx0, wx1 = wx[0][None], wx[1][None]  # (1, mx, n)
+    wy0, wy1 = wy[0][None, :, None], wy[1][None, :, None]  # (1, my, 1, n)
+    # F.interpolate's order: h0 * (w0 * x00 + w1 * x01) + h1 * (w0 * x10 + w1 * x11).
+    top_row = values[0][:, None] * wx0
+    top_row += values[1][:, None] * wx1  # (K, mx, n)
+    bottom_row = values[2][:, None] * wx0
+    bottom_row += values[3][:, None] * wx1
+    scores = top_row[:, None] * wy0
+    scores += bottom_row[:, None] * wy1  # (K, my, mx, n)
+    slot = _argmax(scores).astype(np.intp)  # ties: the lower slot, so the lower class
+    return cand[slot, np.arange(n)]
+
+
+def unsettled_fraction(logits: np.ndarray, cw: AxisCoeffs, every: int = SAMPLE_EVERY) -> float:
+    """The fraction of cells whose corners disagree, estimated on the row pairs ``(r, r + 1)``
+    for every ``every``-th row ``r``."""
+    h = logits.shape[1]
+    if h < 2:
+        return 1.0
+    rows = np.arange(0, h - 1, every)
+    top = top_class(logits[:, np.stack([rows, rows + 1], axis=1).ravel()])
+    cx = _cells(cw)
+    cols = _agree(top[:, cx.i0], top[:, cx.i1])
+    return float((_agree(cols[0::2], cols[1::2]) == UNSETTLED).mean())
+
+
 def settled_upsample_argmax(logits: np.ndarray, ch: AxisCoeffs, cw: AxisCoeffs) -> np.ndarray:
     """``argmax`` over classes of the bilinear resample of ``logits`` (C, h, w; finite, C < 255)
     with the row and column coefficients ``ch``, ``cw``: the (len(ch), len(cw)) uint8 label map."""
@@ -116,33 +192,41 @@ def settled_upsample_argmax(logits: np.ndarray, ch: AxisCoeffs, cw: AxisCoeffs) 
         # Cells last and every operand C-contiguous (np.take, not fancy indexing, which returns
         # strided arrays): each elementwise loop then runs over the n cells, not over a cell's
         # few pixels or with strides, which measured 3-5x slower.
-        y, x = ky[k0 : k0 + CELLS_PER_TASK], kx[k0 : k0 + CELLS_PER_TASK]
+        y, x = ky[k0 : k0 + per_task], kx[k0 : k0 + per_task]
         r0, r1, c0, c1 = cy.i0[y] * w, cy.i1[y] * w, cx.i0[x], cx.i1[x]
-        wx0, wx1 = np.take(cx.w0, x, axis=1)[None], np.take(cx.w1, x, axis=1)[None]  # (1, mx, n)
-        wy0 = np.take(cy.w0, y, axis=1)[None, :, None]  # (1, my, 1, n)
-        wy1 = np.take(cy.w1, y, axis=1)[None, :, None]
+        corners = np.stack([np.take(flat, i, axis=1) for i in (r0 + c0, r0 + c1, r1 + c0, r1 + c1)])
+        can = possible(corners)
+        count = can.sum(axis=0)
+        # Cells grouped by how many classes may win in them: each group computes as many
+        # (sorted once, so that every group is a slice).
+        order = np.argsort(count, kind="stable")
+        count, y, x = count[order], y[order], x[order]
+        corners, can = np.take(corners, order, axis=2), np.take(can, order, axis=1)
+        ends = np.searchsorted(count, [hi for _, hi in CANDIDATE_GROUPS], side="right")
+        for a, b in zip([0, *ends[:-1]], ends):
+            if a == b:
+                continue
+            ys, xs = y[a:b], x[a:b]
+            got = _cell_labels(
+                corners[:, :, a:b], can[:, a:b],
+                (np.take(cy.w0, ys, axis=1), np.take(cy.w1, ys, axis=1)),
+                (np.take(cx.w0, xs, axis=1), np.take(cx.w1, xs, axis=1)))
+            labels[np.take(cy.pos, ys, axis=1)[:, None, :], np.take(cx.pos, xs, axis=1)[None]] = got
 
-        def tap(idx: np.ndarray) -> np.ndarray:
-            return np.take(flat, idx, axis=1)[:, None]  # (C, 1, n)
-
-        # F.interpolate's order: h0 * (w0 * x00 + w1 * x01) + h1 * (w0 * x10 + w1 * x11).
-        top_row = tap(r0 + c0) * wx0
-        top_row += tap(r0 + c1) * wx1  # (C, mx, n)
-        bottom_row = tap(r1 + c0) * wx0
-        bottom_row += tap(r1 + c1) * wx1
-        scores = top_row[:, None] * wy0
-        scores += bottom_row[:, None] * wy1  # (C, my, mx, n)
-        rows = np.take(cy.pos, y, axis=1)[:, None, :]
-        labels[rows, np.take(cx.pos, x, axis=1)[None, :, :]] = _argmax(scores)
-
-    parallel_map(compute, range(0, len(ky), CELLS_PER_TASK))  # cells cover disjoint pixels
+    n = len(ky)
+    tasks = max(min(cpu.workers(), -(-n // MIN_CELLS)), -(-n // MAX_CELLS))
+    per_task = -(-n // tasks)
+    parallel_map(compute, range(0, n, per_task))  # cells cover disjoint pixels
     return labels
 
 
-def applies(logits: np.ndarray, with_confidence: bool) -> bool:
-    """Whether :func:`settled_upsample_argmax` may give these logits' labels: finite, fewer
-    than 255 classes, and no confidence map wanted (that needs every pixel's scores)."""
+def applies(logits: np.ndarray, cw: AxisCoeffs, with_confidence: bool) -> bool:
+    """Whether :func:`settled_upsample_argmax` should give these logits' labels (columns
+    resampled with ``cw``): finite logits, fewer than 255 classes, no confidence map wanted (it
+    needs every pixel's scores), and at most ``MAX_UNSETTLED`` of the cells to compute."""
     if with_confidence or logits.shape[0] >= UNSETTLED:
+        return False
+    if unsettled_fraction(logits, cw) > MAX_UNSETTLED:  # first: it reads an eighth of the rows
         return False
     return bool(np.isfinite(logits.min()) and np.isfinite(logits.max()))
 
