@@ -178,3 +178,29 @@ def test_noise_many_possible_classes_and_tasks(n_cls, monkeypatch):
         got = settled.settled_upsample_argmax(logits, axis_coeffs(33, size[0], ac),
                                               axis_coeffs(47, size[1], ac))
         np.testing.assert_array_equal(got, _dense(logits, size, ac))
+
+
+def test_uint8_labels_answer_like_int32_labels():
+    """The shortcut's uint8 map gives the same answer as the dense merge's int32 one, in every
+    output the JSON has (stats, RLE, polygons, PNGs, overlay) and in the binary formats."""
+    from service.tasks.segmentation import respond as seg_respond
+    from service.tasks.segmentation.merge import MergeResult
+    from service.tasks.segmentation.plan import SegmentationRequest
+    from service.tasks.segmentation.schemas import SegmentOptions
+
+    from skimage import data
+
+    meta = segmentation_metadata(base=160, crop=(256, 256), window="cityscapes", ac=False, n_cls=9)
+    plan = seg_plan.plan_segmentation((120, 160), meta, scales=[1.0], flip=False)
+    labels = settled.settled_upsample_argmax(_photo_logits("coffee", 30, 40, 9),
+                                             axis_coeffs(30, 120), axis_coeffs(40, 160))
+    rgb = resize_image(np.ascontiguousarray(data.coffee()), (120, 160))
+    opts = SegmentOptions(rle=True, polygons=True, overlay=True, overlay_format="png")
+    req = SegmentationRequest(options=opts, scales=[1.0], flip=False, window="cityscapes")
+    answers = [seg_respond.respond(rgb, meta, req, plan, MergeResult(lab, None))
+               for lab in (labels, labels.astype(np.int32))]
+    assert answers[0].model_dump() == answers[1].model_dump()
+    for media in seg_respond.MEDIA_TYPES[1:]:
+        got = [seg_respond.respond(rgb, meta, req, plan, MergeResult(lab, None), media)
+               for lab in (labels, labels.astype(np.int32))]
+        assert got[0].data == got[1].data and got[0].headers == got[1].headers
