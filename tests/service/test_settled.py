@@ -166,7 +166,7 @@ def test_noise_many_possible_classes_and_tasks(n_cls, monkeypatch):
     """Noisy logits: nearly every cell unsettled, every group of possible-class counts (up to all
     classes) taken, and the cells split over many pool tasks."""
     monkeypatch.setattr(settled, "MIN_CELLS", 64)
-    monkeypatch.setattr(settled, "MAX_CELLS", 128)
+    monkeypatch.setattr(settled, "TASK_BYTES", 128 * 16 * n_cls)  # 128 cells a task
     rng = np.random.default_rng(n_cls)
     logits = (rng.normal(size=(n_cls, 33, 47)) * rng.uniform(0.01, 3, size=(n_cls, 1, 1))
               ).astype(np.float32)

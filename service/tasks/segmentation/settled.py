@@ -49,9 +49,9 @@ ROUNDING = 1e-5
 CANDIDATE_GROUPS = ((0, 2), (3, 3), (4, 4), (5, 6), (7, 1 << 16))
 # Unsettled cells per task of the CPU pool: one task per worker, at least MIN_CELLS each (numpy's
 # per-call cost: 2048-cell tasks made a 41%-unsettled pass 1.6x slower than 16384-cell ones)
-# and at most MAX_CELLS (a task's corner logits, 4 x classes x cells float32, stay ~10 MB).
+# and at most TASK_BYTES of corner logits (4 x classes x cells float32: 32768 cells of 19 classes).
 MIN_CELLS = 4096
-MAX_CELLS = 32768
+TASK_BYTES = 10 * 1024 * 1024
 
 
 class _Cells(NamedTuple):
@@ -214,7 +214,8 @@ def settled_upsample_argmax(logits: np.ndarray, ch: AxisCoeffs, cw: AxisCoeffs) 
             labels[np.take(cy.pos, ys, axis=1)[:, None, :], np.take(cx.pos, xs, axis=1)[None]] = got
 
     n = len(ky)
-    tasks = max(min(cpu.workers(), -(-n // MIN_CELLS)), -(-n // MAX_CELLS))
+    most = max(MIN_CELLS, TASK_BYTES // (16 * logits.shape[0]))
+    tasks = max(min(cpu.workers(), -(-n // MIN_CELLS)), -(-n // most))
     per_task = -(-n // tasks)
     parallel_map(compute, range(0, n, per_task))  # cells cover disjoint pixels
     return labels
