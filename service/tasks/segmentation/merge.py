@@ -87,14 +87,14 @@ def merge_segmentation(
     lip = plan.source_size != plan.original_size
     chunk = max(1, min(n_cls, memory_budget // _bytes_per_channel(plan)))
 
-    if fast:
-        lg = region_logits(plan, logits, plan.region_first(sp0, 0))
+    firsts = [[plan.region_first(sp, r) for r in range(sp.n_regions)] for sp in plan.scales]
+    flat_logits = parallel_map(lambda i: region_logits(plan, logits, i), sum(firsts, []))
+    if fast:  # one region: its (flip-averaged) logits, shared with the dense path below
+        lg = flat_logits[0]
         ch, cw = settled.pass_coeffs(lg.shape[1], lg.shape[2], sp0.pass_size, sp0.size,
                                      plan.align_corners)
         if settled.applies(lg, cw, with_confidence):
             return MergeResult(labels=settled.settled_upsample_argmax(lg, ch, cw), confidence=None)
-    firsts = [[plan.region_first(sp, r) for r in range(sp.n_regions)] for sp in plan.scales]
-    flat_logits = parallel_map(lambda i: region_logits(plan, logits, i), sum(firsts, []))
     regions_per_scale, k = [], 0
     for f in firsts:
         regions_per_scale.append(flat_logits[k : k + len(f)])

@@ -31,6 +31,7 @@ import numpy as np
 from service.imaging.resize import AxisCoeffs, axis_coeffs
 from service.runtime import cpu
 from service.runtime.cpu import parallel_map
+from service.tasks.segmentation.scores import argmax_sweep
 
 # The label of cells whose corners disagree, before their pixels are computed.
 UNSETTLED = 255
@@ -108,14 +109,9 @@ def _agree(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _argmax(scores: np.ndarray) -> np.ndarray:
-    """``argmax(axis=0)`` as uint8, by one sweep over the classes (ties keep the lower class)."""
-    best = scores[0].copy()
-    labels = np.zeros(best.shape, np.uint8)
-    better = np.empty(best.shape, np.bool_)
-    for k in range(1, scores.shape[0]):
-        np.greater(scores[k], best, out=better)
-        np.maximum(best, scores[k], out=best)
-        np.copyto(labels, k, where=better)
+    """``argmax(axis=0)`` as uint8 (ties keep the lower class), by the merge's own sweep."""
+    labels = np.zeros(scores.shape[1:], np.uint8)
+    argmax_sweep(scores[1:], scores[0].copy(), labels, 1)
     return labels
 
 
