@@ -8,6 +8,7 @@ import struct
 import warnings
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
@@ -241,38 +242,69 @@ def test_base64_forms():
     assert info.value.status_code == 413
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "LA", "I;16"])
-def test_opencv_png_decode_equals_pillow_on_real_photos(mode):
-    """The OpenCV fast path for PNG gives Pillow's pixels exactly (modes it does not take fall
-    back to Pillow, so they agree trivially)."""
+def _png_variant(photo: np.ndarray, variant: str) -> bytes:
+    """``photo`` saved as a PNG of one layout (Pillow's encoder; OpenCV's for 16-bit colour)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    im, extra = Image.fromarray(photo), {}
+    grey = np.asarray(im.convert("L"))
+    if variant in ("RGB16", "RGBA16"):
+        rng = np.random.default_rng(0)  # low bytes that must not leak into the 8-bit pixels
+        deep = photo.astype(np.uint16) * 256 + rng.integers(0, 256, photo.shape, dtype=np.uint16)
+        if variant == "RGBA16":
+            deep = np.dstack([deep, np.full(photo.shape[:2], 40000, np.uint16)])
+            return cv2.imencode(".png", cv2.cvtColor(deep, cv2.COLOR_RGBA2BGRA))[1].tobytes()
+        return cv2.imencode(".png", cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))[1].tobytes()
+    if variant == "RGBA":
+        alpha = (np.arange(photo.shape[1]) % 256).astype(np.uint8)[None].repeat(photo.shape[0], 0)
+        im = Image.fromarray(np.dstack([photo, alpha]), "RGBA")
+    elif variant == "I;16":
+        im = Image.fromarray(photo[..., 0].astype(np.uint16) * 257)
+    elif variant == "RGB tRNS":
+        extra = {"transparency": tuple(int(v) for v in photo[0, 0])}
+    elif variant == "L tRNS":
+        im, extra = Image.fromarray(grey), {"transparency": int(grey[0, 0])}
+    elif variant in ("L 2-bit", "L 4-bit"):
+        bits = int(variant[2])
+        im, extra = Image.fromarray((grey >> (8 - bits) << (8 - bits)).astype(np.uint8)), {"bits": bits}
+    elif variant != "RGB" and variant != "RGB gAMA":
+        im = im.convert(variant)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **extra)
+    data_ = buf.getvalue()
+    if variant == "RGB gAMA":  # a gamma of 1/2.2 that neither decoder may apply
+        data_ = data_[:33] + chunk(b"gAMA", struct.pack(">I", 45455)) + data_[33:]
+    return data_
+
+
+_PNG_VARIANTS = ["RGB", "RGBA", "L", "RGB16", "RGBA16", "RGB tRNS", "L tRNS", "L 2-bit",
+                 "L 4-bit", "RGB gAMA", "P", "LA", "I;16"]
+
+
+@pytest.mark.parametrize("variant", _PNG_VARIANTS)
+def test_fast_png_decode_equals_pillow_and_opencv_on_real_photos(variant):
+    """The fast PNG path (libpng through imagecodecs) gives Pillow's pixels exactly, and the
+    pixels of the OpenCV decode it replaced; layouts it does not take fall back to Pillow."""
     from skimage import data
 
     from service.imaging import decode as dec
 
     for photo in (data.astronaut(), data.coffee(), data.chelsea()):
-        im = Image.fromarray(photo)
-        if mode == "RGBA":
-            alpha = (np.arange(photo.shape[1]) % 256).astype(np.uint8)[None].repeat(photo.shape[0], 0)
-            im = Image.fromarray(np.dstack([photo, alpha]), "RGBA")
-        elif mode == "I;16":
-            im = Image.fromarray(photo[..., 0].astype(np.uint16) * 257)
-        elif mode != "RGB":
-            im = im.convert(mode)
-        buf = io.BytesIO()
-        im.save(buf, "PNG")
-        data_ = buf.getvalue()
+        data_ = _png_variant(photo, variant)
         with Image.open(io.BytesIO(data_)) as opened:
-            fast = dec._opencv_png(data_, opened)
-            if mode in dec._OPENCV_PNG_MODES:
-                assert fast is not None
+            fast = dec._fast_png(data_, opened)
+            assert (fast is not None) == (opened.mode in dec._FAST_PNG_MODES), variant
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 opened.load()
                 ref = dec._to_rgb(opened, "PNG")
         got = decode_image(data_)
-        assert np.array_equal(got, ref), mode
+        assert np.array_equal(got, ref), variant
         if fast is not None:
-            assert np.array_equal(fast, ref), mode
+            assert np.array_equal(fast, ref), variant
+            assert np.array_equal(fast, cv2.imdecode(np.frombuffer(data_, np.uint8),
+                                                     cv2.IMREAD_COLOR_RGB)), variant
 
 
 # -- strict JPEG decoding (libjpeg-turbo via simplejpeg) --------------------------------------
