@@ -61,7 +61,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cpu.configure(settings.cpu_threads)
         cpu.configure_background(settings.background_nice)
-        cpu.configure_opencv(settings.opencv_threads)
         memory.set_numpy_hugepages(settings.numpy_hugepages)
         memory.keep_heap(settings.malloc_keep_mb)  # before the backend's threads
         be = backend or make_backend(settings)

@@ -143,11 +143,6 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(
         0, ge=0, description="Threads of the gateway's parallel CPU work (merge row blocks); 0 = "
         "one per CPU.")
-    opencv_threads: int = Field(
-        1, ge=0, description="Threads of OpenCV's own pool inside each of its calls (resizes, "
-        "colour conversions); 0 = OpenCV's default (one per CPU). 1: the gateway already runs "
-        "OpenCV calls side by side (CPU pool, request threads), and OpenCV's pool inside them "
-        "cost CPU for no time on 2 cores.")
     early_merge: Literal["auto", "on", "off"] = Field(
         "auto", description="Segmentation with several scales: sum the scales already inferred "
         "on a low-priority thread while the later ones run (same labels), so that only the last "

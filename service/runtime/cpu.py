@@ -50,23 +50,6 @@ def configure(threads: int) -> None:
         old.shutdown(wait=False)
 
 
-def configure_opencv(threads: int) -> None:
-    """Give each OpenCV call ``threads`` threads of OpenCV's own pool (0: its default, one per
-    CPU). The results do not depend on it: OpenCV splits a call's rows among its threads.
-
-    The gateway's OpenCV calls already run side by side (the merge's row blocks on this module's
-    pool, decodes and resizes on request threads, beside ONNX Runtime), so OpenCV's pool inside
-    them only adds threads contending for the same cores. Measured on 2 cores, the merge alone,
-    the two in one process alternating: its CPU time 0.85x for 2048x1024 at 6 scales + flip
-    (1.93 vs 2.26 s) and 0.92x for a 600x400 image at scale 0.25 (21.2 vs 23.0 ms), its wall
-    time within the noise.
-    """
-    import cv2
-
-    # cv2.setNumThreads: 0 runs each call in its calling thread, negative restores the default.
-    cv2.setNumThreads(0 if threads == 1 else (threads if threads > 1 else -1))
-
-
 def configure_background(nice: int) -> None:
     """Run background work at ``nice`` (0-19; the thread is made on first use)."""
     global _bg_nice
