@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from service.imaging.encode import image_bytes
+from service.imaging.encode import class_counts, image_bytes
 from service.imaging.palette import distinct_colour, full_palette
 
 Colour = tuple[int, int, int]
@@ -128,7 +128,7 @@ def label_overlay(rgb: np.ndarray, labels: np.ndarray, palette: list[Colour] | N
     out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     if not (with_legend and names):
         return image_bytes(out, fmt)
-    counts = np.bincount(labels.reshape(-1), minlength=len(names))
+    counts = class_counts(labels, len(names))
     present = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
     total = max(1, labels.size)
     entries = [(tuple(int(c) for c in pal[i % 256]),

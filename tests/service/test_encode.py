@@ -59,3 +59,38 @@ def test_gray_png_categorical_is_lossless_and_tones_keep_default():
     tones = np.linspace(0, 1, 384 * 512, dtype=np.float32).reshape(384, 512)
     back = np.asarray(Image.open(io.BytesIO(encode.gray_png(tones))))
     np.testing.assert_array_equal(back, np.rint(tones * 255).astype(np.uint8))
+
+
+def _photo_labels(name: str, classes: int) -> np.ndarray:
+    """A label map made of a real photo: each pixel's class is its grey level in ``classes``
+    bands, so the classes form the photo's own regions and edges."""
+    from skimage import data
+
+    grey = np.asarray(Image.fromarray(getattr(data, name)()).convert("L"), np.int64)
+    return (grey * classes // 256).astype(np.int32)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "camera"])
+@pytest.mark.parametrize("classes", [2, 19, 150, 256])
+def test_class_counts_equal_bincount_on_photo_label_maps(name, classes):
+    """OpenCV's histogram (int32 or uint8 maps, below 2**24 pixels) gives np.bincount's counts,
+    length included (at least ``minlength``, one past the largest class present)."""
+    labels = _photo_labels(name, classes)
+    for arr in (labels, labels.astype(np.uint8) if classes <= 256 else labels):
+        for minlength in (0, classes, 300):
+            got = encode.class_counts(arr, minlength)
+            want = np.bincount(arr.reshape(-1), minlength=minlength)
+            assert got.dtype == np.int64 and np.array_equal(got, want), (arr.dtype, minlength)
+
+
+def test_class_counts_outside_the_histogram_fall_back_to_bincount():
+    """Class ids over 255 (uint16 maps), maps of 2**24 pixels or more (float32 histogram counts
+    would round), 1-D arrays and empty maps give np.bincount's answer too."""
+    labels = _photo_labels("coffee", 19)
+    wide = labels.astype(np.uint16) * 20  # ids up to 360
+    big = np.zeros((4096, 4097), np.uint8)
+    big[:7, :3] = 5
+    for arr in (wide, big, labels.reshape(-1), np.zeros((0, 5), np.int32)):
+        assert np.array_equal(encode.class_counts(arr, 19),
+                              np.bincount(arr.reshape(-1), minlength=19))
+    assert encode.class_counts(big)[0] == big.size - 21  # exact above float32's 2**24
