@@ -94,3 +94,59 @@ def test_class_counts_outside_the_histogram_fall_back_to_bincount():
         assert np.array_equal(encode.class_counts(arr, 19),
                               np.bincount(arr.reshape(-1), minlength=19))
     assert encode.class_counts(big)[0] == big.size - 21  # exact above float32's 2**24
+
+
+def _chunks(png: bytes) -> dict[bytes, bytes]:
+    """The PNG's chunks by type (IDATs joined), each chunk's CRC checked."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, out = 8, {}
+    while pos < len(png):
+        n = int.from_bytes(png[pos : pos + 4], "big")
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + n]
+        assert int.from_bytes(png[pos + 8 + n : pos + 12 + n], "big") == zlib.crc32(kind + data)
+        out[kind] = out.get(kind, b"") + data
+        pos += 12 + n
+    return out
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "camera"])
+@pytest.mark.parametrize("pieces", [1, 2, 3, 7])
+def test_unfiltered_png_equals_pillows_on_photo_label_maps(monkeypatch, name, pieces):
+    """The label-map PNG written in deflate pieces decodes, by Pillow and by OpenCV, to the same
+    indices and palette as Pillow's own encoding of the map; its zlib stream (Adler-32
+    included, which Pillow does not check) is exactly the unfiltered rows."""
+    import cv2
+
+    monkeypatch.setattr(encode, "workers", lambda: pieces)
+    monkeypatch.setattr(encode, "_PIECE_BYTES", 1)
+    labels = _photo_labels(name, 19)[: 300 + pieces]  # odd heights: uneven pieces
+    palette = [(10 * i, 255 - 5 * i, (37 * i) % 256) for i in range(19)]
+    ours = encode.label_png(labels, palette)
+    im = Image.fromarray(labels.astype(np.uint8), "P")
+    im.putpalette(full_palette(palette).reshape(-1).tolist())
+    pillow = encode.png_bytes(im, strategy=encode.Z_RLE)
+    a, b = Image.open(io.BytesIO(ours)), Image.open(io.BytesIO(pillow))
+    assert a.mode == b.mode == "P" and a.getpalette() == b.getpalette()
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert np.array_equal(np.asarray(a), labels)
+    bgr = cv2.imdecode(np.frombuffer(ours, np.uint8), cv2.IMREAD_COLOR)  # the palette applied
+    assert np.array_equal(bgr, full_palette(palette)[labels][..., ::-1])
+    raw = zlib.decompress(_chunks(ours)[b"IDAT"])
+    rows = np.frombuffer(raw, np.uint8).reshape(labels.shape[0], labels.shape[1] + 1)
+    assert not rows[:, 0].any() and np.array_equal(rows[:, 1:], labels)
+
+
+def test_categorical_gray_png_is_unfiltered_grayscale():
+    ids = (_photo_labels("coffee", 19) * 7).astype(np.uint8)
+    png = encode.gray_png(ids, categorical=True)
+    im = Image.open(io.BytesIO(png))
+    assert im.mode == "L" and np.array_equal(np.asarray(im), ids)
+    assert b"PLTE" not in _chunks(png)
+
+
+def test_adler32_combine_equals_zlib():
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, 200_003, dtype=np.uint8).tobytes() + b"\xff" * 70_000
+    for cut in (0, 1, 5552, 65521, 100_000, len(data) - 1, len(data)):
+        a, b = data[:cut], data[cut:]
+        assert encode._adler32_combine(zlib.adler32(a), zlib.adler32(b), len(b)) == zlib.adler32(data)
