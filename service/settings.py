@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     )
 
     # Request limits.
-    max_body_bytes: int = Field(20 * 1024 * 1024, description="Largest request body (413 above).")
+    max_body_bytes: int = Field(20 * 1024 * 1024, description="Largest request body (413 above); "
+                                "multipart uploads up to it are parsed in memory.")
     max_pixels: int = Field(40_000_000, description="Largest decoded image, width*height (413).")
     max_image_side: int = Field(8192, description="Largest decoded image side (413).")
     max_faces: int = Field(32, description="Most faces in one request: face boxes given to "
