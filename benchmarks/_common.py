@@ -29,7 +29,7 @@ from service.settings import Settings  # noqa: E402
 from service.tasks.common import Limits, TaskDef, run_task  # noqa: E402
 from service.timings import Timings  # noqa: E402
 from tests.helpers import (  # noqa: E402
-    process_cpu_seconds, process_minor_faults, process_system_seconds,
+    process_cpu_seconds, process_memory_mb, process_minor_faults, process_system_seconds,
 )
 
 
@@ -53,12 +53,6 @@ class Gateway(str):
     def minor_faults(self) -> int:
         """Minor page faults of the gateway process so far."""
         return process_minor_faults(self.pid)
-
-
-def process_memory_mb(pid: int) -> tuple[float, float]:
-    """``(VmRSS, VmHWM)`` of process ``pid`` in MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 @contextmanager

@@ -46,7 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT  # noqa: E402,F401  (puts the repository root on sys.path)
 
 from tests.deploy.replicas import Nginx, Request, run_load, served_counts, summarize  # noqa: E402
-from tests.helpers import GatewayProcess, free_port, photo_png  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    GatewayProcess, free_port, photo_png, proc_stat, process_cpu_seconds,
+)
 from tests.triton.harness import TritonServer, install_triton  # noqa: E402
 
 CASES = {
@@ -81,14 +83,12 @@ def export(repo: Path, case: str) -> str:
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid``."""
     total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            if int(proc_stat(int(pid))[2]) == pgid:
+                total += process_cpu_seconds(int(pid))
+        except OSError:  # the process has exited
             continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 

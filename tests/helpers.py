@@ -214,16 +214,22 @@ async def run_task_directly(task: TaskDef[Any, Any, Any], image: np.ndarray, met
                           upstream=upstream)
 
 
-def _proc_stat(pid: int) -> list[str]:
+def proc_stat(pid: int) -> list[str]:
     """The fields of ``/proc/<pid>/stat`` after the command name (the state first)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_memory_mb(pid: int) -> tuple[float, float]:
+    """``(VmRSS, VmHWM)`` of process ``pid`` in MiB: resident now and at its peak."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds process ``pid`` has used so far."""
     import os
 
-    fields = _proc_stat(pid)
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -231,12 +237,12 @@ def process_system_seconds(pid: int) -> float:
     """System CPU seconds process ``pid`` has used so far (its page faults count here)."""
     import os
 
-    return int(_proc_stat(pid)[12]) / os.sysconf("SC_CLK_TCK")
+    return int(proc_stat(pid)[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def process_minor_faults(pid: int) -> int:
     """Minor page faults of process ``pid`` so far (pages it touched first or again)."""
-    return int(_proc_stat(pid)[7])
+    return int(proc_stat(pid)[7])
 
 
 class GatewayProcess:
@@ -299,9 +305,7 @@ class GatewayProcess:
 
     def memory_mb(self) -> tuple[float, float]:
         """``(VmRSS, VmHWM)`` in MiB: the process's resident memory now and at its peak."""
-        fields = dict(line.split(":", 1)
-                      for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+        return process_memory_mb(self.proc.pid)
 
     def metrics_text(self) -> str:
         import urllib.request

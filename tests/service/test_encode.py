@@ -23,13 +23,7 @@ def _regions(h: int = 384, w: int = 512, classes: int = 19) -> np.ndarray:
 
 def _idat_size(png: bytes) -> int:
     """Total size of the IDAT chunks (the compressed pixels)."""
-    pos, size = 8, 0
-    while pos < len(png):
-        n = int.from_bytes(png[pos : pos + 4], "big")
-        if png[pos + 4 : pos + 8] == b"IDAT":
-            size += n
-        pos += 12 + n
-    return size
+    return len(_chunks(png)[b"IDAT"])
 
 
 @pytest.mark.parametrize("dtype,classes", [(np.uint8, 19), (np.uint16, 300)])
