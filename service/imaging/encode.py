@@ -53,7 +53,7 @@ def image_bytes(image: Image.Image | np.ndarray, fmt: str, *, quality: int = 90)
 
 def label_png(labels: np.ndarray, palette: list[tuple[int, int, int]] | None) -> bytes:
     """Label map as an indexed ('P' mode) PNG: pixel value = class index, colours = palette."""
-    if labels.max(initial=0) > 255:
+    if labels.dtype != np.uint8 and labels.max(initial=0) > 255:
         # More than 256 classes do not fit a palette image: 16-bit grayscale.
         return png_bytes(Image.fromarray(labels.astype(np.uint16)), strategy=Z_RLE)
     return unfiltered_png(labels.astype(np.uint8, copy=False), full_palette(palette))
