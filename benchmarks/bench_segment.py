@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     bare_session, first_model, gateway, idle_cpu_note, materialise, photo, run_batched,
 )
+from tests.helpers import photo_logits  # noqa: E402
 
 MULTI = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 FORMATS = {"json": "application/json", "png": "image/png", "raw": "application/octet-stream",
@@ -379,17 +380,6 @@ def merge(meta, session, settings, repeat) -> list[str]:
             f" (labels agree {agree * 100:.4f}%)"]
 
 
-def _photo_logits(name: str, h: int, w: int, n_cls: int, blur: float) -> np.ndarray:
-    """Logits with a label map of regions, as a trained model's: each class scores closeness to
-    a colour of the photo (smoothed with a Gaussian of ``blur`` pixels: larger regions)."""
-    import cv2
-
-    rgb, _ = photo(name, w, h)
-    rgb = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), blur)
-    centres = rgb.reshape(-1, 3)[np.random.default_rng(0).choice(h * w, n_cls, replace=False)]
-    return np.ascontiguousarray(-((rgb[None] - centres[:, None, None]) ** 2).sum(-1) / 400, np.float32)
-
-
 def settled(meta, session, settings, repeat) -> list[str]:
     """The single whole-image pass's merge alone (2048x1024), the settled-cell shortcut forced
     on against the dense merge, alternating, on the benchmark model's logits and on logits made
@@ -404,7 +394,7 @@ def settled(meta, session, settings, repeat) -> list[str]:
     model = run_batched(session, materialise(plan.passes(rgb)), settings, meta.max_batch_size)
     n_cls = model[0]["logits"].shape[0]
     cases = [("benchmark model", model[0]["logits"])] + [
-        (f"{name} blur {blur:g}", _photo_logits(name, 256, 512, n_cls, blur))
+        (f"{name} blur {blur:g}", photo_logits(name, 256, 512, n_cls, blur=blur))
         for name, blur in (("coffee", 1), ("coffee", 3), ("rocket", 3))]
     lines, applies, threshold = [], st.applies, st.MAX_UNSETTLED
     for label, lg in cases:

@@ -73,6 +73,24 @@ def photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(getattr(data, name)())[..., :3])
 
 
+def photo_logits(name: str, h: int, w: int, n_cls: int, seed: int = 0, blur: float = 0.0
+                 ) -> np.ndarray:
+    """(n_cls, h, w) float32 logits of a photo: each class scores closeness to a colour drawn
+    from the photo, so classes follow its regions and edges as a trained model's would
+    (``blur``: the photo smoothed first, Gaussian sigma in pixels, for larger regions)."""
+    import cv2
+
+    from service.imaging.resize import resize_image
+
+    rgb = resize_image(photo(name), (h, w)).astype(np.float32)
+    if blur:
+        rgb = cv2.GaussianBlur(rgb, (0, 0), blur)
+    rng = np.random.default_rng(seed)
+    centres = rgb.reshape(-1, 3)[rng.choice(h * w, n_cls, replace=False)]
+    dist = ((rgb[None] - centres[:, None, None]) ** 2).sum(-1)
+    return np.ascontiguousarray(-dist / 400.0, np.float32)
+
+
 def photo_png(size: tuple[int, int] = (240, 160), name: str = "coffee") -> bytes:
     """A photograph downsized to ``size = (w, h)`` (Pillow bilinear), as PNG bytes."""
     return encode_png(np.asarray(Image.fromarray(photo(name)).resize(size, Image.BILINEAR)))

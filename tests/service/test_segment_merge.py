@@ -15,7 +15,7 @@ from service.tasks.segmentation import merge_early as tta_early
 from service.tasks.segmentation import merge as tta_merge
 from service.tasks.segmentation import scores as tta_scores
 from service.tasks.segmentation import plan as tta_plan
-from tests.helpers import segmentation_metadata
+from tests.helpers import photo_logits, segmentation_metadata
 
 
 def _logits(plan: tta_plan.SegPlan, n_cls: int, seed: int, gain: float = 3.0) -> list[np.ndarray]:
@@ -328,3 +328,107 @@ def test_running_argmax_equals_argmax_with_ties(chunk):
             acc.update(scores[c0 : c0 + chunk, r0:r1].copy(), c0, r0)
     np.testing.assert_array_equal(acc.labels, scores.argmax(axis=0))
     np.testing.assert_array_equal(acc.best, scores.max(axis=0))
+
+
+@pytest.mark.parametrize("name", ["coffee", "astronaut", "chelsea", "rocket"])
+def test_argmax_finite_equals_argmax_on_photos(name):
+    """OpenCV's one-read argmax gives ``argmax(axis=0)`` and the sweep's labels exactly, on photo
+    logits and on the same rounded to a coarse grid (ties everywhere: the lower class), for whole
+    arrays and for row slices of a (C, H, W) map (the early merge's view of its sum)."""
+    logits = photo_logits(name, 61, 83, 19, seed=3)
+    for scores in (logits, np.round(logits * 2) / 2):
+        want = scores.argmax(axis=0)
+        best, swept = np.full(scores.shape[1:], -np.inf, np.float32), np.zeros(scores.shape[1:], np.int32)
+        tta_scores.argmax_sweep(scores, best, swept, 0)
+        got = tta_scores.argmax_finite(scores)
+        assert got.dtype == np.int32 and got.shape == scores.shape[1:]
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, swept)
+        view = scores[:, 17:40]
+        assert not view.flags.c_contiguous
+        np.testing.assert_array_equal(tta_scores.argmax_finite(view), want[17:40])
+    assert not tta_scores.argmax_finite(logits[:1]).any()  # one class: all 0
+
+
+def test_running_argmax_direct():
+    """``direct``: each row block's labels by one argmax, no running maximum; a later channel
+    chunk is refused, and confidence keeps the running sweep."""
+    scores = np.round(photo_logits("coffee", 10, 12, 6) * 4) / 4
+    acc = tta_scores.RunningArgmax((10, 12), with_confidence=False, softmax=False, direct=True)
+    assert acc.direct and acc.best is None
+    for r0 in (0, 4, 8):
+        acc.update(scores[:, r0 : r0 + 4].copy(), 0, r0)
+    np.testing.assert_array_equal(acc.labels, scores.argmax(axis=0))
+    with pytest.raises(ValueError):
+        acc.update(scores[3:, :4].copy(), 3, 0)
+    conf = tta_scores.RunningArgmax((10, 12), with_confidence=True, softmax=False, direct=True)
+    assert not conf.direct and conf.best is not None
+
+
+def _photo_pass_logits(plan: tta_plan.SegPlan, n_cls: int) -> list[np.ndarray]:
+    """Every pass's 1/4-resolution logits from a photo (regions and edges, as a trained model's),
+    a different colour draw per pass."""
+    out = []
+    for sp in plan.scales:
+        h, w = -(-sp.pass_size[0] // 4), -(-sp.pass_size[1] // 4)
+        for _ in range(sp.n_regions * plan.passes_per_region):
+            lg = photo_logits("chelsea", h, w, n_cls, seed=len(out))
+            out.append(lg * np.float32(12.0 / max(1e-6, float(-lg.min()))))  # within [-12, 0]
+    return out
+
+
+class _SweepOnly(tta_scores.RunningArgmax):
+    """The running argmax as before ``direct``: the sweep for every update."""
+
+    def __init__(self, size, with_confidence, softmax, *, direct=False):
+        super().__init__(size, with_confidence, softmax)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_merge_labels_by_direct_argmax_equal_the_sweep(case, monkeypatch):
+    """A labels-only merge of finite logits takes each block's argmax directly (the merge after
+    the passes and the early merge alike), with the very labels of the sweep it replaces."""
+    plan, n_cls = _plan(case)
+    logits = _photo_pass_logits(plan, n_cls)
+    calls = [0]
+    real = tta_scores.argmax_finite
+
+    def counted(scores):
+        calls[0] += 1
+        return real(scores)
+
+    monkeypatch.setattr(tta_scores, "argmax_finite", counted)
+    got = tta_merge.merge_segmentation(plan, logits, with_confidence=False, block_bytes=256)
+    direct_calls = calls[0]
+    early = tta_early.EarlyMerge(plan, with_confidence=False, block_bytes=256)
+    for i, lg in enumerate(logits):
+        early.add(i, {"logits": lg})
+    try:
+        got_early = early.finish()
+    finally:
+        early.close()
+    monkeypatch.setattr(tta_merge, "RunningArgmax", _SweepOnly)
+    monkeypatch.setattr(tta_early, "RunningArgmax", _SweepOnly)
+    calls[0] = 0
+    want = tta_merge.merge_segmentation(plan, logits, with_confidence=False, block_bytes=256)
+    assert calls[0] == 0
+    fast = len(plan.scales) == 1  # the single whole pass may take the settled shortcut instead
+    assert direct_calls > 0 or fast
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got_early.labels, want.labels)
+    ref = _reference(plan, logits).argmax(0).numpy()
+    assert float((got.labels == ref).mean()) >= 0.9995
+
+
+def test_non_finite_logits_keep_the_sweep(monkeypatch):
+    """NaN logits are not GEMM-safe: the merge keeps the sweep (which never picks a NaN score),
+    never the direct argmax (which would stop at a NaN in the first class)."""
+    plan, n_cls = _plan(CASES[4])  # one whole pass
+    logits = _logits(plan, n_cls, seed=2)
+    logits[0][0, 3:6, 4:9] = np.nan
+    monkeypatch.setattr(tta_scores, "argmax_finite", lambda s: pytest.fail("direct argmax on NaN"))
+    got = tta_merge.merge_segmentation(plan, logits)
+    monkeypatch.setattr(tta_merge, "RunningArgmax", _SweepOnly)
+    want = tta_merge.merge_segmentation(plan, logits)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert (got.labels != 0).any()

@@ -5,7 +5,6 @@ on logits with the structure of real photos (scikit-image's), odd sizes and both
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,25 +14,9 @@ from service.imaging.resize import axis_coeffs, resize_image
 from service.tasks.segmentation import merge as seg_merge
 from service.tasks.segmentation import plan as seg_plan
 from service.tasks.segmentation import settled
-from tests.helpers import segmentation_metadata
+from tests.helpers import photo_logits, segmentation_metadata
 
 PHOTOS = ["coffee", "astronaut", "chelsea", "rocket"]
-
-
-def _photo_logits(name: str, h: int, w: int, n_cls: int, seed: int = 0, blur: float = 0.0
-                  ) -> np.ndarray:
-    """(n_cls, h, w) logits of a photo: each class scores closeness to a colour drawn from the
-    photo, so classes follow its regions and edges as a trained model's would (``blur``: the
-    photo smoothed first, Gaussian sigma in pixels, for larger regions)."""
-    from skimage import data
-
-    rgb = resize_image(np.ascontiguousarray(getattr(data, name)()[..., :3]), (h, w)).astype(np.float32)
-    if blur:
-        rgb = cv2.GaussianBlur(rgb, (0, 0), blur)
-    rng = np.random.default_rng(seed)
-    centres = rgb.reshape(-1, 3)[rng.choice(h * w, n_cls, replace=False)]
-    dist = ((rgb[None] - centres[:, None, None]) ** 2).sum(-1)
-    return np.ascontiguousarray(-dist / 400.0, np.float32)
 
 
 def _official(logits: np.ndarray, size: tuple[int, int], ac: bool) -> np.ndarray:
@@ -55,7 +38,7 @@ def _dense(logits: np.ndarray, size: tuple[int, int], ac: bool) -> np.ndarray:
 @pytest.mark.parametrize("ac", [False, True])
 def test_equals_upsample_argmax_on_photos(name, ac):
     h, w, n_cls = 97, 131, 12
-    logits = _photo_logits(name, h, w, n_cls)
+    logits = photo_logits(name, h, w, n_cls)
     size = (4 * h - 3, 4 * w - 1)  # a pass cropped to the image: not a whole multiple of 4
     got = settled.settled_upsample_argmax(logits, axis_coeffs(h, size[0], ac), axis_coeffs(w, size[1], ac))
     assert got.dtype == np.uint8 and got.shape == size
@@ -67,7 +50,7 @@ def test_equals_upsample_argmax_on_photos(name, ac):
 
 def test_most_cells_settle_on_a_photo():
     """The shortcut is taken: most of a photo's cells are filled without scores."""
-    logits = _photo_logits("coffee", 100, 150, 12)
+    logits = photo_logits("coffee", 100, 150, 12)
     top = settled.top_class(logits)
     assert 0 < (top == settled.UNSETTLED).sum() < 100  # integer colours: a few exact ties
     cells = settled._cells(axis_coeffs(150, 600))
@@ -78,7 +61,7 @@ def test_most_cells_settle_on_a_photo():
 def test_ties_keep_the_lower_class():
     """Duplicated classes tie everywhere: the lower one wins, as in ``argmax``; the top class of a
     tied pixel is unsettled, never one of the tied classes."""
-    base = _photo_logits("astronaut", 40, 60, 5)
+    base = photo_logits("astronaut", 40, 60, 5)
     logits = np.concatenate([base[:3], base[2:3], base[3:]])  # class 3 copies class 2
     assert (settled.top_class(logits) == 3).sum() == 0
     size = (160, 240)
@@ -90,7 +73,7 @@ def test_ties_keep_the_lower_class():
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2)])
 def test_tiny_maps(shape):
-    logits = _photo_logits("coffee", 8, 8, 4)[:, : shape[0], : shape[1]].copy()
+    logits = photo_logits("coffee", 8, 8, 4)[:, : shape[0], : shape[1]].copy()
     logits += np.random.default_rng(1).normal(size=logits.shape).astype(np.float32)
     for size in [(shape[0] * 4, shape[1] * 4), (5, 3)]:
         got = settled.settled_upsample_argmax(logits, axis_coeffs(shape[0], size[0]),
@@ -113,7 +96,7 @@ def test_merge_equals_the_dense_merge(ac, flip, monkeypatch):
     monkeypatch.setattr(settled, "MAX_UNSETTLED", 1.0)  # small photos: many class changes
     plan = _single_pass((150, 223), 9, ac, flip)
     h, w = -(-plan.scales[0].pass_size[0] // 4), -(-plan.scales[0].pass_size[1] // 4)
-    logits = [_photo_logits("chelsea", h, w, 9, seed=s) for s in range(plan.n_passes)]
+    logits = [photo_logits("chelsea", h, w, 9, seed=s) for s in range(plan.n_passes)]
     fast = seg_merge.merge_segmentation(plan, logits)
     assert fast.labels.dtype == np.uint8 and fast.confidence is None
     monkeypatch.setattr(settled, "applies", lambda *_: False)
@@ -125,7 +108,7 @@ def test_merge_equals_the_dense_merge(ac, flip, monkeypatch):
 def test_falls_back_where_it_does_not_apply(monkeypatch):
     monkeypatch.setattr(settled, "MAX_UNSETTLED", 1.0)
     plan = _single_pass((60, 80), 6, False, False)
-    lg = _photo_logits("coffee", 15, 20, 6)
+    lg = photo_logits("coffee", 15, 20, 6)
     cw = axis_coeffs(20, 80)
     assert settled.applies(lg, cw, with_confidence=False)
     # The confidence map needs every pixel's scores.
@@ -147,7 +130,7 @@ def test_noisy_logits_take_the_dense_merge():
     the dense merge: the estimate says so and the merge takes the dense path."""
     plan = _single_pass((256, 384), 8, False, False)
     noisy = np.random.default_rng(3).normal(size=(8, 64, 96)).astype(np.float32)
-    smooth = _photo_logits("rocket", 64, 96, 8, blur=3.0)
+    smooth = photo_logits("rocket", 64, 96, 8, blur=3.0)
     cw = axis_coeffs(96, 384)
     assert settled.unsettled_fraction(noisy, cw) > 0.5 > settled.MAX_UNSETTLED
     assert settled.unsettled_fraction(smooth, cw) < settled.MAX_UNSETTLED
@@ -192,7 +175,7 @@ def test_uint8_labels_answer_like_int32_labels():
 
     meta = segmentation_metadata(base=160, crop=(256, 256), window="cityscapes", ac=False, n_cls=9)
     plan = seg_plan.plan_segmentation((120, 160), meta, scales=[1.0], flip=False)
-    labels = settled.settled_upsample_argmax(_photo_logits("coffee", 30, 40, 9),
+    labels = settled.settled_upsample_argmax(photo_logits("coffee", 30, 40, 9),
                                              axis_coeffs(30, 120), axis_coeffs(40, 160))
     rgb = resize_image(np.ascontiguousarray(data.coffee()), (120, 160))
     opts = SegmentOptions(rle=True, polygons=True, overlay=True, overlay_format="png")

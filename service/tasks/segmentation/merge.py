@@ -101,7 +101,8 @@ def merge_segmentation(
         k += len(f)
     # GEMMs need every logit finite and every exp-score sum too (see EXP_SAFE).
     finite = gemm_safe([r for regs in regions_per_scale for r in regs], len(plan.scales))
-    acc = RunningArgmax((H, W), with_confidence, softmax=fast)
+    # One chunk of finite scores: each block's labels by one argmax (argmax_finite).
+    acc = RunningArgmax((H, W), with_confidence, softmax=fast, direct=finite and chunk >= n_cls)
     for c0 in range(0, n_cls, chunk):
         c1 = min(n_cls, c0 + chunk)
         works = [prepare_scale(plan, sp, [r[c0:c1] for r in regs], finite)

@@ -67,6 +67,7 @@ class EarlyMerge:
         self._submitted = 0
         self._jobs: list[Future[None]] = []  # the background's, in scale order
         self._error: BaseException | None = None
+        self._finite = True  # every scale prepared so far GEMM-safe: the sum is finite
 
     @property
     def sums_early(self) -> bool:
@@ -107,8 +108,9 @@ class EarlyMerge:
 
     def _prepare(self, logits: Mapping[int, np.ndarray], k: int) -> ScaleWork:
         regs = self._regions(logits, k)
-        return prepare_scale(self.plan, self.plan.scales[k], regs,
-                              gemm_safe(regs, len(self.plan.scales)))
+        safe = gemm_safe(regs, len(self.plan.scales))
+        self._finite = self._finite and safe
+        return prepare_scale(self.plan, self.plan.scales[k], regs, safe)
 
     def _background(self, k: int) -> None:
         """Add scale ``k`` into the sum (scales before it are in: one FIFO thread)."""
@@ -182,7 +184,7 @@ class EarlyMerge:
 
                 parallel_map(add, range(done, H, rows))  # blocks write disjoint rows
                 continue
-            acc = RunningArgmax((H, W), self.with_confidence, softmax=False)
+            acc = RunningArgmax((H, W), self.with_confidence, softmax=False, direct=self._finite)
 
             def last(r0: int, wk: ScaleWork = wk) -> None:
                 r1 = min(H, r0 + rows)
