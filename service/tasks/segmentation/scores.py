@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping
 
 import cv2
@@ -139,10 +140,22 @@ class _InvCount:
         return self.iy[a:b, None] * self.ix[None, :]
 
 
-def _reads(c: AxisCoeffs, n: int) -> np.ndarray | None:
-    """The input positions a shrink with ``c`` reads, sorted; None when they are most of ``n``."""
+@lru_cache(maxsize=256)
+def _read_positions(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+    """The input positions a resize from ``in_size`` to ``out_size`` reads, sorted, read-only.
+    Cached like the coefficients: a plan asks for them three times per scale, and the sorts were
+    9% of a small request's merge (600x400 at scale 0.25)."""
+    c = axis_coeffs(in_size, out_size, align_corners)
     at = np.union1d(c.i0, c.i1)
-    return at if len(at) <= COMPACT_FRACTION * n else None
+    at.setflags(write=False)
+    return at
+
+
+def _reads(in_size: int, out_size: int, align_corners: bool) -> np.ndarray | None:
+    """The input positions a shrink reads (:func:`_read_positions`); None when they are most
+    of ``in_size``."""
+    at = _read_positions(in_size, out_size, align_corners)
+    return at if len(at) <= COMPACT_FRACTION * in_size else None
 
 
 def _on(c: AxisCoeffs, at: np.ndarray | None) -> AxisCoeffs:
@@ -164,9 +177,8 @@ def _shrink(plan: SegPlan, sp: ScalePlan) -> tuple[AxisCoeffs, AxisCoeffs, np.nd
     if sp.size == plan.source_size:
         return None
     h, w = sp.size
-    ch = axis_coeffs(h, plan.source_size[0], plan.align_corners)
-    cw = axis_coeffs(w, plan.source_size[1], plan.align_corners)
-    return ch, cw, _reads(ch, h), _reads(cw, w)
+    (hs, ws), ac = plan.source_size, plan.align_corners
+    return (axis_coeffs(h, hs, ac), axis_coeffs(w, ws, ac), _reads(h, hs, ac), _reads(w, ws, ac))
 
 
 def block_rows(plan: SegPlan, grids: list[tuple[int, int]], classes: int, block_bytes: int) -> int:
