@@ -51,6 +51,7 @@ import simplejpeg
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.imaging import png_stored
 from service.settings import Settings
 
 # Pillow plugin names. Multi-picture JPEG (MPO) opens through the JPEG plugin.
@@ -376,8 +377,9 @@ _FAST_PNG_MODES = ("RGB", "RGBA", "L")
 
 
 def _fast_png(data: bytes, im: Image.Image) -> np.ndarray | None:
-    """A plain PNG decoded by libpng through imagecodecs (lossless, so Pillow's pixels), or None
-    when Pillow's path is needed (other modes, an EXIF orientation, data libpng refuses)."""
+    """A plain PNG decoded by libpng through imagecodecs (lossless, so Pillow's pixels), its
+    image data inflated by libdeflate first (:mod:`~service.imaging.png_stored`), or None when
+    Pillow's path is needed (other modes, an EXIF orientation, data libpng refuses)."""
     if im.format != "PNG" or im.mode not in _FAST_PNG_MODES or getattr(im, "is_animated", False):
         return None
     # EXIF (an eXIf chunk) may rotate the image: Pillow's path applies it. (Not im.getexif():
@@ -385,7 +387,13 @@ def _fast_png(data: bytes, im: Image.Image) -> np.ndarray | None:
     if b"eXIf" in data:
         return None
     try:
-        px = imagecodecs.png_decode(data)
+        stored = png_stored.restored(data)  # libdeflate inflates: 0.64x the time of a 2048x1024 photo
+    except png_stored.ShortImageData as exc:  # libpng and Pillow would fill the rest black
+        log.debug("PNG image refused: %s", exc)
+        raise BadRequest("truncated PNG image: its data holds fewer rows than its header claims",
+                         code="invalid_image") from None
+    try:
+        px = imagecodecs.png_decode(data if stored is None else stored)
     except Exception:  # imagecodecs.PngError and kin: Pillow's path says what is wrong
         return None
     if px.dtype == np.uint16:  # Pillow reads 16-bit RGB(A) as its high bytes

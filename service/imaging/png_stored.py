@@ -1,0 +1,113 @@
+"""A PNG's image data inflated by libdeflate and handed to libpng stored, not compressed.
+
+libpng inflates a PNG's IDAT stream with zlib, which took 23 of the 30 ms of a 2048x1024 photo's
+decode here; libdeflate inflates the same stream in 7.6 ms but cannot unfilter rows. So the stream
+is inflated by libdeflate (``imagecodecs.deflate_decode``, which checks its Adler-32) and written
+back as one IDAT chunk of *stored* deflate blocks, with the original Adler-32 and a fresh CRC;
+libpng then only copies the rows and unfilters them. The pixels are the very same (lossless both
+ways). Anything unusual (interlacing, chunks between IDATs, a bad CRC or stream) returns None,
+and the caller decodes the original bytes as before; image data that ends before the rows the
+header claims raises :class:`ShortImageData` (libpng would fill the rest black).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import imagecodecs
+import numpy as np
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Samples per pixel of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# A stored deflate block holds at most 65535 bytes after its 5-byte header.
+_BLOCK = 65535
+# zlib header: deflate with a 32 KiB window, no dictionary, check bits that make it divisible by 31.
+_ZLIB_HEADER = b"\x78\x01"
+
+
+class ShortImageData(ValueError):
+    """A complete image data stream that holds fewer rows than the PNG's header claims."""
+
+
+def _idat_span(data: bytes) -> tuple[int, int, int, int, int, int, list[tuple[int, int]]] | None:
+    """``(width, height, bit_depth, colour_type, first, end, idats)``: the header's fields, the
+    offset of the first IDAT chunk, the end of the last one and each IDAT's (data start, length);
+    None for anything but consecutive IDATs of a non-interlaced image with intact CRCs."""
+    if not data.startswith(_SIGNATURE):
+        return None
+    view = memoryview(data)
+    pos, ihdr, idats, first, end = 8, None, [], -1, -1
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        stop = pos + 12 + length
+        if stop > len(data):
+            return None
+        if kind == b"IHDR" and length == 13:
+            ihdr = struct.unpack_from(">IIBBBBB", data, pos + 8)
+        elif kind == b"IDAT":
+            if idats and end != pos:  # another chunk between two IDATs: not for this path
+                return None
+            (crc,) = struct.unpack_from(">I", data, stop - 4)
+            if imagecodecs.deflate_crc32(view[pos + 4 : stop - 4]) != crc:
+                return None  # libpng and Pillow refuse a bad CRC: so does the fallback
+            first = pos if first < 0 else first
+            idats.append((pos + 8, length))
+            end = stop
+        elif kind == b"IEND":
+            break
+        pos = stop
+    if ihdr is None or not idats:
+        return None
+    width, height, depth, colour, _, _, interlace = ihdr
+    if interlace or colour not in _CHANNELS or depth not in (1, 2, 4, 8, 16):
+        return None
+    return width, height, depth, colour, first, end, idats
+
+
+def restored(data: bytes) -> bytearray | None:
+    """``data`` (a PNG) with its IDAT stream inflated and stored uncompressed, or None (see the
+    module's docstring); decoding either gives the same pixels. Raises :class:`ShortImageData`
+    when the stream ends before the rows do."""
+    span = _idat_span(data)
+    if span is None:
+        return None
+    width, height, depth, colour, first, end, idats = span
+    raw_size = height * (1 + (width * _CHANNELS[colour] * depth + 7) // 8)
+    view = memoryview(data)
+    stream = b"".join(view[a : a + n] for a, n in idats)
+    if len(stream) < 6:
+        return None
+    try:
+        raw = imagecodecs.deflate_decode(stream, out=raw_size)
+    except Exception:  # imagecodecs.DeflateError: a broken stream, or more data than the rows
+        return None
+    if len(raw) != raw_size:
+        raise ShortImageData(f"image data for {len(raw)} of the header's {raw_size} bytes of rows")
+    full, rest = divmod(raw_size, _BLOCK)
+    blocks = full + (1 if rest else 0)
+    body = len(_ZLIB_HEADER) + raw_size + 5 * blocks + 4  # header, blocks, Adler-32
+    out = bytearray(first + 8 + body + 4 + len(data) - end)
+    out[:first] = view[:first]
+    struct.pack_into(">I4s", out, first, body, b"IDAT")
+    p = first + 8
+    out[p : p + 2] = _ZLIB_HEADER
+    p += 2
+    buf, src = np.frombuffer(out, np.uint8), np.frombuffer(raw, np.uint8)
+    if full:
+        grid = buf[p : p + full * (_BLOCK + 5)].reshape(full, _BLOCK + 5)
+        grid[:, 1:5] = (0xFF, 0xFF, 0, 0)  # LEN 65535, NLEN its complement (little-endian)
+        grid[:, 0] = 0  # BTYPE 00 (stored), not final
+        grid[:, 5:] = src[: full * _BLOCK].reshape(full, _BLOCK)
+        p += full * (_BLOCK + 5)
+    if rest:
+        struct.pack_into("<BHH", out, p, 1, rest, rest ^ 0xFFFF)
+        buf[p + 5 : p + 5 + rest] = src[full * _BLOCK :]
+        p += 5 + rest
+    else:
+        out[p - (_BLOCK + 5)] = 1  # the last full block is the final one
+    out[p : p + 4] = stream[-4:]  # the Adler-32 of the same rows, which libdeflate checked
+    p += 4
+    struct.pack_into(">I", out, p, imagecodecs.deflate_crc32(memoryview(out)[first + 4 : p]))
+    out[p + 4 :] = view[end:]
+    return out
