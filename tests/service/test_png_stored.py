@@ -133,3 +133,17 @@ def test_broken_pngs_still_refused_with_400():
     with pytest.raises(ServiceError) as info:
         decode_image(_with_ihdr(data, height=97))
     assert "fewer rows than its header" in info.value.message
+
+
+def test_bytes_after_the_stream_and_the_size_cap(monkeypatch):
+    """Bytes after the zlib stream inside the IDAT (libpng tolerates them) do not stand in for
+    the Adler-32; images past MAX_ROW_BYTES keep libpng's own inflate."""
+    data = _png(photo("astronaut")[:50, :70])
+    chunks = _chunks(data)
+    idat = b"".join(b for k, b, _ in chunks if k == b"IDAT") + b"\x00\x01\x02\x03\x04\x05"
+    padded = data[:8] + _chunk(b"IHDR", chunks[0][1]) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    new = png_stored.restored(padded)
+    assert new is not None
+    np.testing.assert_array_equal(imagecodecs.png_decode(bytes(new)), imagecodecs.png_decode(data))
+    monkeypatch.setattr(png_stored, "MAX_ROW_BYTES", 50 * (1 + 70 * 3) - 1)
+    assert png_stored.restored(data) is None
