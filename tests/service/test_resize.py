@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from service.imaging import resize as rz
 from service.imaging.resize import resize_bilinear
 
 SIZES = [((37, 53), (74, 106)), ((37, 53), (20, 31)), ((64, 48), (64, 97)), ((5, 7), (1, 1)),
@@ -185,3 +186,24 @@ def test_opencv_whole_row_pass_equals_gathers_for_any_row_count(w_in, w_out):
         for r in range(7):
             one = resample_last(x[ch : ch + 1, r : r + 1], c, w_out, False, whole_rows=True)
             assert np.array_equal(one[0, 0], whole[ch, r])
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_band_matrices_of_shared_tables_cached_read_only(align_corners):
+    """A shared table's row-block matrices come from the cache (the same read-only array each
+    time) and equal the ones built afresh; a head keeps its table's blocks; derived coefficients
+    (another table's positions renumbered) are built each time."""
+    c = rz.axis_coeffs(86, 341, align_corners)
+    assert c.table == (86, 341, align_corners)
+    for start, stop in [(0, 13), (100, 113), (330, 341)]:
+        lo, hi, m = rz.band_matrix(c, start, stop)
+        assert rz.band_matrix(c, start, stop)[2] is m and not m.flags.writeable
+        flo, fhi, fresh = rz._band_matrix(c, start, stop)
+        assert (lo, hi) == (flo, fhi)
+        np.testing.assert_array_equal(m, fresh)
+        assert rz.band_matrix(c.head(stop), start, stop)[2] is m
+    derived = rz.AxisCoeffs(c.i0 + 1, c.i1 + 1, c.w0, c.w1)
+    assert derived.table is None
+    m1, m2 = rz.band_matrix(derived, 0, 13)[2], rz.band_matrix(derived, 0, 13)[2]
+    assert m1 is not m2 and m1.flags.writeable
+    np.testing.assert_array_equal(m1, rz._band_matrix(c, 0, 13)[2])
