@@ -30,6 +30,7 @@ from service.tasks.common import Limits, TaskDef, run_task  # noqa: E402
 from service.timings import Timings  # noqa: E402
 from tests.helpers import (  # noqa: E402
     process_cpu_seconds, process_memory_mb, process_minor_faults, process_system_seconds,
+    reset_peak_memory,
 )
 
 
@@ -41,6 +42,10 @@ class Gateway(str):
     def memory_mb(self) -> tuple[float, float]:
         """``(VmRSS, VmHWM)`` of the gateway process, MiB: resident now and at its peak."""
         return process_memory_mb(self.pid)
+
+    def reset_peak(self) -> None:
+        """Start the gateway's peak RSS afresh (the next :meth:`memory_mb` peak is from now)."""
+        reset_peak_memory(self.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the gateway process has used so far (all its threads)."""

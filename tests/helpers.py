@@ -243,6 +243,12 @@ def process_memory_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def reset_peak_memory(pid: int) -> None:
+    """Start process ``pid``'s peak (VmHWM) afresh at its resident size now (Linux:
+    ``/proc/<pid>/clear_refs``), so that the next peak is that of what runs from here on."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds process ``pid`` has used so far."""
     import os
