@@ -13,6 +13,7 @@ header claims raises :class:`ShortImageData` (libpng would fill the rest black).
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 import imagecodecs
 import numpy as np
@@ -34,10 +35,21 @@ class ShortImageData(ValueError):
     """A complete image data stream that holds fewer rows than the PNG's header claims."""
 
 
-def _idat_span(data: bytes) -> tuple[int, int, int, int, int, int, list[tuple[int, int]]] | None:
-    """``(width, height, bit_depth, colour_type, first, end, idats)``: the header's fields, the
-    offset of the first IDAT chunk, the end of the last one and each IDAT's (data start, length);
-    None for anything but consecutive IDATs of a non-interlaced image with intact CRCs."""
+class _Span(NamedTuple):
+    """Where a PNG's image data lies, with the header fields that size its rows."""
+
+    width: int
+    height: int
+    depth: int  # bits per sample
+    colour: int  # PNG colour type
+    first: int  # offset of the first IDAT chunk
+    end: int  # end of the last IDAT chunk
+    idats: list[tuple[int, int]]  # each IDAT's (data offset, length)
+
+
+def _idat_span(data: bytes) -> _Span | None:
+    """The image data's :class:`_Span`; None for anything but consecutive IDATs of a
+    non-interlaced image with intact CRCs."""
     if not data.startswith(_SIGNATURE):
         return None
     view = memoryview(data)
@@ -66,7 +78,7 @@ def _idat_span(data: bytes) -> tuple[int, int, int, int, int, int, list[tuple[in
     width, height, depth, colour, _, _, interlace = ihdr
     if interlace or colour not in _CHANNELS or depth not in (1, 2, 4, 8, 16):
         return None
-    return width, height, depth, colour, first, end, idats
+    return _Span(width, height, depth, colour, first, end, idats)
 
 
 def restored(data: bytes) -> bytearray | None:
