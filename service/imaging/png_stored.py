@@ -5,9 +5,13 @@ decode here; libdeflate inflates the same stream in 7.6 ms but cannot unfilter r
 is inflated by libdeflate (``imagecodecs.deflate_decode``, which checks its Adler-32) and written
 back as one IDAT chunk of *stored* deflate blocks, with the original Adler-32 and a fresh CRC;
 libpng then only copies the rows and unfilters them. The pixels are the very same (lossless both
-ways). Anything unusual (interlacing, chunks between IDATs, a bad CRC or stream) returns None,
-and the caller decodes the original bytes as before; image data that ends before the rows the
-header claims raises :class:`ShortImageData` (libpng would fill the rest black).
+ways), for every PNG layout, interlaced ones (Adam7) included, and through Pillow too (whose
+zlib then also only copies). Anything unusual (chunks between IDATs, a bad CRC or stream)
+returns None, and the caller decodes the original bytes as before.
+
+Image data that ends before the rows the header claims raises :class:`ShortImageData`: libpng
+and Pillow both decode such a file without complaint, the missing rows black (palette images:
+the colour of index 0), so a cut-off upload would be segmented as a picture.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ _BLOCK = 65535
 _ZLIB_HEADER = b"\x78\x01"
 # Largest image data (filtered rows) taken this way: the rows and the stored copy are held beside
 # the decoded pixels, 3x the pixels' memory, so larger images (past 64 MiB: ~22 MP of RGB) keep
-# libpng's own inflate.
+# libpng's own inflate; their rows are inflated once only to be counted, then dropped.
 MAX_ROW_BYTES = 64 << 20
+# Adam7's seven passes: first column, first row, column step, row step.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
 
 
 class ShortImageData(ValueError):
@@ -45,11 +52,25 @@ class _Span(NamedTuple):
     first: int  # offset of the first IDAT chunk
     end: int  # end of the last IDAT chunk
     idats: list[tuple[int, int]]  # each IDAT's (data offset, length)
+    interlaced: bool  # Adam7
+
+    def row_bytes(self) -> int:
+        """Bytes of filtered rows the header calls for (each row: a filter byte, then its
+        pixels; an interlaced image's seven reduced images one after the other)."""
+        bits = _CHANNELS[self.colour] * self.depth
+
+        def rows(width: int, height: int) -> int:
+            return height * (1 + (width * bits + 7) // 8) if width and height else 0
+
+        if not self.interlaced:
+            return rows(self.width, self.height)
+        return sum(rows(max(0, -(-(self.width - x0) // dx)), max(0, -(-(self.height - y0) // dy)))
+                   for x0, y0, dx, dy in _ADAM7)
 
 
 def _idat_span(data: bytes) -> _Span | None:
-    """The image data's :class:`_Span`; None for anything but consecutive IDATs of a
-    non-interlaced image with intact CRCs."""
+    """The image data's :class:`_Span`; None for anything but consecutive IDATs with intact
+    CRCs and a valid header."""
     if not data.startswith(_SIGNATURE):
         return None
     view = memoryview(data)
@@ -76,22 +97,22 @@ def _idat_span(data: bytes) -> _Span | None:
     if ihdr is None or not idats:
         return None
     width, height, depth, colour, _, _, interlace = ihdr
-    if interlace or colour not in _CHANNELS or depth not in (1, 2, 4, 8, 16):
+    if interlace not in (0, 1) or colour not in _CHANNELS or depth not in (1, 2, 4, 8, 16):
         return None
-    return _Span(width, height, depth, colour, first, end, idats)
+    return _Span(width, height, depth, colour, first, end, idats, bool(interlace))
 
 
 def restored(data: bytes) -> bytearray | None:
     """``data`` (a PNG) with its IDAT stream inflated and stored uncompressed, or None (see the
-    module's docstring); decoding either gives the same pixels. Raises :class:`ShortImageData`
-    when the stream ends before the rows do."""
+    module's docstring, and for image data past :data:`MAX_ROW_BYTES`); decoding either gives
+    the same pixels. Raises :class:`ShortImageData` when the stream ends before the rows do, at
+    any size. Call it once the header's size has passed the gateway's limits: the rows it
+    calls for are inflated into memory."""
     span = _idat_span(data)
     if span is None:
         return None
-    width, height, depth, colour, first, end, idats = span
-    raw_size = height * (1 + (width * _CHANNELS[colour] * depth + 7) // 8)
-    if raw_size > MAX_ROW_BYTES:
-        return None
+    first, end, idats = span.first, span.end, span.idats
+    raw_size = span.row_bytes()
     view = memoryview(data)
     stream = b"".join(view[a : a + n] for a, n in idats)
     if len(stream) < 6:
@@ -102,6 +123,8 @@ def restored(data: bytes) -> bytearray | None:
         return None
     if len(raw) != raw_size:
         raise ShortImageData(f"image data for {len(raw)} of the header's {raw_size} bytes of rows")
+    if raw_size > MAX_ROW_BYTES:
+        return None  # counted; libpng inflates it again without the stored copy beside it
     full, rest = divmod(raw_size, _BLOCK)
     blocks = full + (1 if rest else 0)
     body = len(_ZLIB_HEADER) + raw_size + 5 * blocks + 4  # header, blocks, Adler-32

@@ -293,8 +293,10 @@ def test_fast_png_decode_equals_pillow_and_opencv_on_real_photos(variant):
     for photo in (data.astronaut(), data.coffee(), data.chelsea()):
         data_ = _png_variant(photo, variant)
         with Image.open(io.BytesIO(data_)) as opened:
-            fast = dec._fast_png(data_, opened)
+            fast = dec._fast_png(data_, dec._stored_png(data_), opened)
             assert (fast is not None) == (opened.mode in dec._FAST_PNG_MODES), variant
+            plain = dec._fast_png(data_, None, opened)  # libpng inflating the original bytes
+            assert (plain is None) == (fast is None) and (fast is None or np.array_equal(fast, plain))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 opened.load()

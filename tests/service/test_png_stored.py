@@ -106,7 +106,6 @@ def test_unusual_pngs_fall_back():
     ihdr = _chunk(b"IHDR", chunks[0][1])
     cases = {
         "not a PNG": b"GIF89a" + data[6:],
-        "interlaced": _with_ihdr(data, interlace=1),
         "bad IDAT CRC": data[:-20] + bytes([data[-20] ^ 1]) + data[-19:],
         "truncated": data[: len(data) - 30],
         "a chunk between IDATs": rebuilt(ihdr, _chunk(b"IDAT", idat[:100]), _chunk(b"tEXt", b"a\0b"),
@@ -119,6 +118,8 @@ def test_unusual_pngs_fall_back():
         assert png_stored.restored(bad) is None, label
     with pytest.raises(png_stored.ShortImageData):
         png_stored.restored(_with_ihdr(data, height=65))  # a complete stream, one row short
+    with pytest.raises(png_stored.ShortImageData):  # Adam7's passes need more row bytes
+        png_stored.restored(_with_ihdr(data, interlace=1))
 
 
 def test_broken_pngs_still_refused_with_400():
@@ -147,3 +148,103 @@ def test_bytes_after_the_stream_and_the_size_cap(monkeypatch):
     np.testing.assert_array_equal(imagecodecs.png_decode(bytes(new)), imagecodecs.png_decode(data))
     monkeypatch.setattr(png_stored, "MAX_ROW_BYTES", 50 * (1 + 70 * 3) - 1)
     assert png_stored.restored(data) is None
+
+
+# Adam7's passes: first column, first row, column step, row step (the PNG specification's table).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
+
+
+def _interlaced(pixels: np.ndarray, colour: int, depth: int = 8, plte: bytes = b"") -> bytes:
+    """An Adam7-interlaced PNG of ``pixels`` (HxW or HxWxC; uint8, uint16 for 16 bits, 0/1 for
+    1 bit), rows unfiltered (neither Pillow nor OpenCV writes interlaced PNGs)."""
+    h, w = pixels.shape[:2]
+    raw = []
+    for x0, y0, dx, dy in _ADAM7:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size == 0:
+            continue
+        rows = sub.reshape(sub.shape[0], -1)
+        if depth == 16:
+            rows = rows.astype(">u2").view(np.uint8).reshape(sub.shape[0], -1)
+        elif depth == 1:
+            rows = np.packbits(rows.astype(np.uint8), axis=1)
+        raw.append(np.hstack([np.zeros((len(rows), 1), np.uint8), rows.astype(np.uint8)]).tobytes())
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + (_chunk(b"PLTE", plte) if plte else b"")
+            + _chunk(b"IDAT", zlib.compress(b"".join(raw), 6)) + _chunk(b"IEND", b""))
+
+
+def _saved(image: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def _pillow_layouts() -> list[tuple[str, bytes]]:
+    """PNGs that take Pillow's path (palette, grey + alpha, 16-bit grey, interlaced) and the
+    interlaced layouts, at sizes where some Adam7 passes are empty."""
+    rgb = photo("coffee")[:120, :170]
+    pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE)
+    plte = bytes(pal.getpalette()[: 3 * 256])
+    out = [("P", _saved(pal)), ("P tRNS", _saved(pal, transparency=3)),
+           ("P 4-bit", _saved(Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE,
+                                                           colors=16), bits=4)),
+           ("LA", _saved(Image.fromarray(rgb).convert("LA"))),
+           ("I;16", _saved(Image.fromarray(rgb[..., 1].astype(np.uint16) * 257)))]
+    for h, w in ((120, 170), (1, 1), (3, 5), (7, 9), (9, 2)):
+        px = np.ascontiguousarray(rgb[:h, :w])
+        grey = px[..., 0]
+        out += [(f"Adam7 RGB {h}x{w}", _interlaced(px, 2)),
+                (f"Adam7 RGBA {h}x{w}", _interlaced(np.dstack([px, grey]), 6)),
+                (f"Adam7 LA {h}x{w}", _interlaced(np.dstack([grey, px[..., 1]]), 4)),
+                (f"Adam7 L 1-bit {h}x{w}", _interlaced(grey > 127, 0, depth=1)),
+                (f"Adam7 RGB16 {h}x{w}", _interlaced(px.astype(np.uint16) * 257 + 3, 2, depth=16)),
+                (f"Adam7 P {h}x{w}", _interlaced(np.asarray(pal)[:h, :w], 3, plte=plte))]
+    return out
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    """Pillow's pixels of the original bytes by the gateway's rules: alpha dropped, 16-bit grey
+    to its high byte, replicated."""
+    with Image.open(io.BytesIO(data)) as im:
+        if im.mode == "I;16":
+            return np.repeat((np.asarray(im) >> 8).astype(np.uint8)[..., None], 3, axis=2)
+        return np.asarray(im.convert("RGBA").convert("RGB"))
+
+
+@pytest.mark.parametrize("label,data", _pillow_layouts(), ids=lambda v: v if isinstance(v, str) else "")
+def test_pillow_layouts_restored_and_decoded_as_before(label, data):
+    """Every other layout is stored too: its rows are counted (Adam7's seven reduced images),
+    Pillow decodes the stored copy to the original's pixels, and so does the gateway."""
+    new = png_stored.restored(data)
+    assert new is not None, label
+    rows = zlib.decompress(b"".join(b for k, b, _ in _chunks(data) if k == b"IDAT"))
+    assert zlib.decompress(b"".join(b for k, b, _ in _chunks(bytes(new)) if k == b"IDAT")) == rows
+    with Image.open(io.BytesIO(data)) as a, Image.open(io.BytesIO(bytes(new))) as b:
+        assert a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b)), label
+    np.testing.assert_array_equal(decode_image(data), _pillow_rgb(data))
+
+
+@pytest.mark.parametrize("label,data", _pillow_layouts(), ids=lambda v: v if isinstance(v, str) else "")
+def test_short_image_data_refused_in_every_layout(label, data):
+    """A header one row taller than the data: libpng and Pillow decode it with that row black
+    (a palette image's: index 0's colour); the gateway answers 400, interlaced or not."""
+    (height,) = struct.unpack_from(">I", data, 20)
+    with pytest.raises(ServiceError) as info:
+        decode_image(_with_ihdr(data, height=height + 1))
+    assert info.value.status_code == 400 and "fewer rows than its header" in info.value.message
+
+
+def test_rows_past_the_cap_are_counted_not_stored(monkeypatch):
+    """Past MAX_ROW_BYTES the original bytes are decoded (no stored copy held beside the rows),
+    but a stream short of the header's rows is still refused."""
+    data = _png(photo("astronaut")[:60, :90])
+    monkeypatch.setattr(png_stored, "MAX_ROW_BYTES", 100)
+    assert png_stored.restored(data) is None
+    np.testing.assert_array_equal(decode_image(data), photo("astronaut")[:60, :90])
+    with pytest.raises(png_stored.ShortImageData):
+        png_stored.restored(_with_ihdr(data, height=61))
+    with pytest.raises(ServiceError) as info:
+        decode_image(_with_ihdr(data, height=61))
+    assert info.value.status_code == 400
