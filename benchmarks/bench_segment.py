@@ -1,9 +1,9 @@
 """/segment: the gateway over HTTP vs bare ONNX Runtime on the same passes, its memory vs the
 official code, its throughput at concurrency 4, the encode cost of each answer format, and the
-merge (new vs the frozen pre-rewrite one; the single pass's settled-cell shortcut vs dense).
+merge (new vs the frozen pre-rewrite one).
 
     .venv/bin/python benchmarks/bench_segment.py [--repo DIR --model NAME] [--repeat 3]
-        [--threads 2] [--skip latency,early,heap,formats,memory,throughput,merge,settled]
+        [--threads 2] [--skip latency,early,heap,formats,memory,throughput,merge]
 
 Without --repo it exports (once, cached in $TMPDIR/hrnet_bench_official) a random-init
 hrnetv2_w18_small_v1 with the *official* Cityscapes protocol: base size 2048, crop 1024x2048,
@@ -31,10 +31,9 @@ figures are medians.
   its own process) on the same image and weights, with their label agreement and times;
 * throughput: requests/s of 4 concurrent clients (small network inputs: scale 0.25, one pass
   each) against bare ORT running the same passes from 2 threads (the gateway's default slots);
-* merge: the merge alone on the 2048x1024 6-scale logits, new / old, with label agreement;
-* settled: the 2048x1024 single pass's merge alone, the settled-cell shortcut forced on vs the
-  dense merge, on the benchmark model's logits and on logits made of regions (blurred-photo
-  colours, as a trained model's maps), with the unsettled fraction and the merge's own choice.
+* merge: the merge alone, new / old, with label agreement: on the 2048x1024 6-scale logits, and
+  on a single 2048x1024 pass's (the benchmark model's, and logits made of regions: blurred-photo
+  colours, as a trained model's maps).
 """
 
 from __future__ import annotations
@@ -360,67 +359,43 @@ def throughput(client, url, meta, name, session, settings, requests: int) -> lis
 
 
 def merge(meta, session, settings, repeat) -> list[str]:
+    """The merge alone, new against the frozen pre-rewrite one (``_legacy_merge``), alternating:
+    the 2048x1024 6 scales + flip logits; and a single 2048x1024 pass, on the benchmark model's
+    logits and on logits made of regions (blurred-photo colours, as a trained model's maps)."""
     from _legacy_merge import legacy_merge_segmentation
 
     from service.tasks.segmentation.merge import merge_segmentation
     from service.tasks.segmentation.plan import plan_segmentation
 
     rgb, _ = photo("coffee", 2048, 1024)
-    plan = plan_segmentation(rgb.shape[:2], meta, scales=MULTI, flip=True)
-    logits = [r["logits"] for r in run_batched(session, materialise(plan.passes(rgb)), settings,
-                                               meta.max_batch_size)]
-    t: dict[str, list[float]] = defaultdict(list)
-    for _ in range(repeat + 1):
-        t0 = time.perf_counter()
-        old = legacy_merge_segmentation(plan, logits)
-        t["old"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        new = merge_segmentation(plan, logits)
-        t["new"].append(time.perf_counter() - t0)
-    agree = float((new.labels == old.labels).mean())
-    return [f"merge alone, 2048x1024 6 scales + flip: new {_median(t['new']) * 1000:.0f} ms, old "
-            f"{_median(t['old']) * 1000:.0f} ms, ratio new/old {_median(t['new']) / _median(t['old']):.2f}"
-            f" (labels agree {agree * 100:.4f}%)"]
+    multi = plan_segmentation(rgb.shape[:2], meta, scales=MULTI, flip=True)
+    single = plan_segmentation(rgb.shape[:2], meta, scales=[1.0], flip=False)
 
+    def passes(plan):
+        return [r["logits"] for r in run_batched(session, materialise(plan.passes(rgb)), settings,
+                                                 meta.max_batch_size)]
 
-def settled(meta, session, settings, repeat) -> list[str]:
-    """The single whole-image pass's merge alone (2048x1024), the settled-cell shortcut forced
-    on against the dense merge, alternating, on the benchmark model's logits and on logits made
-    of regions (blurred-photo colours), with the fraction of unsettled cells and what the merge
-    chooses by itself (``MAX_UNSETTLED``)."""
-    from service.tasks.segmentation import settled as st
-    from service.tasks.segmentation.merge import merge_segmentation
-    from service.tasks.segmentation.plan import plan_segmentation
-
-    rgb, _ = photo("coffee", 2048, 1024)
-    plan = plan_segmentation(rgb.shape[:2], meta, scales=[1.0], flip=False)
-    model = run_batched(session, materialise(plan.passes(rgb)), settings, meta.max_batch_size)
-    n_cls = model[0]["logits"].shape[0]
-    cases = [("benchmark model", model[0]["logits"])] + [
-        (f"{name} blur {blur:g}", photo_logits(name, 256, 512, n_cls, blur=blur))
-        for name, blur in (("coffee", 1), ("coffee", 3), ("rocket", 3))]
-    lines, applies, threshold = [], st.applies, st.MAX_UNSETTLED
-    for label, lg in cases:
-        cw = st.pass_coeffs(lg.shape[1], lg.shape[2], plan.scales[0].pass_size,
-                            plan.scales[0].size, plan.align_corners)[1]
-        chosen = "shortcut" if applies(lg, cw, False) else "dense"
+    model = passes(single)
+    n_cls = model[0].shape[0]
+    cases = [("6 scales + flip", multi, passes(multi)), ("single pass", single, model)] + [
+        (f"single pass, {name} blur {blur:g} logits", single,
+         [photo_logits(name, *model[0].shape[1:], n_cls, blur=blur)])
+        for name, blur in (("coffee", 1), ("rocket", 3))]
+    lines = []
+    for label, plan, logits in cases:
         t: dict[str, list[float]] = defaultdict(list)
         out = {}
-        try:
-            st.MAX_UNSETTLED = 1.0
-            for r in range(repeat + 1):
-                for key in _alternating(("shortcut", "dense"), r):
-                    st.applies = applies if key == "shortcut" else (lambda *_: False)
-                    t0 = time.perf_counter()
-                    out[key] = merge_segmentation(plan, [lg]).labels
-                    t[key].append(time.perf_counter() - t0)
-        finally:
-            st.applies, st.MAX_UNSETTLED = applies, threshold
-        a, b = _median(t["shortcut"]), _median(t["dense"])
-        lines.append(f"single-pass merge alone, {label}: unsettled cells "
-                     f"{st.unsettled_fraction(lg, cw) * 100:.0f}% (the merge chooses {chosen}); "
-                     f"shortcut {a * 1000:.1f} ms, dense {b * 1000:.1f} ms, ratio {a / b:.2f}; "
-                     f"labels equal {bool(np.array_equal(out['shortcut'], out['dense']))}")
+        for r in range(repeat + 1):
+            for key in _alternating(("new", "old"), r):
+                fn = merge_segmentation if key == "new" else legacy_merge_segmentation
+                t0 = time.perf_counter()
+                out[key] = fn(plan, logits).labels
+                t[key].append(time.perf_counter() - t0)
+        agree = float((out["new"] == out["old"]).mean())
+        new, old = _median(t["new"]), _median(t["old"])
+        lines.append(f"merge alone, 2048x1024 {label}: new {new * 1000:.1f} ms, old "
+                     f"{old * 1000:.1f} ms, ratio new/old {new / old:.2f} "
+                     f"(labels agree {agree * 100:.4f}%)")
     return lines
 
 
@@ -465,8 +440,6 @@ def main() -> None:
         lines += memory(repo, name, server, args.threads)
     if "merge" not in skip:
         lines += merge(meta, session, settings, args.repeat)
-    if "settled" not in skip:
-        lines += settled(meta, session, settings, max(args.repeat, 5))
     print("\n".join(lines))
     print(idle_cpu_note())
 

@@ -17,6 +17,7 @@ from service.http.startup import no_models_hint, random_init_warning, startup_li
 from service.http.routers import (
     detect, docs, faces, health, landmarks, metrics, models, segment, web,
 )
+from service.imaging import resample_kernels
 from service.runtime import cpu, memory
 from service.runtime.backends.base import Backend
 from service.runtime.registry import ModelRegistry
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         cpu.configure_background(settings.background_nice)
         memory.set_numpy_hugepages(settings.numpy_hugepages)
         memory.keep_heap(settings.malloc_keep_mb)  # before the backend's threads
+        resample_kernels.compile_all()  # ~1 s now, not in the first segmentation request
         be = backend or make_backend(settings)
         await be.start()
         app.state.backend = be

@@ -9,13 +9,14 @@
   clamped to the last pixel, no antialiasing. ``align_corners=True`` is PyTorch's corner-aligned
   mapping ``src = dst * (in - 1) / (out - 1)``.
 
-Logit resampling is separable and works on row blocks of ``(C, h, w)`` arrays: each axis is a
-2-tap gather (``np.take``) and a weighted sum in float32 (exact, safe for ``inf``); for finite
-inputs the same filter is a banded interpolation-matrix product (small single-threaded GEMMs,
-2-10x faster than the gathers except when shrinking a lot), and a whole-width resample along W
-with ``align_corners=False`` is OpenCV's horizontal pass (1.5-2x faster than the GEMMs measured on
-the merge's shapes). All agree up to float rounding. Coefficient tables and matrix blocks are
-cached per (in, out, align_corners) and read-only.
+Logit resampling is separable and works on row blocks of ``(C, h, w)`` arrays. Along H each
+output row is a 2-tap weighted sum in float32, computed by a compiled loop
+(:mod:`~service.imaging.resample_kernels`; exact, safe for ``inf``). Along W it is a 2-tap gather
+(``np.take``, exact), for finite inputs a banded interpolation-matrix product (small
+single-threaded GEMMs, 2-10x faster than the gathers except when shrinking a lot), and for a
+whole-width resample with ``align_corners=False`` OpenCV's horizontal pass (1.5-2x faster than
+the GEMMs measured on the merge's shapes). All agree up to float rounding. Coefficient tables
+and matrix blocks are cached per (in, out, align_corners) and read-only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from service.imaging import resample_kernels
+
 
 class AxisCoeffs(NamedTuple):
     """Gather indices and weights of one axis: ``out = x[i0] * w0 + x[i1] * w1``."""
@@ -34,13 +37,10 @@ class AxisCoeffs(NamedTuple):
     i1: np.ndarray
     w0: np.ndarray
     w1: np.ndarray
-    # (in, out, align_corners) of the shared table these are (or a head of); None when derived
-    # otherwise (renumbered, subset): keys the cache of :func:`band_matrix`.
-    table: tuple[int, int, bool] | None = None
 
     def head(self, n: int) -> "AxisCoeffs":
         """Coefficients of the first ``n`` output positions only (a crop of the output)."""
-        return AxisCoeffs(self.i0[:n], self.i1[:n], self.w0[:n], self.w1[:n], self.table)
+        return AxisCoeffs(self.i0[:n], self.i1[:n], self.w0[:n], self.w1[:n])
 
 
 def axis_coeffs(in_size: int, out_size: int, align_corners: bool = False) -> AxisCoeffs:
@@ -68,7 +68,7 @@ def _axis_coeffs(in_size: int, out_size: int, align_corners: bool) -> AxisCoeffs
     frac = (src - i0).astype(np.float32)
     frac = np.clip(frac, 0.0, 1.0)
     i1 = np.minimum(i0 + 1, in_size - 1)
-    out = AxisCoeffs(i0, i1, (1.0 - frac).astype(np.float32), frac, (in_size, out_size, align_corners))
+    out = AxisCoeffs(i0, i1, (1.0 - frac).astype(np.float32), frac)
     for a in out[:4]:
         a.setflags(write=False)
     return out
@@ -77,23 +77,6 @@ def _axis_coeffs(in_size: int, out_size: int, align_corners: bool) -> AxisCoeffs
 def band(c: AxisCoeffs, start: int, stop: int) -> tuple[int, int]:
     """Input range ``[lo, hi)`` read by output positions ``[start, stop)`` (indices are monotonic)."""
     return int(c.i0[start]), int(c.i1[stop - 1]) + 1
-
-
-def band_matrix(c: AxisCoeffs, start: int, stop: int) -> tuple[int, int, np.ndarray]:
-    """``(lo, hi, m)``: outputs ``[start, stop)`` are ``m @ x[lo:hi]`` with ``m`` dense float32
-    (read-only and cached when ``c`` is a shared table: a merge asks for the same row blocks on
-    every request of a size, and building them was 4-5% of its time)."""
-    if c.table is not None:
-        return _cached_band(*c.table, start, stop)
-    return _band_matrix(c, start, stop)
-
-
-@lru_cache(maxsize=8192)  # a few hundred bytes each
-def _cached_band(in_size: int, out_size: int, align_corners: bool, start: int, stop: int
-                 ) -> tuple[int, int, np.ndarray]:
-    lo, hi, m = _band_matrix(_axis_coeffs(in_size, out_size, align_corners), start, stop)
-    m.setflags(write=False)
-    return lo, hi, m
 
 
 def _band_matrix(c: AxisCoeffs, start: int, stop: int) -> tuple[int, int, np.ndarray]:
@@ -148,36 +131,6 @@ def matmul_last(x: np.ndarray, out_size: int, align_corners: bool, keep: int | N
     return out.reshape(*x.shape[:-1], keep)
 
 
-def matmul_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: int = 0) -> np.ndarray:
-    """Output rows ``[start, stop)`` of resampling axis 1 of *finite* float32 ``x`` (C, n, W).
-
-    ``x`` holds input rows ``[offset, offset + n)``. One small GEMM per channel.
-    """
-    lo, hi, m = band_matrix(c, start, stop)
-    src = x[:, lo - offset : hi - offset]
-    if (stop - start) * (hi - lo) * x.shape[2] <= _GEMM_SINGLE_THREAD_MNK:
-        return np.matmul(m, src)
-    out = np.empty((x.shape[0], stop - start, x.shape[2]), np.float32)
-    step = max(1, _GEMM_SINGLE_THREAD_MNK // ((stop - start) * (hi - lo)))
-    for j0 in range(0, x.shape[2], step):
-        j1 = min(x.shape[2], j0 + step)
-        np.matmul(m, src[:, :, j0:j1], out=out[:, :, j0:j1])
-    return out
-
-
-def gather_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: int = 0) -> np.ndarray:
-    """Output rows ``[start, stop)`` of resampling axis 1 of ``x`` (C, n, W) with ``c``.
-
-    ``x`` holds input rows ``[offset, offset + n)``. Exact 2-tap gathers: safe for ``inf``.
-    """
-    out = x[:, c.i0[start:stop] - offset]
-    out *= c.w0[start:stop, None]
-    tmp = x[:, c.i1[start:stop] - offset]
-    tmp *= c.w1[start:stop, None]
-    out += tmp
-    return out
-
-
 def gather_last(x: np.ndarray, c: AxisCoeffs) -> np.ndarray:
     """Resample the last axis of ``x`` with ``c`` (exact 2-tap gathers; safe for ``inf``)."""
     out = np.take(x, c.i0, axis=-1)
@@ -192,7 +145,6 @@ def gather_last(x: np.ndarray, c: AxisCoeffs) -> np.ndarray:
 # when each output reads few inputs; it costs ~(inputs per output) multiply-adds, so for strong
 # shrinking the 2-tap gathers win. Limits on inputs per output at which the GEMM is still used:
 GEMM_MAX_SHRINK_COLS = 1.5
-GEMM_MAX_SHRINK_ROWS = 2.0
 
 
 def resample_last(x: np.ndarray, c: AxisCoeffs, out_size: int, align_corners: bool,
@@ -218,14 +170,12 @@ def resample_last(x: np.ndarray, c: AxisCoeffs, out_size: int, align_corners: bo
     return gather_last(x, c)
 
 
-def resample_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: int = 0,
-                  finite: bool = True) -> np.ndarray:
-    """Output rows ``[start, stop)`` of resampling axis 1 of ``x`` (input rows from ``offset``),
-    by banded GEMM when ``finite`` and cheaper, else gathers."""
-    lo, hi = band(c, start, stop)
-    if finite and hi - lo <= GEMM_MAX_SHRINK_ROWS * (stop - start) + 2:
-        return matmul_rows(x, c, start, stop, offset)
-    return gather_rows(x, c, start, stop, offset)
+def resample_rows(x: np.ndarray, c: AxisCoeffs, start: int, stop: int, offset: int = 0
+                  ) -> np.ndarray:
+    """Output rows ``[start, stop)`` of resampling axis 1 of ``x`` (C, n, W; input rows from
+    ``offset``) with ``c``: the compiled 2-tap loop (:func:`~service.imaging.resample_kernels.rows`),
+    exact for any values, ``inf`` included."""
+    return resample_kernels.rows(x, c.i0, c.i1, c.w0, c.w1, start, stop, offset)
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -115,8 +115,8 @@ def test_opencv_float_resize_equals_the_gathers_it_replaced(dst):
         np.testing.assert_allclose(out, old, atol=1e-4, rtol=0)
 
 
-# The merge's building blocks: banded GEMMs and exact gathers, by blocks of rows, must equal the
-# whole-array resize (tests above tie that to OpenCV and torch).
+# The merge's building blocks: banded GEMMs, exact gathers and the compiled 2-tap row loop, by
+# blocks of rows, must equal the whole-array resize (tests above tie that to OpenCV and torch).
 
 
 @pytest.mark.parametrize("src,dst", SIZES + [((128, 256), (512, 1024)), ((300, 451), (896, 1347))])
@@ -154,7 +154,7 @@ def test_gemm_resize_matches_gathers_opencv_torch(src, dst, align_corners):
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_row_blocks_and_crops(src, dst, align_corners):
     from service.imaging.resize import (
-        axis_coeffs, band, gather_last, gather_rows, matmul_last, matmul_rows,
+        _along, axis_coeffs, band, gather_last, matmul_last, resample_rows,
     )
 
     rng = np.random.default_rng(3)
@@ -167,8 +167,11 @@ def test_row_blocks_and_crops(src, dst, align_corners):
         for r0, r1 in [(0, dst[0]), (0, 1), (dst[0] // 3, dst[0] // 2 + 1), (dst[0] - 1, dst[0])]:
             lo, hi = band(ch, r0, r1)
             part = cols[:, lo:hi]  # only the input rows the block reads, at their offset
-            for rows in (matmul_rows(part, ch, r0, r1, offset=lo), gather_rows(part, ch, r0, r1, lo)):
-                np.testing.assert_allclose(rows, ref[:, r0:r1, :keep], atol=1e-5)
+            rows = resample_rows(part, ch, r0, r1, offset=lo)
+            np.testing.assert_allclose(rows, ref[:, r0:r1, :keep], atol=1e-5)
+            # The gathers' very arithmetic: the same bits.
+            sub = rz.AxisCoeffs(*(v[r0:r1] for v in ch))
+            assert np.array_equal(rows, _along(cols, sub, 1))
 
 
 @pytest.mark.parametrize("w_in,w_out", [(512, 2048), (3584, 2048), (300, 451), (451, 300), (5, 7)])
@@ -186,24 +189,3 @@ def test_opencv_whole_row_pass_equals_gathers_for_any_row_count(w_in, w_out):
         for r in range(7):
             one = resample_last(x[ch : ch + 1, r : r + 1], c, w_out, False, whole_rows=True)
             assert np.array_equal(one[0, 0], whole[ch, r])
-
-
-@pytest.mark.parametrize("align_corners", [False, True])
-def test_band_matrices_of_shared_tables_cached_read_only(align_corners):
-    """A shared table's row-block matrices come from the cache (the same read-only array each
-    time) and equal the ones built afresh; a head keeps its table's blocks; derived coefficients
-    (another table's positions renumbered) are built each time."""
-    c = rz.axis_coeffs(86, 341, align_corners)
-    assert c.table == (86, 341, align_corners)
-    for start, stop in [(0, 13), (100, 113), (330, 341)]:
-        lo, hi, m = rz.band_matrix(c, start, stop)
-        assert rz.band_matrix(c, start, stop)[2] is m and not m.flags.writeable
-        flo, fhi, fresh = rz._band_matrix(c, start, stop)
-        assert (lo, hi) == (flo, fhi)
-        np.testing.assert_array_equal(m, fresh)
-        assert rz.band_matrix(c.head(stop), start, stop)[2] is m
-    derived = rz.AxisCoeffs(c.i0 + 1, c.i1 + 1, c.w0, c.w1)
-    assert derived.table is None
-    m1, m2 = rz.band_matrix(derived, 0, 13)[2], rz.band_matrix(derived, 0, 13)[2]
-    assert m1 is not m2 and m1.flags.writeable
-    np.testing.assert_array_equal(m1, rz._band_matrix(c, 0, 13)[2])

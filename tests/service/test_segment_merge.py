@@ -412,7 +412,7 @@ def test_merge_labels_by_direct_argmax_equal_the_sweep(case, monkeypatch):
     calls[0] = 0
     want = tta_merge.merge_segmentation(plan, logits, with_confidence=False, block_bytes=256)
     assert calls[0] == 0
-    fast = len(plan.scales) == 1  # the single whole pass may take the settled shortcut instead
+    fast = len(plan.scales) == 1  # the single whole pass takes its labels from the upsampling loop
     assert direct_calls > 0 or fast
     np.testing.assert_array_equal(got.labels, want.labels)
     np.testing.assert_array_equal(got_early.labels, want.labels)

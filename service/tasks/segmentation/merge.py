@@ -7,9 +7,9 @@ resized to the original size; the label is the argmax.
 
 Shortcuts (exact up to float rounding): bilinear resampling is linear and mirror-symmetric, so the
 flip average is taken on the 1/4-resolution logits before one upsample; only the cropped part of an
-upsampled pass is computed; a single whole-image pass at the original size skips ``exp`` (monotonic)
-and, where its label map is made of regions, scores only the cells where the class changes
-(:mod:`~service.tasks.segmentation.settled`).
+upsampled pass is computed; a single whole-image pass at the original size skips ``exp``
+(monotonic) and, for labels alone, takes the argmax inside the upsampling loop
+(:func:`~service.tasks.segmentation.scores.upsampled_labels`).
 
 The arithmetic runs in blocks of rows (:mod:`~service.tasks.segmentation.scores`); many classes
 are split into channel chunks with a running argmax, and the row blocks, being independent, run on
@@ -19,18 +19,18 @@ while the passes run (:mod:`~service.tasks.segmentation.merge_early`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.contract import LOGITS
-from service.imaging.resize import band
+from service.imaging.resize import axis_coeffs, band
 from service.runtime.cpu import parallel_map
-from service.tasks.segmentation import settled
 from service.tasks.segmentation.plan import SegPlan
 from service.tasks.segmentation.scores import (
     BLOCK_BYTES, Resample, RunningArgmax, ScaleWork, block_rows, gemm_safe, prepare_scale,
-    region_logits, source_rows, work_bytes_per_channel,
+    region_logits, source_rows, upsampled_labels, work_bytes_per_channel,
 )
 
 
@@ -89,12 +89,14 @@ def merge_segmentation(
 
     firsts = [[plan.region_first(sp, r) for r in range(sp.n_regions)] for sp in plan.scales]
     flat_logits = parallel_map(lambda i: region_logits(plan, logits, i), sum(firsts, []))
-    if fast:  # one region: its (flip-averaged) logits, shared with the dense path below
+    if fast and not with_confidence:  # one region: its (flip-averaged) logits
         lg = flat_logits[0]
-        ch, cw = settled.pass_coeffs(lg.shape[1], lg.shape[2], sp0.pass_size, sp0.size,
-                                     plan.align_corners)
-        if settled.applies(lg, cw, with_confidence):
-            return MergeResult(labels=settled.settled_upsample_argmax(lg, ch, cw), confidence=None)
+        if math.isfinite(float(lg.min())) and math.isfinite(float(lg.max())):
+            ac = plan.align_corners
+            ch = axis_coeffs(lg.shape[1], sp0.pass_size[0], ac).head(H)  # the pass may be padded
+            cw = axis_coeffs(lg.shape[2], sp0.pass_size[1], ac).head(W)
+            return MergeResult(labels=upsampled_labels(lg, ch, cw, sp0.pass_size[1], ac),
+                               confidence=None)
     regions_per_scale, k = [], 0
     for f in firsts:
         regions_per_scale.append(flat_logits[k : k + len(f)])

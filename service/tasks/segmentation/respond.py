@@ -24,7 +24,7 @@ MEDIA_TYPES = (JSON, PNG, RAW, NPY)
 
 def label_array(labels: np.ndarray) -> np.ndarray:
     """The label map in the smallest unsigned type that holds every class index (a uint8 map,
-    as the merge graph and the settled shortcut give, as it is)."""
+    as the merge graph gives, as it is)."""
     if labels.dtype == np.uint8:
         return labels
     return labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
