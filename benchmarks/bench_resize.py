@@ -1,13 +1,15 @@
-"""The merge's resampling primitives (banded GEMM vs exact 2-tap gathers, on the merge's shapes),
-and the whole-image resize of the passes (OpenCV vs the NumPy gathers it replaced).
+"""The merge's resampling primitives on the merge's shapes (columns: banded GEMM vs exact 2-tap
+gathers; rows: the compiled 2-tap loop vs the banded GEMM and the gathers it replaced), and the
+whole-image resize of the passes (OpenCV vs the NumPy gathers it replaced).
 
     .venv/bin/python benchmarks/bench_resize.py [--repeat 15] [--channels 19] [--rows 8]
 
 Each line times one block of the merge (``--rows`` output rows of ``--channels`` channels, as
-``service.tasks.segmentation.merge`` processes them) both ways and prints gemm/gather; below 1 the
-GEMM is faster. The merge uses GEMMs for pre-exp logits and for upsampling, gathers for
-downsampling columns and whenever scores may be non-finite. CPU time of this process (BLAS stays
-single-threaded at these sizes), median of --repeat. Takes a few seconds.
+``service.tasks.segmentation.merge`` processes them) each way and prints the ratios; below 1 the
+first is faster. Along W the merge uses OpenCV or GEMMs for finite scores, gathers for
+downsampling columns and whenever scores may be non-finite; along H the compiled loop for all.
+CPU time of this process (BLAS stays single-threaded at these sizes), median of --repeat. Takes a
+few seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.imaging.resize import (  # noqa: E402
-    axis_coeffs, gather_last, gather_rows, matmul_last, matmul_rows, resize_bilinear, resize_image,
+    AxisCoeffs, _along, _band_matrix, axis_coeffs, gather_last, matmul_last, resample_rows,
+    resize_bilinear, resize_image,
 )
 
 
@@ -56,15 +59,20 @@ def main() -> None:
         t = cpu_us(lambda: gather_last(x, cw), n)
         print(f"  {w_in:5d} -> {w_out:5d}                               {g:8.0f}  {t:9.0f}  {g / t:11.2f}")
 
-    print(f"rows: {r} output rows of ({c}, in, W)                 gemm us  gather us  gemm/gather")
+    print(f"rows: {r} output rows of ({c}, in, W)           loop us  gemm us  gather us  loop/gemm  "
+          "loop/gather")
     for h_in, h_out, w in [(128, 512, 1024), (224, 896, 1792), (256, 1024, 2048), (512, 1024, 2048),
                            (896, 512, 1792), (640, 512, 1280)]:
         x = rng.normal(size=(c, h_in, w)).astype(np.float32)
         ch = axis_coeffs(h_in, h_out)
         s0 = h_out // 2
-        g = cpu_us(lambda: matmul_rows(x, ch, s0, s0 + r), n)
-        t = cpu_us(lambda: gather_rows(x, ch, s0, s0 + r), n)
-        print(f"  {h_in:5d} -> {h_out:5d}, W {w:5d}                      {g:8.0f}  {t:9.0f}  {g / t:11.2f}")
+        lo, hi, m = _band_matrix(ch, s0, s0 + r)  # the banded GEMM the merge used before the loop
+        sub = AxisCoeffs(*(v[s0 : s0 + r] for v in ch))
+        k = cpu_us(lambda: resample_rows(x, ch, s0, s0 + r), n)
+        g = cpu_us(lambda: np.matmul(m, x[:, lo:hi]), n)
+        t = cpu_us(lambda: _along(x, sub, 1), n)
+        print(f"  {h_in:5d} -> {h_out:5d}, W {w:5d}              {k:8.0f} {g:8.0f}  {t:9.0f}  "
+              f"{k / g:9.2f}  {k / t:11.2f}")
 
     print("whole image (h, w, 3) -> (H, W, 3), the passes' resize  opencv us  gather us  cv/gather")
     for src, dst in [((1024, 2048), (1792, 3584)), ((1024, 2048), (512, 1024)),
