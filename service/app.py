@@ -64,13 +64,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         cpu.configure_background(settings.background_nice)
         memory.set_numpy_hugepages(settings.numpy_hugepages)
         memory.keep_heap(settings.malloc_keep_mb)  # before the backend's threads
-        resample_kernels.compile_all()  # ~1 s now, not in the first segmentation request
         be = backend or make_backend(settings)
         await be.start()
         app.state.backend = be
         app.state.registry = ModelRegistry(await be.models(), settings)
         app.state.runner = InferenceRunner(be, settings, app_metrics)
         models = app.state.registry.models
+        if any(m.task == "segmentation" for m in models.values()):
+            # The merge's loops: ~1 s and ~54 MiB of numba's compiler now, not in the first
+            # request; gateways without a segmentation model never load numba.
+            resample_kernels.compile_all()
         for line in startup_lines(settings, be.name, models, be.providers()):
             log.info("%s", line)
         for warning in be.warnings():
