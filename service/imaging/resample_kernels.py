@@ -112,6 +112,8 @@ def rows_argmax(x: np.ndarray, i0: np.ndarray, i1: np.ndarray, w0: np.ndarray, w
     x = np.ascontiguousarray(x, np.float32)
     if out.dtype != np.int32 or not out.flags.c_contiguous or out.shape[1] != x.shape[2]:
         raise ValueError("out must be a C-contiguous int32 (H, W) array as wide as x")
+    if x.shape[0] == 0:
+        raise ValueError("no classes to take the argmax of")
     if stop > start:
         _check_taps(i0, i1, start, stop, 0, x.shape[1])
         if stop > out.shape[0]:

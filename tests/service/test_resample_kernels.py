@@ -103,6 +103,8 @@ def test_bounds_are_checked_before_the_loops_run():
         rk.rows_argmax(x, c.i0, c.i1, c.w0, c.w1, 0, 40, np.zeros((40, 6), np.int64))
     with pytest.raises(ValueError, match="fit"):
         rk.rows_argmax(x, c.i0, c.i1, c.w0, c.w1, 0, 40, np.zeros((20, 6), np.int32))
+    with pytest.raises(ValueError, match="no classes"):
+        rk.rows_argmax(x[:0], c.i0, c.i1, c.w0, c.w1, 0, 40, np.zeros((40, 6), np.int32))
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
