@@ -9,6 +9,7 @@ import pytest
 
 from service.imaging import resample_kernels as rk
 from service.imaging.resize import AxisCoeffs, _along, axis_coeffs, band, resample_last
+from service.tasks.segmentation import scores
 from service.tasks.segmentation.scores import upsampled_labels
 from tests.helpers import photo_logits
 
@@ -108,9 +109,12 @@ def test_bounds_are_checked_before_the_loops_run():
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
-def test_upsampled_labels_of_a_whole_pass(align_corners):
-    """A single pass's labels (W first at 1/4 resolution, then rows and argmax in blocks on the
-    pool, a padded pass cropped) equal ``np.argmax`` of the same two resamples stored in full."""
+@pytest.mark.parametrize("blocks", [2, 7, 40])
+def test_upsampled_labels_of_a_whole_pass(align_corners, blocks, monkeypatch):
+    """A single pass's labels (by row blocks on the pool, each block's W pass from only the
+    1/4-resolution rows it reads, a padded pass cropped) equal ``np.argmax`` of the same two
+    resamples stored in full, however many blocks there are."""
+    monkeypatch.setattr(scores, "LABEL_BLOCKS_PER_WORKER", blocks)
     lg = photo_logits("astronaut", 40, 60, 19, seed=4)
     pass_h, pass_w, h, w = 160, 240, 157, 233
     ch = axis_coeffs(40, pass_h, align_corners).head(h)

@@ -36,8 +36,9 @@ from service.runtime.cpu import parallel_map, workers
 from service.tasks.segmentation.plan import ScalePlan, SegPlan, Window
 
 
-# Row blocks per CPU worker of :func:`upsampled_labels` (for balance; 2 and 8 blocks in all took
-# the same 8.0 ms on a 2048x1024 pass with 2 workers, 32 took 9.2 ms).
+# Row blocks per CPU worker of :func:`upsampled_labels`. 2048x1024 pass, 2 workers, medians of
+# 21: 4 blocks 5.5 ms, 8 blocks 6.4, 16 blocks 7.2, 64 blocks 8.9 (each block redoes the W pass
+# of its edge rows; OpenCV's threads and the pool's share the cores).
 LABEL_BLOCKS_PER_WORKER = 2
 # Target bytes of one block of full-resolution rows (all channels of a chunk), so that a block's
 # upsample, exp, window average, resample and argmax run from cache (1-4 MB measured best).
@@ -348,19 +349,23 @@ def upsampled_labels(logits: np.ndarray, ch: AxisCoeffs, cw: AxisCoeffs, out_w: 
     with ``ch``, columns with ``cw`` (a resample to ``out_w`` columns or its head, a crop), as a
     (len(ch), len(cw)) int32 label map, ties to the lower class.
 
-    Along W first, at 1/4 resolution (OpenCV's pass: whole rows); then the rows' two taps and the
-    argmax in one compiled loop (:func:`~service.imaging.resample_kernels.rows_argmax`), by row
-    blocks on the CPU pool: no full-resolution score is stored. 2048x1024: 8 ms against 31-37 ms
-    for the block GEMMs and ``reduceArgMax``, the same labels (``F.interpolate``'s order: W,
-    then H).
+    By blocks of output rows on the CPU pool, each from only the 1/4-resolution rows it reads:
+    along W first (OpenCV's pass, whole rows: the same numbers for any rows given), then the
+    rows' two taps and the argmax in one compiled loop
+    (:func:`~service.imaging.resample_kernels.rows_argmax`). No full-resolution score is stored,
+    nor the whole W-resampled map: 2048x1024 in 5.5 ms, against 31-37 ms for the block GEMMs
+    and ``reduceArgMax`` and 9-14 ms with one W pass over the whole map first; the same labels
+    (``F.interpolate``'s order: W, then H).
     """
-    u = resample_last(logits, cw, out_w, align_corners, True, whole_rows=True)
     h = len(ch.i0)
-    labels = np.empty((h, u.shape[2]), np.int32)
+    labels = np.empty((h, len(cw.i0)), np.int32)
     step = max(1, -(-h // (LABEL_BLOCKS_PER_WORKER * workers())))
 
     def block(r0: int) -> None:
-        resample_kernels.rows_argmax(u, ch.i0, ch.i1, ch.w0, ch.w1, r0, min(h, r0 + step), labels)
+        r1 = min(h, r0 + step)
+        lo, hi = band(ch, r0, r1)
+        u = resample_last(logits[:, lo:hi], cw, out_w, align_corners, True, whole_rows=True)
+        resample_kernels.rows_argmax(u, ch.i0, ch.i1, ch.w0, ch.w1, r0, r1, labels, offset=lo)
 
     parallel_map(block, range(0, h, step))  # blocks write disjoint rows
     return labels
