@@ -69,7 +69,7 @@ def _axis_coeffs(in_size: int, out_size: int, align_corners: bool) -> AxisCoeffs
     frac = np.clip(frac, 0.0, 1.0)
     i1 = np.minimum(i0 + 1, in_size - 1)
     out = AxisCoeffs(i0, i1, (1.0 - frac).astype(np.float32), frac)
-    for a in out[:4]:
+    for a in out:
         a.setflags(write=False)
     return out
 

@@ -35,10 +35,14 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _png(pixels: np.ndarray, **kw) -> bytes:
+def _saved(image: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG", **kw)
+    image.save(buf, "PNG", **kw)
     return buf.getvalue()
+
+
+def _png(pixels: np.ndarray, **kw) -> bytes:
+    return _saved(Image.fromarray(pixels), **kw)
 
 
 def _layouts() -> list[tuple[str, bytes]]:
@@ -173,12 +177,6 @@ def _interlaced(pixels: np.ndarray, colour: int, depth: int = 8, plte: bytes = b
     ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 1)
     return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + (_chunk(b"PLTE", plte) if plte else b"")
             + _chunk(b"IDAT", zlib.compress(b"".join(raw), 6)) + _chunk(b"IEND", b""))
-
-
-def _saved(image: Image.Image, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG", **kw)
-    return buf.getvalue()
 
 
 def _pillow_layouts() -> list[tuple[str, bytes]]:

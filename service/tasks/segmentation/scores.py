@@ -36,9 +36,10 @@ from service.runtime.cpu import parallel_map, workers
 from service.tasks.segmentation.plan import ScalePlan, SegPlan, Window
 
 
-# Row blocks per CPU worker of :func:`upsampled_labels`. 2048x1024 pass, 2 workers, medians of
-# 21: 4 blocks 5.5 ms, 8 blocks 6.4, 16 blocks 7.2, 64 blocks 8.9 (each block redoes the W pass
-# of its edge rows; OpenCV's threads and the pool's share the cores).
+# Row blocks per CPU worker of :func:`upsampled_labels`. 2048x1024 pass, 2 workers, the merge
+# alone on logits in cache, medians of 21: 4 blocks 5.5 ms, 8 blocks 6.4, 16 blocks 7.2, 64
+# blocks 8.9 (each block redoes the W pass of its edge rows; OpenCV's threads and the pool's
+# share the cores).
 LABEL_BLOCKS_PER_WORKER = 2
 # Target bytes of one block of full-resolution rows (all channels of a chunk), so that a block's
 # upsample, exp, window average, resample and argmax run from cache (1-4 MB measured best).
@@ -353,9 +354,10 @@ def upsampled_labels(logits: np.ndarray, ch: AxisCoeffs, cw: AxisCoeffs, out_w: 
     along W first (OpenCV's pass, whole rows: the same numbers for any rows given), then the
     rows' two taps and the argmax in one compiled loop
     (:func:`~service.imaging.resample_kernels.rows_argmax`). No full-resolution score is stored,
-    nor the whole W-resampled map: 2048x1024 in 5.5 ms, against 31-37 ms for the block GEMMs
-    and ``reduceArgMax`` and 9-14 ms with one W pass over the whole map first; the same labels
-    (``F.interpolate``'s order: W, then H).
+    nor the whole W-resampled map (38 MiB at 2048x1024). 2048x1024, the merge alone: 5.5 ms on
+    logits in cache, 11 ms right after a real inference (as in the gateway), against 31-37 ms
+    for the block GEMMs and ``reduceArgMax``; the same labels (``F.interpolate``'s order: W,
+    then H).
     """
     h = len(ch.i0)
     labels = np.empty((h, len(cw.i0)), np.int32)
