@@ -1,5 +1,5 @@
-"""Compiled loops of the logit resampling: bilinear rows (two taps each), and bilinear rows fused
-with the argmax over classes.
+"""Compiled loops of the logit resampling: bilinear rows (two taps each), bilinear rows fused
+with the argmax over classes, and the argmax over classes alone.
 
 numpy has no 2-tap row filter: the merge used banded GEMMs (and gathers where values may be
 infinite), which read every row of a band and wrote each block of scores before the argmax read
@@ -12,6 +12,9 @@ taps of each output row and, for labels, keep the best class per pixel as they g
 * :func:`rows_argmax` gives ``argmax`` over classes of those rows (ties to the lower class)
   without storing them: a single 2048x1024 pass's merge took 5.5 ms against 31-37 ms for the
   GEMMs plus ``reduceArgMax``, the same labels. For finite values only (see its docstring).
+* :func:`argmax` is that loop's argmax without the taps, for the merge's blocks of summed
+  scores: 19 x 400 x 600 in 0.67 ms against 5.2 ms (smooth photo logits) to 11.9 ms (noise)
+  for OpenCV's ``reduceArgMax`` and 14 ms for ``np.argmax``, one thread; the same labels.
 
 The loops are compiled on first use (0.5 s each) or by :func:`compile_all` (the gateway calls
 it at start-up, before it reports ready); nothing is cached on disk, so read-only images work.
@@ -68,7 +71,23 @@ def _build() -> dict[str, Callable[..., None]]:
                         best[j] = v
                         out[y, j] = c
 
-    return {"rows": rows_loop, "argmax": argmax_loop}
+    @numba.njit(t.void(f3, t.Array(t.int32, 2, "C")), **opts)
+    def classes_loop(x: Any, out: Any) -> None:  # pragma: no cover - compiled
+        # argmax_loop without the taps. C-contiguous on purpose: with any-layout arrays the
+        # loop is not vectorised and took 8.4 instead of 0.67 ms (19 x 400 x 600).
+        best = np.empty(x.shape[2], np.float32)
+        for y in range(x.shape[1]):
+            for j in range(x.shape[2]):
+                best[j] = x[0, y, j]
+                out[y, j] = 0
+            for c in range(1, x.shape[0]):
+                for j in range(x.shape[2]):
+                    v = x[c, y, j]
+                    if v > best[j]:  # strictly: a tie keeps the lower class
+                        best[j] = v
+                        out[y, j] = c
+
+    return {"rows": rows_loop, "argmax": argmax_loop, "classes": classes_loop}
 
 
 def _loops() -> dict[str, Callable[..., None]]:
@@ -121,6 +140,22 @@ def rows_argmax(x: np.ndarray, i0: np.ndarray, i1: np.ndarray, w0: np.ndarray, w
         if stop > out.shape[0]:
             raise ValueError(f"rows up to {stop} do not fit {out.shape[0]} output rows")
         _loops()["argmax"](x, *_coeffs(i0, i1, w0, w1), start, stop, offset, out)
+
+
+def argmax(x: np.ndarray) -> np.ndarray:
+    """``np.argmax(x, axis=0)`` of finite float32 scores ``x`` (C, ...) as an int32 array of
+    shape ``x.shape[1:]``, ties to the lower class. A view that is not C-contiguous is copied
+    first (the loop is vectorised for contiguous rows only).
+
+    For finite ``x``: a NaN score would neither win nor lose as ``argmax`` decides it.
+    """
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError("argmax wants (classes, ...) scores with at least one class")
+    out = np.empty(x.shape[1:], np.int32)
+    if out.size:
+        x3 = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1, x.shape[-1])
+        _loops()["classes"](x3, out.reshape(x3.shape[1:]))
+    return out
 
 
 def _check_taps(i0: np.ndarray, i1: np.ndarray, start: int, stop: int, offset: int,

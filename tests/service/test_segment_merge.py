@@ -332,7 +332,7 @@ def test_running_argmax_equals_argmax_with_ties(chunk):
 
 @pytest.mark.parametrize("name", ["coffee", "astronaut", "chelsea", "rocket"])
 def test_argmax_finite_equals_argmax_on_photos(name):
-    """OpenCV's one-read argmax gives ``argmax(axis=0)`` and the sweep's labels exactly, on photo
+    """The one-read argmax gives ``argmax(axis=0)`` and the sweep's labels exactly, on photo
     logits and on the same rounded to a coarse grid (ties everywhere: the lower class), for whole
     arrays and for row slices of a (C, H, W) map (the early merge's view of its sum)."""
     logits = photo_logits(name, 61, 83, 19, seed=3)
