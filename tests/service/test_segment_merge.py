@@ -79,6 +79,11 @@ CASES = [
                                    pairs=[(2, 3), (4, 5)]), (61, 45), [0.75, 1.25], True),
     ("single_whole_pass", dict(base=72, crop=(64, 128), window="cityscapes", ac=False, n_cls=9),
      (40, 72), [1.0], False),
+    # One scale smaller than the source (upsampled along H last): labels from the rows loop.
+    ("single_small_scale", dict(base=64, crop=(32, 64), window="cityscapes", ac=False, n_cls=7),
+     (40, 72), [0.5], False),
+    ("single_small_scale_flip_align_corners", dict(base=64, crop=(48, 48), window="base", ac=True,
+                                                   n_cls=6), (45, 70), [0.75], True),
     # Scale maps shrunk 3-5x onto the source: evaluated only where the shrink reads them.
     ("strong_shrink_windows_flip", dict(base=64, crop=(32, 64), window="cityscapes", ac=False,
                                         n_cls=7), (14, 21), [0.5, 1.75], True),
@@ -418,6 +423,34 @@ def test_merge_labels_by_direct_argmax_equal_the_sweep(case, monkeypatch):
     np.testing.assert_array_equal(got_early.labels, want.labels)
     ref = _reference(plan, logits).argmax(0).numpy()
     assert float((got.labels == ref).mean()) >= 0.9995
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0].startswith("single_small")],
+                         ids=lambda c: c[0])
+def test_single_small_scale_labels_from_the_rows_loop(case, monkeypatch):
+    """A labels-only merge of one scale upsampled onto the source takes each block's labels
+    from the fused rows + argmax loop (no full-resolution scores, no argmax_finite), with the
+    labels of argmax over the scores that source_rows computes, block by block."""
+    plan, n_cls = _plan(case)
+    logits = _photo_pass_logits(plan, n_cls)
+    fused = [0]
+    real = tta_scores.resample_kernels.rows_argmax
+
+    def counted(*args, **kwargs):
+        fused[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tta_scores.resample_kernels, "rows_argmax", counted)
+    monkeypatch.setattr(tta_scores, "argmax_finite", lambda s: pytest.fail("scores materialised"))
+    got = tta_merge.merge_segmentation(plan, logits, with_confidence=False, block_bytes=256)
+    assert fused[0] > 1  # several blocks
+    monkeypatch.undo()
+    regs = [tta_scores.region_logits(plan, logits, plan.region_first(plan.scales[0], r))
+            for r in range(plan.scales[0].n_regions)]
+    work = tta_scores.prepare_scale(plan, plan.scales[0], regs, True)
+    scores = tta_scores.source_rows([work], 0, plan.original_size[0], take_exp=True)
+    np.testing.assert_array_equal(got.labels, np.argmax(scores, axis=0))
+    assert len(np.unique(got.labels)) >= 3
 
 
 def test_non_finite_logits_keep_the_sweep(monkeypatch):

@@ -30,7 +30,7 @@ from service.runtime.cpu import parallel_map
 from service.tasks.segmentation.plan import SegPlan
 from service.tasks.segmentation.scores import (
     BLOCK_BYTES, Resample, RunningArgmax, ScaleWork, block_rows, gemm_safe, prepare_scale,
-    region_logits, source_rows, upsampled_labels, work_bytes_per_channel,
+    region_logits, source_labels, source_rows, upsampled_labels, work_bytes_per_channel,
 )
 
 
@@ -113,7 +113,10 @@ def merge_segmentation(
         if not lip:
             def block(r0: int, c0: int = c0, works: list[ScaleWork] = works) -> None:
                 r1 = min(H, r0 + rows)
-                acc.update(source_rows(works, r0, r1, take_exp=not fast), c0, r0)
+                if acc.direct:  # all classes, finite: the labels without a running maximum
+                    source_labels(works, r0, r1, not fast, acc.labels)
+                else:
+                    acc.update(source_rows(works, r0, r1, take_exp=not fast), c0, r0)
 
             parallel_map(block, range(0, H, rows))  # blocks write disjoint rows of acc
             continue

@@ -311,9 +311,15 @@ class Resample:
         Rows go first when the map shrinks along H, else columns: decided by the map, not by
         the block, so every block (of any size) does the same arithmetic.
         """
-        if len(self.ch.i0) < int(self.ch.i1.max()) + 1:  # fewer output than input rows
+        if not self.rows_last:
             return self._cols(self._rows(x, offset, start, stop))
         return self._rows(self._cols(x), offset, start, stop)
+
+    @property
+    def rows_last(self) -> bool:
+        """Whether rows are resampled after the columns: unless the map shrinks along H (fewer
+        output than input rows)."""
+        return len(self.ch.i0) >= int(self.ch.i1.max()) + 1
 
     def _rows(self, x: np.ndarray, offset: int, start: int, stop: int) -> np.ndarray:
         return resample_rows(x, self.ch, start, stop, offset)
@@ -341,6 +347,27 @@ def source_rows(works: list[ScaleWork], start: int, stop: int, take_exp: bool) -
             total += s
     assert total is not None
     return total
+
+
+def source_labels(works: list[ScaleWork], start: int, stop: int, take_exp: bool,
+                  out: np.ndarray) -> None:
+    """Write into rows ``[start, stop)`` of ``out`` (int32, (H, W)) the argmax over classes of
+    :func:`source_rows` (same arguments), for *finite* scores (:func:`gemm_safe`).
+
+    One scale resampled along H last (a scale smaller than the source, as 0.25 or 0.5 is of
+    most photos) takes its labels straight from the rows loop
+    (:func:`~service.imaging.resample_kernels.rows_argmax`, the very arithmetic of
+    :meth:`Resample.block`): the block's full-resolution scores are neither written nor read
+    back by an argmax.
+    """
+    if len(works) == 1 and works[0].down is not None and works[0].down.rows_last:
+        work, down = works[0], works[0].down
+        a, b = band(down.ch, start, stop)
+        u = down._cols(_scale_rows(work, a, b, take_exp))
+        ch = down.ch
+        resample_kernels.rows_argmax(u, ch.i0, ch.i1, ch.w0, ch.w1, start, stop, out, offset=a)
+        return
+    out[start:stop] = argmax_finite(source_rows(works, start, stop, take_exp))
 
 
 def upsampled_labels(logits: np.ndarray, ch: AxisCoeffs, cw: AxisCoeffs, out_w: int,
