@@ -1,7 +1,8 @@
 """service.imaging.resample_kernels: the compiled 2-tap row loop must give the numpy gathers'
 very bits (``inf`` and ``nan`` included), and the fused argmax the labels of ``np.argmax`` over
 those rows, ties to the lower class, on real photos' logits; the plain argmax loop that of
-``np.argmax`` and of OpenCV's ``reduceArgMax``, which it replaced."""
+``np.argmax`` and of OpenCV's ``reduceArgMax``, and the running sweep that of numpy's, which
+they replaced."""
 
 from __future__ import annotations
 
@@ -113,6 +114,45 @@ def test_argmax_equals_numpy_and_opencv_on_photos(name):
         rk.argmax(lg[:0])
 
 
+def _numpy_sweep(x: np.ndarray, best: np.ndarray, labels: np.ndarray, c0: int) -> None:
+    """The numpy sweep the compiled one replaced: compare, max and masked store per class."""
+    better = np.empty(best.shape, np.bool_)
+    for k in range(x.shape[0]):
+        np.greater(x[k], best, out=better)
+        np.maximum(best, x[k], out=best)
+        np.copyto(labels, c0 + k, where=better)
+
+
+@pytest.mark.parametrize("name", ["coffee", "astronaut", "chelsea", "rocket"])
+def test_sweep_equals_the_numpy_sweep_on_photos(name):
+    """Chunk by chunk, the compiled sweep keeps the numpy sweep's running maximum and labels
+    exactly: on photo logits, on the same rounded to quarters (ties: the lower class), and with
+    NaN and infinities in them (NaN spreads into the maximum as np.maximum spreads it)."""
+    lg = photo_logits(name, 40, 70, 11, seed=4).astype(np.float32)
+    odd = lg.copy()
+    odd[3, 5, 7] = odd[0, 6, 6] = odd[10, 39, 69] = np.nan
+    odd[2, 1, 1] = odd[7, 2, 3] = np.inf
+    odd[:, 9, 9] = -np.inf
+    odd[4, 12, 0] = -np.inf
+    for x in (lg, np.round(lg * 4) / 4, odd):
+        shape = x.shape[1:]
+        best, labels = np.full(shape, -np.inf, np.float32), np.zeros(shape, np.int32)
+        want_best, want = best.copy(), labels.copy()
+        for c0 in range(0, 11, 4):
+            rk.sweep(x[c0 : c0 + 4], best, labels, c0)
+            _numpy_sweep(x[c0 : c0 + 4], want_best, want, c0)
+        np.testing.assert_array_equal(labels, want)
+        np.testing.assert_array_equal(best, want_best)  # NaN where NaN
+    assert np.isnan(best).sum() == 3 and (best == np.inf).sum() == 2 and best[9, 9] == -np.inf
+    np.testing.assert_array_equal(labels[9, 9], 0)  # all -inf: none is strictly above -inf
+    with pytest.raises(ValueError, match="C-contiguous"):
+        rk.sweep(lg, np.zeros((70, 40), np.float32).T, np.zeros((40, 70), np.int32), 0)
+    with pytest.raises(ValueError, match="int32"):
+        rk.sweep(lg, np.zeros((40, 70), np.float32), np.zeros((40, 70), np.int64), 0)
+    with pytest.raises(ValueError, match="must be"):
+        rk.sweep(lg, np.zeros((40, 71), np.float32), np.zeros((40, 71), np.int32), 0)
+
+
 def test_bounds_are_checked_before_the_loops_run():
     """The loops do not check bounds themselves: taps outside the input, rows outside the
     coefficients and a label map of the wrong type are refused first."""
@@ -154,4 +194,4 @@ def test_compile_all_is_idempotent():
     rk.compile_all()
     loops = dict(rk._loops())
     rk.compile_all()
-    assert rk._loops() == loops and set(loops) == {"rows", "argmax", "classes"}
+    assert rk._loops() == loops and set(loops) == {"rows", "argmax", "classes", "sweep"}
