@@ -465,3 +465,26 @@ def test_non_finite_logits_keep_the_sweep(monkeypatch):
     want = tta_merge.merge_segmentation(plan, logits)
     np.testing.assert_array_equal(got.labels, want.labels)
     assert (got.labels != 0).any()
+
+
+@pytest.mark.parametrize("name", ["coffee", "astronaut", "rocket"])
+def test_flip_average_equals_the_numpy_formula_on_photos(name):
+    """The flip average (mirror by OpenCV, channel by channel) has the very bits of the numpy
+    formula it replaced, ``(a + b[perm, :, ::-1]) * 0.5``, with and without flip pairs, for
+    float32 and float16 logits (a backend's half-precision outputs)."""
+    case = ("lip_square_flip_pairs", dict(base=40, crop=(40, 40), window="base", ac=True, n_cls=8,
+                                          square=40, pairs=[(2, 3), (4, 5)]), (61, 45), [1.0], True)
+    for pairs in ([(2, 3), (4, 5)], []):
+        case[1]["pairs"] = pairs
+        plan, n_cls = _plan(case)
+        a = photo_logits(name, 23, 31, n_cls, seed=1)
+        b = photo_logits(name, 23, 31, n_cls, seed=2)[:, ::-1]  # a mirrored photo's pass
+        for dtype in (np.float32, np.float16):
+            la, lb = a.astype(dtype), np.ascontiguousarray(b.astype(dtype))
+            perm = np.arange(n_cls)
+            for i, j in pairs:
+                perm[i], perm[j] = j, i
+            want = (la.astype(np.float32) + lb.astype(np.float32)[perm][:, :, ::-1]) * np.float32(0.5)
+            got = tta_scores.region_logits(plan, [la, lb], 0)
+            assert got.dtype == np.float32 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
