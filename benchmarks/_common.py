@@ -61,17 +61,19 @@ class Gateway(str):
 
 
 @contextmanager
-def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0) -> Iterator[Gateway]:
+def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0,
+            root: Path = ROOT) -> Iterator[Gateway]:
     """``python -m service`` in its own process (so client and server do not share a GIL), with
     ``settings`` as ``HRNET_*`` variables; yields its base URL (a :class:`Gateway`) once
-    ``/readyz`` answers 200."""
+    ``/readyz`` answers 200. ``root``: the checkout whose ``service`` runs (another commit's
+    worktree for a side-by-side comparison)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, **{f"HRNET_{k.upper()}": str(v) for k, v in settings.items()})
     env.setdefault("HRNET_ACCESS_LOG", "false")  # a line per request would drown the figures
     proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+                             str(port), "--log-level", "warning"], cwd=root, env=env)
     url = Gateway(f"http://127.0.0.1:{port}")
     url.pid = proc.pid
     try:
