@@ -18,7 +18,8 @@ taps of each output row and, for labels, keep the best class per pixel as they g
   :func:`sweep` keeps that argmax running over chunks of classes (merges in chunks, and those
   that want a confidence), where numpy made three passes per class.
 
-The loops are compiled on first use (0.5 s each) or by :func:`compile_all` (the gateway calls
+The loops are compiled on first use or by :func:`compile_all` (1.1 s for the four, 0.84 s for
+the two before the argmax and the sweep; 4 MiB more peak memory; the gateway calls
 it at start-up, before it reports ready); nothing is cached on disk, so read-only images work.
 """
 
@@ -34,7 +35,7 @@ _compiled: dict[str, Callable[..., None]] = {}
 
 
 def _build() -> dict[str, Callable[..., None]]:
-    """Compile both loops for C-contiguous float32 data and int64 / float32 coefficient arrays
+    """Compile the loops for C-contiguous float32 data and int64 / float32 coefficient arrays
     (read-only accepted: the coefficient tables are shared and frozen)."""
     import numba
     from numba import types as t
