@@ -9,11 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import numpy as np
@@ -94,6 +96,28 @@ def gateway(settings: dict[str, Any], *, startup_timeout: float = 120.0,
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def requests_per_s(post: Callable[[httpx.Client], object], requests: int, clients: int = 4) -> float:
+    """``requests`` calls of ``post`` (one request on the client it is given) shared by
+    ``clients`` concurrent HTTP clients, each on its own thread and connection; requests/s."""
+    lock = threading.Lock()
+    done = [0]
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=3600) as c:
+            while True:
+                with lock:
+                    if done[0] >= requests:
+                        return
+                    done[0] += 1
+                post(c)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client_loop) for _ in range(clients)]:
+            f.result()
+    return requests / (time.perf_counter() - t0)
 
 
 def limits_for_benchmarks() -> Limits:

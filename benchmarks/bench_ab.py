@@ -17,15 +17,13 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
-from _common import ROOT, first_model, gateway, photo  # noqa: E402
+from _common import ROOT, first_model, gateway, photo, requests_per_s  # noqa: E402
 from bench_segment import MULTI, _export  # noqa: E402
 
 
@@ -35,25 +33,6 @@ def _post(client: httpx.Client, url: str, png: bytes, options: dict) -> tuple[fl
                        data={"options": json.dumps(options)})
     resp.raise_for_status()
     return time.perf_counter() - t0, resp.json()
-
-
-def _requests_per_s(url: str, png: bytes, options: dict, requests: int, clients: int = 4) -> float:
-    lock, done = threading.Lock(), [0]
-
-    def loop() -> None:
-        with httpx.Client(timeout=3600) as c:
-            while True:
-                with lock:
-                    if done[0] >= requests:
-                        return
-                    done[0] += 1
-                _post(c, url, png, options)
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(loop) for _ in range(clients)]:
-            f.result()
-    return requests / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -104,11 +83,12 @@ def main() -> None:
                   f"{answers['new'] == answers['old']}", flush=True)
         png, options = cases[0][1], cases[0][2]
         for url in urls.values():
-            _requests_per_s(url, png, options, 8)  # warm-up
+            requests_per_s(lambda c: _post(c, url, png, options), 8)  # warm-up
         rps: dict[str, list[float]] = {k: [] for k in urls}
         for r in range(6):
             for k in (("old", "new") if r % 2 else ("new", "old")):
-                rps[k].append(_requests_per_s(urls[k], png, options, args.requests))
+                url = urls[k]
+                rps[k].append(requests_per_s(lambda c: _post(c, url, png, options), args.requests))
         m = {k: statistics.median(v) for k, v in rps.items()}
         print(f"4 clients of {cases[0][0]} ({args.requests} requests, 6 rounds): new "
               f"{m['new']:.2f} vs old {m['old']:.2f} req/s ({m['new'] / m['old']:.3f})")

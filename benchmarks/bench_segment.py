@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +55,8 @@ import numpy as np
 # Run as a script from anywhere: _common puts the repository root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    bare_session, first_model, gateway, idle_cpu_note, materialise, photo, run_batched,
+    bare_session, first_model, gateway, idle_cpu_note, materialise, photo, requests_per_s,
+    run_batched,
 )
 from tests.helpers import photo_logits  # noqa: E402
 
@@ -307,23 +307,7 @@ def memory(repo: Path, name: str, server: dict, threads: int) -> list[str]:
 
 def _concurrent(url: str, png: bytes, options: dict, requests: int, clients: int = 4) -> float:
     """``requests`` posts shared by ``clients`` concurrent HTTP clients; requests per second."""
-    lock = threading.Lock()
-    done = [0]
-
-    def client_loop() -> None:
-        with httpx.Client(timeout=3600) as c:
-            while True:
-                with lock:
-                    if done[0] >= requests:
-                        return
-                    done[0] += 1
-                _post(c, url, png, options)
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(client_loop) for _ in range(clients)]:
-            f.result()
-    return requests / (time.perf_counter() - t0)
+    return requests_per_s(lambda c: _post(c, url, png, options), requests, clients)
 
 
 def throughput(client, url, meta, name, session, settings, requests: int) -> list[str]:

@@ -322,6 +322,18 @@ class Resample:
             return self._cols(self._rows(x, offset, start, stop))
         return self._rows(self._cols(x), offset, start, stop)
 
+    def block_labels(self, x: np.ndarray, offset: int, start: int, stop: int,
+                     out: np.ndarray) -> None:
+        """Rows ``[start, stop)`` of ``out`` (int32) set to the argmax over classes of
+        :meth:`block` of *finite* ``x``: where rows go last, straight from the rows loop
+        (:func:`~service.imaging.resample_kernels.rows_argmax`, the same arithmetic)."""
+        if not self.rows_last:
+            out[start:stop] = argmax_finite(self.block(x, offset, start, stop))
+            return
+        ch = self.ch
+        resample_kernels.rows_argmax(self._cols(x), ch.i0, ch.i1, ch.w0, ch.w1, start, stop,
+                                     out, offset=offset)
+
     @property
     def rows_last(self) -> bool:
         """Whether rows are resampled after the columns: unless the map shrinks along H (fewer
@@ -368,11 +380,9 @@ def source_labels(works: list[ScaleWork], start: int, stop: int, take_exp: bool,
     back by an argmax.
     """
     if len(works) == 1 and works[0].down is not None and works[0].down.rows_last:
-        work, down = works[0], works[0].down
+        down = works[0].down
         a, b = band(down.ch, start, stop)
-        u = down._cols(_scale_rows(work, a, b, take_exp))
-        ch = down.ch
-        resample_kernels.rows_argmax(u, ch.i0, ch.i1, ch.w0, ch.w1, start, stop, out, offset=a)
+        down.block_labels(_scale_rows(works[0], a, b, take_exp), a, start, stop, out)
         return
     out[start:stop] = argmax_finite(source_rows(works, start, stop, take_exp))
 
@@ -423,10 +433,10 @@ def argmax_sweep(scores: np.ndarray, best: np.ndarray, labels: np.ndarray, c0: i
 def argmax_finite(scores: np.ndarray) -> np.ndarray:
     """``argmax(axis=0)`` of *finite* float32 ``scores`` (C, ...) as int32, ties to the lower class.
 
-    One read of each score in a compiled loop (:func:`~service.imaging.resample_kernels.argmax`),
-    where :func:`argmax_sweep` makes three passes per class and OpenCV's ``reduceArgMax`` took
-    8-18x the time (5.2-11.9 vs 0.67 ms on 19 x 400 x 600: 3.7 ms of CPU in each small request,
-    600x400 at scale 0.25). Not for NaN: a NaN in the first class would keep its pixel at
+    One read of each score in a compiled loop (:func:`~service.imaging.resample_kernels.argmax`)
+    that keeps no running maximum in memory, unlike :func:`argmax_sweep`; OpenCV's
+    ``reduceArgMax`` took 8-18x the time (5.2-11.9 vs 0.67 ms on 19 x 400 x 600: 3.7 ms of CPU
+    in each small request, 600x400 at scale 0.25). Not for NaN: a NaN in the first class would keep its pixel at
     class 0, where the sweep skips NaN.
     """
     return resample_kernels.argmax(scores)
